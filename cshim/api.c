@@ -1,0 +1,275 @@
+/* api.c: one thin wrapper per Redis module API pointer that Go uses (cgo can call
+ * neither function pointers nor variadic functions), plus a few batch helpers for
+ * hot paths so that one Go->C crossing does the work of several API calls. */
+#include <string.h>
+
+#include "redismodule.h"
+#include "cshim.h"
+
+/* Copies of Go strings are made NUL-terminated on the stack when they are short,
+ * on the heap otherwise: the API wants C strings for these. */
+#define CSHIM_STACK_STR 256
+
+int cshim_server_version(void) {
+    return RedisModule_GetServerVersion ? RedisModule_GetServerVersion() : 0;
+}
+
+int cshim_has_api(const char *name) {
+    void *p = NULL;
+    if (RedisModule_GetApi == NULL) return 0;
+    return RedisModule_GetApi(name, &p) == REDISMODULE_OK && p != NULL;
+}
+
+void cshim_log(RedisModuleCtx *ctx, const char *level, const char *msg, size_t len) {
+    if (len > 8192) len = 8192;
+    RedisModule_Log(ctx, level, "%.*s", (int)len, msg);
+}
+
+long long cshim_milliseconds(void) { return RedisModule_Milliseconds(); }
+
+int cshim_context_flags(RedisModuleCtx *ctx) { return RedisModule_GetContextFlags(ctx); }
+
+int cshim_is_resp3(RedisModuleCtx *ctx) {
+    return (RedisModule_GetContextFlags(ctx) & REDISMODULE_CTX_FLAGS_RESP3) != 0;
+}
+
+/* ---- strings ---- */
+
+const char *cshim_string_ptr_len(RedisModuleString *s, size_t *len) {
+    return RedisModule_StringPtrLen(s, len);
+}
+
+int cshim_string_to_long_long(RedisModuleString *s, long long *out) {
+    return RedisModule_StringToLongLong(s, out);
+}
+
+void cshim_args_views(RedisModuleString **argv, int argc, const char **ptrs, size_t *lens) {
+    for (int i = 0; i < argc; i++) ptrs[i] = RedisModule_StringPtrLen(argv[i], &lens[i]);
+}
+
+RedisModuleString *cshim_create_string(RedisModuleCtx *ctx, const char *p, size_t len) {
+    return RedisModule_CreateString(ctx, p, len);
+}
+
+RedisModuleString *cshim_create_string_ll(RedisModuleCtx *ctx, long long v) {
+    return RedisModule_CreateStringFromLongLong(ctx, v);
+}
+
+void cshim_free_string(RedisModuleCtx *ctx, RedisModuleString *s) { RedisModule_FreeString(ctx, s); }
+
+/* ---- replies ---- */
+
+int cshim_wrong_arity(RedisModuleCtx *ctx) { return RedisModule_WrongArity(ctx); }
+
+int cshim_reply_wrongtype(RedisModuleCtx *ctx) {
+    return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+}
+
+int cshim_reply_long_long(RedisModuleCtx *ctx, long long v) { return RedisModule_ReplyWithLongLong(ctx, v); }
+
+int cshim_reply_double(RedisModuleCtx *ctx, double v) { return RedisModule_ReplyWithDouble(ctx, v); }
+
+typedef int (*cshim_cstr_reply_fn)(RedisModuleCtx *ctx, const char *s);
+
+/* Calls fn with a NUL-terminated copy of p[0:len]; newlines would break the
+ * protocol of simple strings and errors, so they become spaces. */
+static int reply_cstr(RedisModuleCtx *ctx, cshim_cstr_reply_fn fn, const char *p, size_t len) {
+    char stackbuf[CSHIM_STACK_STR];
+    char *buf = len < sizeof(stackbuf) ? stackbuf : RedisModule_Alloc(len + 1);
+    for (size_t i = 0; i < len; i++) buf[i] = (p[i] == '\r' || p[i] == '\n') ? ' ' : p[i];
+    buf[len] = '\0';
+    int rc = fn(ctx, buf);
+    if (buf != stackbuf) RedisModule_Free(buf);
+    return rc;
+}
+
+int cshim_reply_simple(RedisModuleCtx *ctx, const char *p, size_t len) {
+    return reply_cstr(ctx, RedisModule_ReplyWithSimpleString, p, len);
+}
+
+int cshim_reply_error(RedisModuleCtx *ctx, const char *p, size_t len) {
+    return reply_cstr(ctx, RedisModule_ReplyWithError, p, len);
+}
+
+int cshim_reply_bulk(RedisModuleCtx *ctx, const char *p, size_t len) {
+    return RedisModule_ReplyWithStringBuffer(ctx, p ? p : "", len);
+}
+
+int cshim_reply_null(RedisModuleCtx *ctx) { return RedisModule_ReplyWithNull(ctx); }
+
+int cshim_reply_array(RedisModuleCtx *ctx, long n) { return RedisModule_ReplyWithArray(ctx, n); }
+
+/* A map under RESP3; under RESP2 Redis itself emits a flat array of 2n elements. */
+int cshim_reply_map(RedisModuleCtx *ctx, long n) { return RedisModule_ReplyWithMap(ctx, n); }
+
+int cshim_reply_long_longs(RedisModuleCtx *ctx, const int64_t *vals, int n) {
+    RedisModule_ReplyWithArray(ctx, n);
+    for (int i = 0; i < n; i++) RedisModule_ReplyWithLongLong(ctx, vals[i]);
+    return REDISMODULE_OK;
+}
+
+int cshim_reply_int_fields(RedisModuleCtx *ctx, const char *const *names, const int64_t *vals, int n) {
+    if (cshim_is_resp3(ctx)) {
+        RedisModule_ReplyWithMap(ctx, n);
+        for (int i = 0; i < n; i++) {
+            RedisModule_ReplyWithSimpleString(ctx, names[i]);
+            RedisModule_ReplyWithLongLong(ctx, vals[i]);
+        }
+        return REDISMODULE_OK;
+    }
+    return cshim_reply_long_longs(ctx, vals, n);
+}
+
+/* ---- replication ---- */
+
+int cshim_replicate_verbatim(RedisModuleCtx *ctx) { return RedisModule_ReplicateVerbatim(ctx); }
+
+int cshim_replicate_v(RedisModuleCtx *ctx, const char *cmd, size_t cmdlen, RedisModuleString **argv, size_t argc) {
+    char name[64];
+    if (cmdlen >= sizeof(name)) return REDISMODULE_ERR;
+    memcpy(name, cmd, cmdlen);
+    name[cmdlen] = '\0';
+    return RedisModule_Replicate(ctx, name, "v", argv, argc);
+}
+
+/* ---- keys ---- */
+
+RedisModuleKey *cshim_open_key(RedisModuleCtx *ctx, RedisModuleString *name, int mode) {
+    int m = REDISMODULE_READ | (mode == CSHIM_WRITE ? REDISMODULE_WRITE : 0);
+    return RedisModule_OpenKey(ctx, name, m);
+}
+
+void cshim_close_key(RedisModuleKey *k) {
+    if (k) RedisModule_CloseKey(k);
+}
+
+int cshim_key_type(RedisModuleKey *k) { return k ? RedisModule_KeyType(k) : REDISMODULE_KEYTYPE_EMPTY; }
+
+size_t cshim_value_length(RedisModuleKey *k) { return k ? RedisModule_ValueLength(k) : 0; }
+
+int cshim_delete_key(RedisModuleKey *k) { return RedisModule_DeleteKey(k); }
+
+int cshim_set_abs_expire(RedisModuleKey *k, long long unixms) { return RedisModule_SetAbsExpire(k, unixms); }
+
+long long cshim_get_abs_expire(RedisModuleKey *k) { return k ? RedisModule_GetAbsExpire(k) : REDISMODULE_NO_EXPIRE; }
+
+int cshim_zset_incrby(RedisModuleKey *k, RedisModuleString *member, double delta, double *newscore) {
+    if (RedisModule_KeyType(k) != REDISMODULE_KEYTYPE_EMPTY && RedisModule_KeyType(k) != REDISMODULE_KEYTYPE_ZSET)
+        return CSHIM_WRONGTYPE;
+    int flags = 0;
+    return RedisModule_ZsetIncrby(k, delta, member, &flags, newscore) == REDISMODULE_OK ? CSHIM_OK : CSHIM_ERR;
+}
+
+int cshim_zset_rem(RedisModuleKey *k, RedisModuleString *member, int *deleted) {
+    *deleted = 0;
+    int t = RedisModule_KeyType(k);
+    if (t == REDISMODULE_KEYTYPE_EMPTY) return CSHIM_OK;
+    if (t != REDISMODULE_KEYTYPE_ZSET) return CSHIM_WRONGTYPE;
+    return RedisModule_ZsetRem(k, member, deleted) == REDISMODULE_OK ? CSHIM_OK : CSHIM_ERR;
+}
+
+int cshim_key_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char **data, size_t *len) {
+    *data = NULL;
+    *len = 0;
+    int kt = cshim_key_type(k);
+    if (kt == REDISMODULE_KEYTYPE_EMPTY) return 1;
+    if (kt != REDISMODULE_KEYTYPE_MODULE || RedisModule_ModuleTypeGetType(k) != t) return CSHIM_WRONGTYPE;
+    cshim_blob *b = RedisModule_ModuleTypeGetValue(k);
+    *data = b->data;
+    *len = b->len;
+    return CSHIM_OK;
+}
+
+int cshim_open_blob(RedisModuleCtx *ctx, RedisModuleString *name, int mode, RedisModuleType *t,
+                    RedisModuleKey **key, const unsigned char **data, size_t *len) {
+    *key = cshim_open_key(ctx, name, mode);
+    return cshim_key_blob(*key, t, data, len);
+}
+
+int cshim_set_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char *p, size_t n) {
+    if (n > CSHIM_BLOB_MAX) return CSHIM_ERR;
+    int kt = RedisModule_KeyType(k);
+    if (kt == REDISMODULE_KEYTYPE_MODULE && RedisModule_ModuleTypeGetType(k) == t) {
+        /* Resize in place and swap the pointer without the free callback running. */
+        cshim_blob *old = RedisModule_ModuleTypeGetValue(k);
+        cshim_blob *b = old;
+        if (old->len != n) b = RedisModule_Realloc(old, sizeof(cshim_blob) + n);
+        if (n) memcpy(b->data, p, n);
+        b->len = (uint32_t)n;
+        if (b != old) {
+            void *prev = NULL;
+            if (RedisModule_ModuleTypeReplaceValue(k, t, b, &prev) != REDISMODULE_OK) return CSHIM_ERR;
+        }
+        return CSHIM_OK;
+    }
+    if (kt != REDISMODULE_KEYTYPE_EMPTY) return CSHIM_WRONGTYPE;
+    cshim_blob *b = RedisModule_Alloc(sizeof(cshim_blob) + n);
+    if (n) memcpy(b->data, p, n);
+    b->len = (uint32_t)n;
+    if (RedisModule_ModuleTypeSetValue(k, t, b) != REDISMODULE_OK) {
+        RedisModule_Free(b);
+        return CSHIM_ERR;
+    }
+    return CSHIM_OK;
+}
+
+int cshim_lengths_of(RedisModuleCtx *ctx, RedisModuleString **argv, int n, int want, int64_t *out, int *bad) {
+    for (int i = 0; i < n; i++) {
+        RedisModuleKey *k = RedisModule_OpenKey(ctx, argv[i], REDISMODULE_READ);
+        int kt = cshim_key_type(k);
+        if (kt != REDISMODULE_KEYTYPE_EMPTY && kt != want) {
+            cshim_close_key(k);
+            *bad = i;
+            return CSHIM_WRONGTYPE;
+        }
+        out[i] = (int64_t)cshim_value_length(k);
+        cshim_close_key(k);
+    }
+    return CSHIM_OK;
+}
+
+/* ---- command info ---- */
+
+int cshim_set_command_info(RedisModuleCtx *ctx, const char *name, const char *summary,
+                           const char *complexity, const char *since, int arity,
+                           const cshim_keyspec *specs, int nspecs) {
+    RedisModuleCommand *cmd = RedisModule_GetCommand(ctx, name);
+    if (cmd == NULL) return REDISMODULE_ERR;
+    /* Redis copies what it keeps, but the table is small and lives as long as the
+     * module, so it is simply never freed. */
+    RedisModuleCommandKeySpec *ks = RedisModule_Calloc((size_t)nspecs + 1, sizeof(*ks));
+    for (int i = 0; i < nspecs; i++) {
+        ks[i].flags = specs[i].flags;
+        if (specs[i].keyword) {
+            ks[i].begin_search_type = REDISMODULE_KSPEC_BS_KEYWORD;
+            ks[i].bs.keyword.keyword = specs[i].keyword;
+            ks[i].bs.keyword.startfrom = specs[i].index;
+        } else {
+            ks[i].begin_search_type = REDISMODULE_KSPEC_BS_INDEX;
+            ks[i].bs.index.pos = specs[i].index;
+        }
+        ks[i].find_keys_type = REDISMODULE_KSPEC_FK_RANGE;
+        ks[i].fk.range.lastkey = specs[i].lastkey;
+        ks[i].fk.range.keystep = specs[i].keystep;
+        ks[i].fk.range.limit = specs[i].limit;
+    }
+    RedisModuleCommandInfo info = {
+        .version = REDISMODULE_COMMAND_INFO_VERSION,
+        .summary = summary,
+        .complexity = complexity,
+        .since = since,
+        .arity = arity,
+        .key_specs = nspecs ? ks : NULL,
+    };
+    return RedisModule_SetCommandInfo(cmd, &info);
+}
+
+int cshim_set_acl_categories(RedisModuleCtx *ctx, const char *name, const char *categories) {
+    /* RedisModule_SetCommandACLCategories arrived in Redis 7.2. */
+    int (*set)(RedisModuleCommand *, const char *) = NULL;
+    if (RedisModule_GetApi("RedisModule_SetCommandACLCategories", (void **)&set) != REDISMODULE_OK || set == NULL)
+        return CSHIM_NOAPI;
+    RedisModuleCommand *cmd = RedisModule_GetCommand(ctx, name);
+    if (cmd == NULL) return REDISMODULE_ERR;
+    return set(cmd, categories);
+}

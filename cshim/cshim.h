@@ -1,0 +1,118 @@
+/* cshim.h: the only header Go preambles include.
+ *
+ * It declares opaque Redis module types (so Go never sees redismodule.h), the
+ * cshim_* wrappers that Go calls, and the Go entry points that C calls. Only
+ * integers and C pointers cross this boundary, never Go pointers kept by C. */
+#ifndef CHARON_CSHIM_H
+#define CHARON_CSHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct RedisModuleCtx RedisModuleCtx;
+typedef struct RedisModuleString RedisModuleString;
+typedef struct RedisModuleKey RedisModuleKey;
+typedef struct RedisModuleType RedisModuleType;
+
+/* The module's identity, shown by MODULE LIST. */
+#define CHARON_MODULE_NAME "charon"
+#define CHARON_MODULE_VERSION 100 /* 0.1.0 */
+
+/* Status codes of the batch helpers. */
+#define CSHIM_OK 0
+#define CSHIM_ERR -1
+#define CSHIM_WRONGTYPE -2
+#define CSHIM_NOAPI -3
+
+/* Go entry points (exported by module/main.go and rm/dispatch.go). */
+int charonGoOnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int charonGoCommand(int slot, RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+
+/* ---- registry of module types (blob values) ---- */
+/* A blob value is one RedisModule_Alloc block: a length, then the bytes. */
+typedef struct cshim_blob {
+    uint32_t len;
+    unsigned char data[];
+} cshim_blob;
+#define CSHIM_BLOB_MAX (64u * 1024u * 1024u)
+
+typedef int (*cshim_check_fn)(const unsigned char *p, size_t n);
+int cshim_type_register(const char *name, RedisModuleType *t, cshim_check_fn check);
+int cshim_type_count(void);
+RedisModuleType *cshim_type_lookup(const char *name, size_t namelen);
+int cshim_type_check(RedisModuleType *t, const unsigned char *p, size_t n);
+
+/* ---- load-time helpers ---- */
+#define CSHIM_MAX_COMMANDS 128
+int cshim_server_version(void);
+int cshim_has_api(const char *name);
+int cshim_create_command(RedisModuleCtx *ctx, int slot, const char *name, const char *flags,
+                         int firstkey, int lastkey, int keystep);
+
+typedef struct cshim_keyspec {
+    uint64_t flags;
+    const char *keyword; /* NULL: begin search by index */
+    int index;           /* index, or keyword startfrom */
+    int lastkey, keystep, limit;
+} cshim_keyspec;
+int cshim_set_command_info(RedisModuleCtx *ctx, const char *name, const char *summary,
+                           const char *complexity, const char *since, int arity,
+                           const cshim_keyspec *specs, int nspecs);
+int cshim_set_acl_categories(RedisModuleCtx *ctx, const char *name, const char *categories);
+
+/* ---- thin wrappers ---- */
+void cshim_log(RedisModuleCtx *ctx, const char *level, const char *msg, size_t len);
+long long cshim_milliseconds(void);
+int cshim_is_resp3(RedisModuleCtx *ctx);
+int cshim_context_flags(RedisModuleCtx *ctx);
+
+const char *cshim_string_ptr_len(RedisModuleString *s, size_t *len);
+int cshim_string_to_long_long(RedisModuleString *s, long long *out);
+void cshim_args_views(RedisModuleString **argv, int argc, const char **ptrs, size_t *lens);
+RedisModuleString *cshim_create_string(RedisModuleCtx *ctx, const char *p, size_t len);
+RedisModuleString *cshim_create_string_ll(RedisModuleCtx *ctx, long long v);
+void cshim_free_string(RedisModuleCtx *ctx, RedisModuleString *s);
+
+int cshim_wrong_arity(RedisModuleCtx *ctx);
+int cshim_reply_wrongtype(RedisModuleCtx *ctx);
+int cshim_reply_long_long(RedisModuleCtx *ctx, long long v);
+int cshim_reply_double(RedisModuleCtx *ctx, double v);
+int cshim_reply_simple(RedisModuleCtx *ctx, const char *p, size_t len);
+int cshim_reply_error(RedisModuleCtx *ctx, const char *p, size_t len);
+int cshim_reply_bulk(RedisModuleCtx *ctx, const char *p, size_t len);
+int cshim_reply_null(RedisModuleCtx *ctx);
+int cshim_reply_array(RedisModuleCtx *ctx, long n);
+int cshim_reply_map(RedisModuleCtx *ctx, long n);
+int cshim_reply_long_longs(RedisModuleCtx *ctx, const int64_t *vals, int n);
+int cshim_reply_int_fields(RedisModuleCtx *ctx, const char *const *names, const int64_t *vals, int n);
+
+int cshim_replicate_verbatim(RedisModuleCtx *ctx);
+int cshim_replicate_v(RedisModuleCtx *ctx, const char *cmd, size_t cmdlen, RedisModuleString **argv, size_t argc);
+
+/* ---- keys ---- */
+#define CSHIM_READ 1
+#define CSHIM_WRITE 2
+RedisModuleKey *cshim_open_key(RedisModuleCtx *ctx, RedisModuleString *name, int mode);
+void cshim_close_key(RedisModuleKey *k);
+int cshim_key_type(RedisModuleKey *k);
+size_t cshim_value_length(RedisModuleKey *k);
+int cshim_delete_key(RedisModuleKey *k);
+int cshim_set_abs_expire(RedisModuleKey *k, long long unixms);
+long long cshim_get_abs_expire(RedisModuleKey *k);
+int cshim_zset_incrby(RedisModuleKey *k, RedisModuleString *member, double delta, double *newscore);
+int cshim_zset_rem(RedisModuleKey *k, RedisModuleString *member, int *deleted);
+
+/* Open + type-check + get the blob, one crossing. Returns CSHIM_OK (found: *data,*len set),
+ * 1 when the key is empty, CSHIM_WRONGTYPE for another type. *key is always set (may be
+ * NULL for an absent key opened for reading) and must be closed by the caller. */
+int cshim_open_blob(RedisModuleCtx *ctx, RedisModuleString *name, int mode, RedisModuleType *t,
+                    RedisModuleKey **key, const unsigned char **data, size_t *len);
+/* Get the blob of an open key. Same return codes as cshim_open_blob. */
+int cshim_key_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char **data, size_t *len);
+/* Store a copy of p[0:n] as the key's value (creating or resizing the block). */
+int cshim_set_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char *p, size_t n);
+/* ValueLength of argv[0..n) into out; CSHIM_WRONGTYPE (and *bad = index) when a key
+ * exists with a type other than want (a REDISMODULE_KEYTYPE_* value). */
+int cshim_lengths_of(RedisModuleCtx *ctx, RedisModuleString **argv, int n, int want, int64_t *out, int *bad);
+
+#endif
