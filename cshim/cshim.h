@@ -24,8 +24,8 @@ typedef struct RedisModuleType RedisModuleType;
 #define CSHIM_WRONGTYPE -2
 #define CSHIM_NOAPI -3
 
-/* Go entry points (exported by module/main.go and rm/dispatch.go). */
-int charonGoOnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+/* Go entry point exported by rm/dispatch.go. (charonGoOnLoad, exported by the
+ * module's main package, is declared in onload.c.) */
 int charonGoCommand(int slot, RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
 
 /* ---- registry of module types (blob values) ---- */

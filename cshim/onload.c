@@ -11,6 +11,10 @@
 
 #define MIN_SERVER_VERSION 0x00070000 /* 7.0.0 */
 
+/* Exported by module/main.go. Weak, so that Go test binaries which link cshim
+ * without the module's main package still link; OnLoad never runs in them. */
+extern int charonGoOnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) __attribute__((weak));
+
 /* Every API the module calls. A missing one refuses the load here rather than
  * crashing later on a NULL function pointer. Newer APIs that are used only when
  * present (e.g. SetCommandACLCategories) are checked where they are used. */
@@ -57,6 +61,7 @@ int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) 
         return REDISMODULE_ERR;
     }
 
+    if (charonGoOnLoad == NULL) return REDISMODULE_ERR;
     return charonGoOnLoad(ctx, argv, argc) == 0 ? REDISMODULE_OK : REDISMODULE_ERR;
 }
 
