@@ -101,11 +101,15 @@ lint: $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  [ -z "$$out" ] || { echo "gofmt would change: $$out"; exit 1; }
 	$(GO) vet ./...
+	$(GO) vet -tags integration ./tests/...
 	$(STATICCHECK) ./...
-	@# pure packages must not reach cgo or rm
+	$(STATICCHECK) -tags integration ./tests/...
+	@# pure packages must not reach cgo (outside the standard library) or rm/cshim
 	@for p in $(PURE_PKGS); do \
-	  if $(GO) list -deps $$p | grep -qE '^(C|runtime/cgo|github.com/charon-redis/charon/(rm|cshim))$$'; then \
-	    echo "$$p reaches cgo or rm"; exit 1; fi; done
+	  bad=$$($(GO) list -deps -f '{{if and (not .Standard) .CgoFiles}}{{.ImportPath}}{{end}}' $$p; \
+	         $(GO) list -deps $$p | grep -E '^github.com/charon-redis/charon/(rm|cshim)$$'); \
+	  if [ -n "$$bad" ]; then echo "pure package $$p reaches cgo or rm: $$bad"; exit 1; fi; \
+	done
 
 PURE_PKGS ?= $(shell $(GO) list ./module/... 2>/dev/null | grep -v '^github.com/charon-redis/charon/module$$')
 
@@ -121,3 +125,180 @@ bench: build redis
 
 clean:
 	rm -rf $(BUILD)
+
+# ---------------------------------------------------------------------------
+# Docker. Keep this section last; it belongs to the Docker work.
+#
+# `make docker` builds the image (Redis built inside by `make redis` from a verified
+# tarball, charon.so from `make build`). With no registry to pull from, a missing
+# base image is first built from Debian's archive with debootstrap and tagged as the
+# Dockerfile's default base. `make docker-test` checks a running container (health,
+# MODULE LIST, a CHARON.RATE key kept across a new container on the same volume),
+# then runs the integration suite inside the image against its own binaries.
+
+DOCKER        ?= docker
+DOCKER_IMAGE  ?= charon-redis
+# The local base gets exactly the Dockerfile's default tag, so FROM resolves.
+DOCKER_BASE   ?= $(shell sed -n 's/^ARG BASE_IMAGE=//p' $(CURDIR)/Dockerfile)
+DOCKER_SUITE  ?= bookworm
+# BuildKit when the buildx plugin exists; the Dockerfile also suits the legacy builder.
+DOCKER_BUILDKIT ?= $(shell $(DOCKER) buildx version >/dev/null 2>&1 && echo 1 || echo 0)
+# The build stage is tagged too: docker-test takes the image's own verified Redis
+# tarball from it for the header test.
+DOCKER_BUILD_IMAGE ?= $(DOCKER_IMAGE)-build
+DOCKER_STAGE  := $(BUILD)/docker
+DOCKER_TESTS  := $(BUILD)/docker-test
+# Extra flags for the test binaries, e.g. DOCKER_TEST_FLAGS='-test.run=Cluster -test.v'.
+DOCKER_TEST_FLAGS ?=
+# Where the image installs things (see the Dockerfile).
+DOCKER_REDIS_BIN := /usr/local/bin
+DOCKER_MODULE    := /usr/local/lib/redis/modules/charon.so
+
+.PHONY: docker docker-base docker-smoke docker-test
+
+# debootstrap needs root; the slim trimming follows Debian's own slim images.
+docker-base:
+	@set -euo pipefail; \
+	base="$(DOCKER_BASE)"; \
+	[ -n "$$base" ] || { echo "docker-base: the Dockerfile has no 'ARG BASE_IMAGE=' line" >&2; exit 1; }; \
+	if $(DOCKER) image inspect "$$base" >/dev/null 2>&1; then exit 0; fi; \
+	echo "docker-base: $$base is not present; building it with debootstrap $(DOCKER_SUITE)"; \
+	start=$$(date +%s); sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	export PATH="$$PATH:/usr/sbin:/sbin"; \
+	command -v debootstrap >/dev/null || { $$sudo apt-get update -qq && \
+	  $$sudo apt-get install -y -qq --no-install-recommends debootstrap >/dev/null; }; \
+	uris=$$( (grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources || true) | awk '{for (i = 2; i <= NF; i++) print $$i}'; \
+	  (grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list || true) | \
+	    awk '{for (i = 2; i <= NF; i++) if ($$i ~ /^[a-z]+:\/\//) {print $$i; break}}'); \
+	mirror=$$(grep -v security <<<"$$uris" | head -n1 || true); \
+	security=$$(grep security <<<"$$uris" | head -n1 || true); \
+	[ -n "$$mirror" ] || { echo "docker-base: no Debian mirror in the apt sources" >&2; exit 1; }; \
+	mkdir -p "$(BUILD)"; log="$(BUILD)/docker-base.log"; \
+	root=$$(mktemp -d "$${TMPDIR:-/tmp}/charon-rootfs.XXXXXX"); \
+	trap '$$sudo rm -rf "$$root"' EXIT; \
+	$$sudo debootstrap --variant=minbase $(DOCKER_SUITE) "$$root" "$$mirror" >"$$log" 2>&1 || \
+	  { tail -20 "$$log" >&2; exit 1; }; \
+	put() { $$sudo mkdir -p "$$(dirname "$$root/$$1")"; $$sudo tee "$$root/$$1" >/dev/null; }; \
+	$$sudo rm -f "$$root/etc/apt/sources.list"; \
+	{ printf 'Types: deb\nURIs: %s\nSuites: %s %s-updates\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+	    "$$mirror" $(DOCKER_SUITE) $(DOCKER_SUITE); \
+	  [ -z "$$security" ] || printf '\nTypes: deb\nURIs: %s\nSuites: %s-security\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+	    "$$security" $(DOCKER_SUITE); } | put etc/apt/sources.list.d/debian.sources; \
+	printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
+	  'path-exclude /usr/share/man/*' 'path-exclude /usr/share/groff/*' 'path-exclude /usr/share/info/*' \
+	  'path-exclude /usr/share/locale/*' 'path-exclude /usr/share/lintian/*' 'path-exclude /usr/share/linda/*' \
+	  | put etc/dpkg/dpkg.cfg.d/docker-slim; \
+	printf '%s\n' 'DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };' \
+	  'APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };' \
+	  'Dir::Cache::pkgcache ""; Dir::Cache::srcpkgcache "";' | put etc/apt/apt.conf.d/docker-clean; \
+	echo 'Acquire::Languages "none";' | put etc/apt/apt.conf.d/docker-no-languages; \
+	{ $$sudo chroot "$$root" apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo chroot "$$root" apt-get upgrade -y -qq; } >>"$$log" 2>&1 || \
+	  { tail -20 "$$log" >&2; exit 1; }; \
+	$$sudo find "$$root/usr/share/doc" -mindepth 1 ! -type d ! -name copyright -delete; \
+	$$sudo find "$$root/usr/share/doc" -mindepth 1 -type d -empty -delete; \
+	$$sudo rm -rf "$$root"/usr/share/{man,groff,info,locale,lintian,linda}/* "$$root"/var/lib/apt/lists/* \
+	  "$$root"/var/cache/apt/*.bin "$$root"/var/cache/apt/archives/*.deb "$$root"/var/log/apt/* "$$root"/var/log/*.log; \
+	: | put etc/resolv.conf; : | put etc/hostname; \
+	have=$$(cat "$$root/etc/debian_version"); want=$$(grep -oE '[0-9]+\.[0-9]+' <<<"$$base" | head -n1 || true); \
+	[ -z "$$want" ] || [ "$$have" = "$$want" ] || echo "docker-base: warning: the archive gives Debian $$have," \
+	  "the pinned tag says $$want; tagging it anyway (repin BASE_IMAGE in the Dockerfile)" >&2; \
+	$$sudo tar -C "$$root" --numeric-owner -cf - . | $(DOCKER) import \
+	  --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+	  --change 'CMD ["bash"]' --change 'LABEL charon.base=debootstrap-minbase' \
+	  -m "debootstrap --variant=minbase $(DOCKER_SUITE) (Debian $$have), slimmed" - "$$base" >/dev/null; \
+	echo "docker-base: $$base (Debian $$have) built in $$(( $$(date +%s) - start ))s," \
+	  "$$($(DOCKER) image inspect -f '{{.Size}}' "$$base" | awk '{printf "%.1f MB", $$1 / 1e6}')"
+
+# The Dockerfile's ARG defaults must equal the Makefile's pins (checked unless
+# overridden on the command line). A local or cached tarball is staged into the
+# build context; inside, `make redis` verifies it against the checksums.
+docker: build docker-base
+	@set -euo pipefail; \
+	if [ "$(origin REDIS_VERSION)$(origin REDIS_SHA256)$(origin REDIS_SHA256_DEBIAN)" = filefilefile ]; then \
+	  for pin in REDIS_VERSION=$(REDIS_VERSION) REDIS_SHA256=$(REDIS_SHA256) REDIS_SHA256_DEBIAN=$(REDIS_SHA256_DEBIAN); do \
+	    lines=$$(grep -E "^ARG $${pin%%=*}=" Dockerfile || true); \
+	    if [ -z "$$lines" ] || grep -vqx "ARG $$pin" <<<"$$lines"; then \
+	      echo "docker: the Dockerfile's ARG $${pin%%=*} differs from the Makefile's $$pin; change them together" >&2; exit 1; \
+	    fi; \
+	  done; \
+	fi; \
+	rm -rf "$(DOCKER_STAGE)"; mkdir -p "$(DOCKER_STAGE)"; \
+	tarball="$(REDIS_TARBALL)"; \
+	if [ -z "$$tarball" ] && [ -s "$(REDIS_TARBALL_CACHE)" ]; then tarball="$(REDIS_TARBALL_CACHE)"; fi; \
+	tararg=; \
+	if [ -n "$$tarball" ]; then cp "$$tarball" "$(DOCKER_STAGE)/"; tararg="build/docker/$$(basename "$$tarball")"; fi; \
+	start=$$(date +%s); \
+	for target in build runtime; do \
+	  tag="$(DOCKER_IMAGE)"; [ $$target = runtime ] || tag="$(DOCKER_BUILD_IMAGE)"; \
+	  DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) $(DOCKER) build --force-rm --target $$target \
+	    --build-arg BASE_IMAGE="$(DOCKER_BASE)" \
+	    --build-arg REDIS_VERSION="$(REDIS_VERSION)" \
+	    --build-arg REDIS_SHA256="$(REDIS_SHA256)" \
+	    --build-arg REDIS_SHA256_DEBIAN="$(REDIS_SHA256_DEBIAN)" \
+	    --build-arg REDIS_TARBALL="$$tararg" \
+	    -t "$$tag" -f "$(CURDIR)/Dockerfile" "$(CURDIR)"; \
+	done; \
+	echo "docker: $(DOCKER_IMAGE) built in $$(( $$(date +%s) - start ))s," \
+	  "$$($(DOCKER) image inspect -f '{{.Size}}' "$(DOCKER_IMAGE)" | awk '{printf "%.1f MB", $$1 / 1e6}')"
+
+# A real container: healthy (which needs the module loaded), MODULE LIST names
+# charon, the server is not root, and a CHARON.RATE key written before `docker stop`
+# is counted by a new container on the same volume (times passed with AT).
+docker-smoke: docker
+	@set -euo pipefail; \
+	name=charon-smoke-$$$$; vol=$$name; \
+	trap '$(DOCKER) rm -f $$name >/dev/null 2>&1 || true; $(DOCKER) volume rm -f $$vol >/dev/null 2>&1 || true' EXIT; \
+	fail() { echo "docker-smoke: $$*" >&2; $(DOCKER) logs --tail 30 $$name >&2 || true; exit 1; }; \
+	healthy() { local s=; for _ in $$(seq 90); do \
+	    s=$$($(DOCKER) inspect -f '{{.State.Health.Status}}' $$name); [ "$$s" != healthy ] || return 0; \
+	    [ "$$($(DOCKER) inspect -f '{{.State.Running}}' $$name)" = true ] || break; sleep 1; \
+	  done; fail "container is not healthy (health: $$s)"; }; \
+	cli() { $(DOCKER) exec $$name redis-cli "$$@"; }; \
+	tier="TIER 10 3600000 3600000 0"; now=$$(date +%s%3N); \
+	$(DOCKER) volume create $$vol >/dev/null; \
+	$(DOCKER) run -d --name $$name -v $$vol:/data "$(DOCKER_IMAGE)" >/dev/null; healthy; \
+	cli MODULE LIST | grep -qx charon || fail "MODULE LIST does not name charon"; \
+	uid=$$($(DOCKER) exec $$name awk '/^Uid:/ {print $$2}' /proc/1/status); \
+	[ "$$uid" != 0 ] || fail "redis-server runs as root"; \
+	got=$$(cli CHARON.RATE rl:smoke AT $$now $$tier | sed -n 1p); \
+	[ "$$got" = 1 ] || fail "CHARON.RATE granted '$$got', want 1"; \
+	$(DOCKER) stop $$name >/dev/null; $(DOCKER) rm $$name >/dev/null; \
+	$(DOCKER) run -d --name $$name -v $$vol:/data "$(DOCKER_IMAGE)" >/dev/null; healthy; \
+	hits=$$(cli CHARON.RATE rl:smoke AT $$((now + 1)) $$tier | sed -n 4p); \
+	[ "$$hits" = 2 ] || fail "tier_hits after a new container is '$$hits', want 2 (the key was not kept)"; \
+	echo "docker-smoke: ok (healthy, MODULE LIST has charon, uid $$uid, rl:smoke kept across containers on a volume)"
+
+# The integration tests, compiled here (static, no cgo), run inside the image as its
+# non-root user against /usr/local/bin/redis-server and the installed charon.so. The
+# harness wants a repository root (go.mod) to keep its run directories under, and the
+# header test compares cshim/redismodule.h with the Redis tarball the image was built
+# from, so a small tree with those is copied in. Failed runs are copied back out.
+docker-test: docker-smoke
+	@set -euo pipefail; \
+	rm -rf "$(DOCKER_TESTS)"; tree="$(DOCKER_TESTS)/tree"; mkdir -p "$$tree/tests" "$$tree/cshim" "$$tree/build"; \
+	CGO_ENABLED=0 $(GO) test -c -tags integration -o "$(DOCKER_TESTS)/" ./tests/...; \
+	bins=$$(ls "$(DOCKER_TESTS)"/*.test 2>/dev/null || true); \
+	[ -n "$$bins" ] || { echo "docker-test: ./tests/... built no test binaries" >&2; exit 1; }; \
+	: >"$$tree/go.mod"; cp cshim/redismodule.h "$$tree/cshim/"; \
+	cid=; trap '[ -z "$$cid" ] || $(DOCKER) rm -f "$$cid" >/dev/null 2>&1 || true' EXIT; \
+	cid=$$($(DOCKER) create "$(DOCKER_BUILD_IMAGE)"); \
+	$(DOCKER) cp "$$cid:/src/build/redis-verified.tar.gz" "$$tree/build/"; $(DOCKER) rm "$$cid" >/dev/null; cid=; \
+	chmod -R a+rwX "$$tree"; chmod +t "$$tree" "$$tree/build"; \
+	rc=0; \
+	for bin in $$bins; do \
+	  b=$$(basename "$$bin"); start=$$(date +%s); cp "$$bin" "$$tree/tests/"; \
+	  cid=$$($(DOCKER) create --no-healthcheck --workdir /tmp/charon/tests \
+	    -e CHARON_REDIS_BIN=$(DOCKER_REDIS_BIN) -e CHARON_MODULE=$(DOCKER_MODULE) "$(DOCKER_IMAGE)" \
+	    ./$$b -test.count=1 -test.timeout=30m $(DOCKER_TEST_FLAGS)); \
+	  $(DOCKER) cp "$$tree/." "$$cid:/tmp/charon/"; rm -f "$$tree/tests/$$b"; \
+	  $(DOCKER) start -a "$$cid" || true; \
+	  code=$$($(DOCKER) wait "$$cid"); \
+	  if [ "$$code" != 0 ]; then \
+	    rc=1; $(DOCKER) cp "$$cid:/tmp/charon/build/test-runs" "$(DOCKER_TESTS)/test-runs-$${b%.test}" 2>/dev/null && \
+	      echo "docker-test: server directories kept in $(DOCKER_TESTS)/test-runs-$${b%.test}"; \
+	  fi; \
+	  $(DOCKER) rm "$$cid" >/dev/null; cid=; \
+	  echo "docker-test: $$b exited $$code in $$(( $$(date +%s) - start ))s"; \
+	done; \
+	exit $$rc

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 
 	"github.com/charon-redis/charon/rm"
@@ -50,9 +51,9 @@ func debugCommand(c rm.Ctx, args rm.Args, opts options) error {
 		if !opts.debug {
 			return errDebugDisabled
 		}
-		var m map[string]int
-		m["deliberate"]++ // a nil-map write: a real runtime panic, not a panic() call
-		return nil
+		// An index out of range: a real runtime panic, not a panic() call.
+		var empty []int
+		return fmt.Errorf("unreachable: %d", empty[len(sub)])
 	default:
 		return &argError{arg: "subcommand", reason: "must be RUNTIME or PANIC, got '" + strings.ToUpper(string(sub)) + "'"}
 	}

@@ -60,5 +60,6 @@ func setup(c rm.Ctx, args []rm.ModuleArg) ([]rm.Command, error) {
 	}
 	var cmds []rm.Command
 	cmds = append(cmds, debugCommands(opts)...)
+	cmds = append(cmds, unreadCommands()...)
 	return cmds, nil
 }
