@@ -1,0 +1,114 @@
+package rate
+
+import "fmt"
+
+// TierInfo explains one stored tier at the inspection time.
+type TierInfo struct {
+	// Tier is the last configuration the key saw for this tier.
+	Tier
+	State TierState
+	// Entered reports whether the tier was ever entered; EnteredAt is its latest entry
+	// (-1 when never entered).
+	Entered   bool
+	EnteredAt int64
+	// Hits is the number of hits in the tier's window (rule 2).
+	Hits int64
+	// ActiveUntil and CooldownUntil are the last ms of the active and cooldown periods
+	// of the latest entry (-1 when never entered).
+	ActiveUntil   int64
+	CooldownUntil int64
+	// NextChange is when the tier's state changes next without traffic, NextState the
+	// state it changes to; NextChange is -1 when no change is due (an INACTIVE tier only
+	// becomes ACTIVE when a request enters it).
+	NextChange int64
+	NextState  TierState
+}
+
+// LogEntry is one millisecond of a second log.
+type LogEntry struct {
+	At   int64
+	Hits int64
+}
+
+// Info is what CHARON.INSPECT reports about a key.
+type Info struct {
+	Kind Kind
+	// T is the inspection time: max(requested time, newest time in the key).
+	T int64
+	// Last is the newest timestamp stored in the key.
+	Last int64
+	// CurrentTier is the highest ACTIVE tier (1-based), 0 when none is ACTIVE.
+	CurrentTier int
+	// Tiers is empty for a global key.
+	Tiers []TierInfo
+	// WindowHits is the second-log count over the last 1000 ms (domain_hits, or
+	// global_hits for a global key); SecondLog lists its entries, oldest first.
+	WindowHits int64
+	SecondLog  []LogEntry
+	// Events is the number of stored log events, Bytes the encoded size.
+	Events int
+	Bytes  int
+	// ExpireAt is the absolute time at which the key stops mattering (X);
+	// ResetAfter = max(ExpireAt - T, 0).
+	ExpireAt   int64
+	ResetAfter int64
+}
+
+// Inspect explains the stored value cur (non-empty) at nowMs, under the configuration
+// stored in it. It is not on the hot path and allocates freely.
+func Inspect(cur []byte, nowMs int64) (*Info, error) {
+	var v view
+	if err := parseView(cur, &v); err != nil {
+		return nil, fmt.Errorf("inspect: %w", err)
+	}
+	t := max(min(max(nowMs, 0), MaxAt), v.last)
+	info := &Info{Kind: v.kind, T: t, Last: v.last, Events: v.nev, Bytes: len(cur)}
+	var req Request
+	req.NTiers = v.n
+	for j := 0; j < v.n; j++ {
+		req.Tiers[j] = v.tiers[j].cfg
+	}
+	c := calc{req: &req, v: v, n: v.n, t: t}
+	for j := 0; j < v.n; j++ {
+		c.entered[j] = v.tiers[j].entered
+		c.entry[j] = v.tiers[j].entry
+		c.state[j] = stateAt(c.entered[j], c.entry[j], &req.Tiers[j], t)
+		if c.state[j] == Active {
+			info.CurrentTier = j + 1
+		}
+	}
+	_ = c.windowHits(t, &c.state, &c.hits, true) // checked by parseView
+	info.WindowHits = c.domainHits
+	it := v.iter()
+	var e event
+	for it.next(&e) {
+		if e.ts >= t-1000 {
+			info.SecondLog = append(info.SecondLog, LogEntry{At: e.ts, Hits: e.total})
+		}
+	}
+	for j := 0; j < v.n; j++ {
+		cfg := req.Tiers[j]
+		ti := TierInfo{Tier: cfg, State: c.state[j], Entered: c.entered[j], EnteredAt: c.entry[j],
+			Hits: c.hits[j], ActiveUntil: -1, CooldownUntil: -1, NextChange: -1, NextState: c.state[j]}
+		if ti.Entered {
+			ti.ActiveUntil = ti.EnteredAt + cfg.Active
+			ti.CooldownUntil = ti.ActiveUntil + cfg.Cooldown
+			switch ti.State {
+			case Active:
+				ti.NextChange = ti.ActiveUntil + 1
+				ti.NextState = Cooldown
+				if cfg.Cooldown == 0 {
+					ti.NextState = Inactive
+				}
+			case Cooldown:
+				ti.NextChange, ti.NextState = ti.CooldownUntil+1, Inactive
+			}
+		} else {
+			ti.EnteredAt = -1
+		}
+		info.Tiers = append(info.Tiers, ti)
+	}
+	info.ExpireAt = c.expiry(&c.entered, &c.entry)
+	info.ResetAfter = max(info.ExpireAt-t, 0)
+	return info, nil
+}

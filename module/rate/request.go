@@ -1,0 +1,337 @@
+// Package rate implements CHARON.RATE's pure logic: argument parsing, Charon's tiered
+// sliding-window algorithm and the flat byte encoding of a key's value. It knows nothing
+// of Redis: time is an argument, values are byte slices the caller owns, and errors are
+// typed values that the glue turns into replies.
+package rate
+
+import "strconv"
+
+// Bounds from the CHARON.RATE contract.
+const (
+	// MaxTiers is the largest number of TIER clauses in one request.
+	MaxTiers = 16
+	// MaxCount bounds tier limits, MIN, HARD and GLOBAL limits (hits).
+	MaxCount = 1_000_000_000_000
+	// MaxMax bounds MAX; MAX is at least 1.
+	MaxMax = MaxCount
+	// MaxDuration bounds windows, active and cooldown times: 10 years of 365 days, in ms.
+	MaxDuration = 10 * 365 * 24 * 3600 * 1000
+	// MaxAt bounds AT (2^53, the largest integer a double holds exactly).
+	MaxAt = 1 << 53
+)
+
+// Tier is one TIER clause: Limit hits per Window ms, usable for Active ms after it is
+// entered, then closed for Cooldown ms.
+type Tier struct {
+	Limit     int64
+	Window    int64
+	Active    int64
+	Cooldown  int64
+	Skippable bool
+}
+
+// Request is a parsed CHARON.RATE argument list. It is caller-owned and reusable:
+// ParseRequest overwrites every field.
+type Request struct {
+	// Max is the most hits asked for (default 1).
+	Max int64
+	// Min is the fewest hits worth having; it defaults to Max (all or nothing).
+	Min int64
+	// HasHard reports a HARD clause; Hard is the per-key limit over the last 1000 ms.
+	HasHard bool
+	Hard    int64
+	// HasGlobal reports a GLOBAL clause; GlobalLimit is the resource-wide limit over the
+	// last 1000 ms and GlobalKeyIdx the index of the global key name in the args given
+	// to ParseRequest (else -1); the command's argv index is GlobalKeyIdx+2.
+	HasGlobal    bool
+	GlobalLimit  int64
+	GlobalKeyIdx int
+	// HasAt reports an AT clause; At is its time in ms and AtIdx the index of the AT
+	// keyword in the args given to ParseRequest (else -1; its value is at AtIdx+1), so
+	// the glue can replace or append AT when replicating.
+	HasAt bool
+	At    int64
+	AtIdx int
+	// DryRun asks for the answer without any change.
+	DryRun bool
+	// Tiers[:NTiers] are the TIER clauses in order.
+	Tiers  [MaxTiers]Tier
+	NTiers int
+}
+
+// ArgError names the offending argument of a command. Its Error text is the reply text.
+type ArgError struct {
+	Arg    string
+	Reason string
+}
+
+// Error returns "ERR <ARG>: <reason>", ready to be sent as an error reply.
+func (e *ArgError) Error() string { return "ERR " + e.Arg + ": " + e.Reason }
+
+func argErr(arg, reason string) error { return &ArgError{Arg: arg, Reason: reason} }
+
+// eqFold reports whether b equals the upper-case ASCII keyword kw, ignoring case.
+func eqFold(b []byte, kw string) bool {
+	if len(b) != len(kw) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		if c != kw[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// parseInt parses a decimal int64 the way Redis's string2ll does: optional '-', no
+// leading zeros, no spaces or '+', no overflow.
+func parseInt(b []byte) (int64, bool) {
+	if len(b) == 0 || len(b) > 20 {
+		return 0, false
+	}
+	neg := false
+	i := 0
+	if b[0] == '-' {
+		neg = true
+		i = 1
+		if len(b) == 1 {
+			return 0, false
+		}
+	}
+	if b[i] == '0' {
+		// "0" alone is fine; "-0" and leading zeros are not.
+		return 0, len(b) == 1
+	}
+	var v uint64
+	for ; i < len(b); i++ {
+		c := b[i]
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if v > (1<<63)/10 {
+			return 0, false
+		}
+		v = v*10 + uint64(c-'0')
+	}
+	if neg {
+		if v > 1<<63 {
+			return 0, false
+		}
+		return -int64(v), true
+	}
+	if v > 1<<63-1 {
+		return 0, false
+	}
+	return int64(v), true
+}
+
+// rangeErr builds the error for a number outside [lo, hi].
+func rangeErr(arg string, lo, hi int64) error {
+	return argErr(arg, "must be an integer between "+strconv.FormatInt(lo, 10)+" and "+strconv.FormatInt(hi, 10))
+}
+
+func parseBounded(b []byte, lo, hi int64) (int64, bool) {
+	v, ok := parseInt(b)
+	if !ok || v < lo || v > hi {
+		return 0, false
+	}
+	return v, true
+}
+
+// quoteArg makes a user argument safe to echo in an error reply: printable ASCII only,
+// at most 32 bytes (a CR or LF would break the protocol).
+func quoteArg(b []byte) string {
+	const max = 32
+	n := len(b)
+	if n > max {
+		n = max
+	}
+	buf := make([]byte, 0, n+5)
+	buf = append(buf, '\'')
+	for _, c := range b[:n] {
+		if c < 0x20 || c > 0x7e {
+			c = '?'
+		}
+		buf = append(buf, c)
+	}
+	if len(b) > max {
+		buf = append(buf, "..."...)
+	}
+	buf = append(buf, '\'')
+	return string(buf)
+}
+
+// tierArg names argument part of TIER clause number n (1-based).
+func tierArg(n int, part string) string {
+	s := "TIER " + strconv.Itoa(n)
+	if part != "" {
+		s += " " + part
+	}
+	return s
+}
+
+// ParseRequest parses the arguments of CHARON.RATE that follow the key (args[0] is the
+// first option) into req. It allocates nothing on success. Errors are *ArgError.
+func ParseRequest(args [][]byte, req *Request) error {
+	*req = Request{Max: 1, GlobalKeyIdx: -1, AtIdx: -1}
+	hasMax, hasMin := false, false
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case eqFold(a, "MAX"):
+			if hasMax {
+				return argErr("MAX", "given more than once")
+			}
+			if i+1 >= len(args) {
+				return argErr("MAX", "missing value")
+			}
+			v, ok := parseBounded(args[i+1], 1, MaxMax)
+			if !ok {
+				return rangeErr("MAX", 1, MaxMax)
+			}
+			req.Max, hasMax = v, true
+			i++
+		case eqFold(a, "MIN"):
+			if hasMin {
+				return argErr("MIN", "given more than once")
+			}
+			if i+1 >= len(args) {
+				return argErr("MIN", "missing value")
+			}
+			v, ok := parseBounded(args[i+1], 0, MaxCount)
+			if !ok {
+				return rangeErr("MIN", 0, MaxCount)
+			}
+			req.Min, hasMin = v, true
+			i++
+		case eqFold(a, "HARD"):
+			if req.HasHard {
+				return argErr("HARD", "given more than once")
+			}
+			if i+1 >= len(args) {
+				return argErr("HARD", "missing value")
+			}
+			v, ok := parseBounded(args[i+1], 0, MaxCount)
+			if !ok {
+				return rangeErr("HARD", 0, MaxCount)
+			}
+			req.Hard, req.HasHard = v, true
+			i++
+		case eqFold(a, "GLOBAL"):
+			if req.HasGlobal {
+				return argErr("GLOBAL", "given more than once")
+			}
+			if i+2 >= len(args) {
+				return argErr("GLOBAL", "expected a key and a limit")
+			}
+			v, ok := parseBounded(args[i+2], 0, MaxCount)
+			if !ok {
+				return rangeErr("GLOBAL", 0, MaxCount)
+			}
+			req.GlobalLimit, req.HasGlobal, req.GlobalKeyIdx = v, true, i+1
+			i += 2
+		case eqFold(a, "AT"):
+			if req.HasAt {
+				return argErr("AT", "given more than once")
+			}
+			if i+1 >= len(args) {
+				return argErr("AT", "missing value")
+			}
+			v, ok := parseBounded(args[i+1], 0, MaxAt)
+			if !ok {
+				return rangeErr("AT", 0, MaxAt)
+			}
+			req.At, req.HasAt, req.AtIdx = v, true, i
+			i++
+		case eqFold(a, "DRYRUN"):
+			if req.DryRun {
+				return argErr("DRYRUN", "given more than once")
+			}
+			req.DryRun = true
+		case eqFold(a, "TIER"):
+			n := req.NTiers + 1
+			if n > MaxTiers {
+				return argErr(tierArg(n, ""), "at most "+strconv.Itoa(MaxTiers)+" tiers are allowed")
+			}
+			if i+4 >= len(args) {
+				return argErr(tierArg(n, ""), "expected limit window-ms active-ms cooldown-ms")
+			}
+			t := &req.Tiers[req.NTiers]
+			var ok bool
+			if t.Limit, ok = parseBounded(args[i+1], 0, MaxCount); !ok {
+				return rangeErr(tierArg(n, "limit"), 0, MaxCount)
+			}
+			if t.Window, ok = parseBounded(args[i+2], 1, MaxDuration); !ok {
+				return rangeErr(tierArg(n, "window-ms"), 1, MaxDuration)
+			}
+			if t.Active, ok = parseBounded(args[i+3], 1, MaxDuration); !ok {
+				return rangeErr(tierArg(n, "active-ms"), 1, MaxDuration)
+			}
+			if t.Cooldown, ok = parseBounded(args[i+4], 0, MaxDuration); !ok {
+				return rangeErr(tierArg(n, "cooldown-ms"), 0, MaxDuration)
+			}
+			i += 4
+			if i+1 < len(args) && eqFold(args[i+1], "SKIPPABLE") {
+				t.Skippable = true
+				i++
+			}
+			req.NTiers = n
+		case eqFold(a, "SKIPPABLE"):
+			return argErr("SKIPPABLE", "must follow the four numbers of a TIER clause")
+		default:
+			return argErr("syntax", "unknown option "+quoteArg(a))
+		}
+	}
+	if !hasMin {
+		req.Min = req.Max
+	} else if req.Min > req.Max {
+		return argErr("MIN", "must not be greater than MAX")
+	}
+	return nil
+}
+
+// ParseInspect parses the arguments of CHARON.INSPECT that follow the key: nothing, or
+// AT unix-ms. Errors are *ArgError.
+func ParseInspect(args [][]byte) (at int64, hasAt bool, err error) {
+	switch {
+	case len(args) == 0:
+		return 0, false, nil
+	case eqFold(args[0], "AT"):
+		if len(args) < 2 {
+			return 0, false, argErr("AT", "missing value")
+		}
+		v, ok := parseBounded(args[1], 0, MaxAt)
+		if !ok {
+			return 0, false, rangeErr("AT", 0, MaxAt)
+		}
+		if len(args) > 2 {
+			return 0, false, argErr("syntax", "unexpected argument "+quoteArg(args[2]))
+		}
+		return v, true, nil
+	default:
+		return 0, false, argErr("syntax", "unknown option "+quoteArg(args[0]))
+	}
+}
+
+// valid reports whether req is within the bounds ParseRequest guarantees, so that a
+// hand-built Request cannot make Apply write a value Validate would refuse.
+func (req *Request) valid() bool {
+	if req.NTiers < 0 || req.NTiers > MaxTiers || req.Max < 1 || req.Max > MaxMax ||
+		req.Min < 0 || req.Min > req.Max ||
+		req.HasHard && (req.Hard < 0 || req.Hard > MaxCount) ||
+		req.HasGlobal && (req.GlobalLimit < 0 || req.GlobalLimit > MaxCount) {
+		return false
+	}
+	for i := 0; i < req.NTiers; i++ {
+		t := &req.Tiers[i]
+		if t.Limit < 0 || t.Limit > MaxCount || t.Window < 1 || t.Window > MaxDuration ||
+			t.Active < 1 || t.Active > MaxDuration || t.Cooldown < 0 || t.Cooldown > MaxDuration {
+			return false
+		}
+	}
+	return true
+}

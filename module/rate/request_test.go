@@ -1,0 +1,125 @@
+package rate
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParseRequest(t *testing.T) {
+	var req Request
+	args := words("max 10 MIN 2 hard 50 global {api} 100 at 1234 dryrun tier 5 1000 1000 0 TIER 50 5000 5000 15000 skippable TiEr 0 1 1 0")
+	if err := ParseRequest(args, &req); err != nil {
+		t.Fatal(err)
+	}
+	want := Request{
+		Max: 10, Min: 2, HasHard: true, Hard: 50, HasGlobal: true, GlobalLimit: 100, GlobalKeyIdx: 7,
+		HasAt: true, At: 1234, AtIdx: 9, DryRun: true, NTiers: 3,
+	}
+	want.Tiers[0] = Tier{5, 1000, 1000, 0, false}
+	want.Tiers[1] = Tier{50, 5000, 5000, 15000, true}
+	want.Tiers[2] = Tier{0, 1, 1, 0, false}
+	if req != want {
+		t.Fatalf("got  %+v\nwant %+v", req, want)
+	}
+	if string(args[req.GlobalKeyIdx]) != "{api}" || string(args[req.AtIdx]) != "at" {
+		t.Fatal("indexes")
+	}
+
+	// Defaults: MAX 1, MIN = MAX, no tiers allowed (rule 9), and a reused Request is reset.
+	if err := ParseRequest(nil, &req); err != nil {
+		t.Fatal(err)
+	}
+	if req.Max != 1 || req.Min != 1 || req.NTiers != 0 || req.HasGlobal || req.GlobalKeyIdx != -1 || req.AtIdx != -1 || req.DryRun {
+		t.Fatalf("defaults %+v", req)
+	}
+	if err := ParseRequest(words("MAX 7"), &req); err != nil || req.Min != 7 {
+		t.Fatalf("MIN defaults to MAX: %+v %v", req, err)
+	}
+	if err := ParseRequest(words("MIN 0 MAX 1000000000000 AT 9007199254740992 TIER 1000000000000 315360000000 315360000000 315360000000"), &req); err != nil {
+		t.Fatalf("upper bounds: %v", err)
+	}
+}
+
+func TestParseRequestErrors(t *testing.T) {
+	for _, c := range []struct{ args, want string }{
+		{"MAX 0", "ERR MAX: must be an integer between 1 and 1000000000000"},
+		{"MAX 1000000000001", "ERR MAX: must be an integer between 1 and 1000000000000"},
+		{"MAX abc", "ERR MAX: must be an integer between 1 and 1000000000000"},
+		{"MAX 05", "ERR MAX: must be an integer between 1 and 1000000000000"},
+		{"MAX +5", "ERR MAX: must be an integer between 1 and 1000000000000"},
+		{"MAX 99999999999999999999", "ERR MAX: must be an integer between 1 and 1000000000000"},
+		{"MAX", "ERR MAX: missing value"},
+		{"MAX 1 MAX 2", "ERR MAX: given more than once"},
+		{"MIN -1", "ERR MIN: must be an integer between 0 and 1000000000000"},
+		{"MIN 3 MAX 2", "ERR MIN: must not be greater than MAX"},
+		{"MIN 2", "ERR MIN: must not be greater than MAX"},
+		{"HARD -5", "ERR HARD: must be an integer between 0 and 1000000000000"},
+		{"GLOBAL g", "ERR GLOBAL: expected a key and a limit"},
+		{"GLOBAL g x", "ERR GLOBAL: must be an integer between 0 and 1000000000000"},
+		{"AT -1", "ERR AT: must be an integer between 0 and 9007199254740992"},
+		{"AT 9007199254740993", "ERR AT: must be an integer between 0 and 9007199254740992"},
+		{"DRYRUN DRYRUN", "ERR DRYRUN: given more than once"},
+		{"TIER 1 1 1", "ERR TIER 1: expected limit window-ms active-ms cooldown-ms"},
+		{"TIER 1 1000 1000 0 TIER -1 1 1 0", "ERR TIER 2 limit: must be an integer between 0 and 1000000000000"},
+		{"TIER 1 0 1 0", "ERR TIER 1 window-ms: must be an integer between 1 and 315360000000"},
+		{"TIER 1 1 315360000001 0", "ERR TIER 1 active-ms: must be an integer between 1 and 315360000000"},
+		{"TIER 1 1 1 -1", "ERR TIER 1 cooldown-ms: must be an integer between 0 and 315360000000"},
+		{"TIER 1 1 MAX 0", "ERR TIER 1 active-ms: must be an integer between 1 and 315360000000"},
+		{strings.Repeat("TIER 1 1 1 0 ", 17), "ERR TIER 17: at most 16 tiers are allowed"},
+		{"SKIPPABLE", "ERR SKIPPABLE: must follow the four numbers of a TIER clause"},
+		{"TIER 1 1 1 0 SKIPPABLE SKIPPABLE", "ERR SKIPPABLE: must follow the four numbers of a TIER clause"},
+		{"FOO", "ERR syntax: unknown option 'FOO'"},
+		{"MAX 1 " + strings.Repeat("x", 40), "ERR syntax: unknown option '" + strings.Repeat("x", 32) + "...'"},
+	} {
+		var req Request
+		err := ParseRequest(words(c.args), &req)
+		var ae *ArgError
+		if !errors.As(err, &ae) || err.Error() != c.want {
+			t.Errorf("%q: got %v, want %q", c.args, err, c.want)
+		}
+	}
+	// Control characters never reach the reply.
+	var req Request
+	err := ParseRequest([][]byte{[]byte("A\r\nB")}, &req)
+	if err == nil || strings.ContainsAny(err.Error(), "\r\n") || err.Error() != "ERR syntax: unknown option 'A??B'" {
+		t.Fatalf("%q", err)
+	}
+}
+
+func TestParseInspect(t *testing.T) {
+	if at, has, err := ParseInspect(nil); err != nil || has || at != 0 {
+		t.Fatal(at, has, err)
+	}
+	if at, has, err := ParseInspect(words("at 42")); err != nil || !has || at != 42 {
+		t.Fatal(at, has, err)
+	}
+	for _, c := range []struct{ args, want string }{
+		{"AT", "ERR AT: missing value"},
+		{"AT x", "ERR AT: must be an integer between 0 and 9007199254740992"},
+		{"AT 1 2", "ERR syntax: unexpected argument '2'"},
+		{"NOW", "ERR syntax: unknown option 'NOW'"},
+	} {
+		if _, _, err := ParseInspect(words(c.args)); err == nil || err.Error() != c.want {
+			t.Errorf("%q: %v", c.args, err)
+		}
+	}
+}
+
+func TestParseInt(t *testing.T) {
+	for _, c := range []struct {
+		s  string
+		v  int64
+		ok bool
+	}{
+		{"0", 0, true}, {"-0", 0, false}, {"00", 0, false}, {"-", 0, false}, {"", 0, false},
+		{"9223372036854775807", 1<<63 - 1, true}, {"9223372036854775808", 0, false},
+		{"-9223372036854775808", -1 << 63, true}, {"-9223372036854775809", 0, false},
+		{"12a", 0, false}, {" 1", 0, false}, {"1 ", 0, false}, {"-12", -12, true},
+	} {
+		v, ok := parseInt([]byte(c.s))
+		if v != c.v || ok != c.ok {
+			t.Errorf("%q: %d %v", c.s, v, ok)
+		}
+	}
+}

@@ -1,0 +1,229 @@
+package rate
+
+import "math"
+
+// retry_after: the first time t' > t at which the same request would be granted if
+// nothing else happened. Without traffic only three things change, each at a known
+// time: a hit leaves a tier window (ts+W+1), a second-log entry leaves the HARD or
+// GLOBAL window (ts+1001), and a tier changes state (e+A+1, e+A+C+1). Between two
+// state changes the climb's path is fixed and every room only grows, and the caps
+// only grow for ever, so the answer is found segment by segment by walking leave
+// times in order instead of trying every millisecond.
+
+// retryAfter returns the retry_after field for a rejected request at c.t, or -1 when
+// no amount of waiting helps (rule 9, or MIN above what the tiers, HARD or GLOBAL can
+// ever give).
+func (c *calc) retryAfter(need int64) int64 {
+	req := c.req
+	var sumL int64
+	for j := 0; j < c.n; j++ {
+		sumL = satAdd(sumL, req.Tiers[j].Limit, hitSumCap)
+	}
+	fresh := min(req.Max, sumL)
+	if req.HasHard {
+		fresh = min(fresh, req.Hard)
+	}
+	if req.HasGlobal {
+		fresh = min(fresh, req.GlobalLimit)
+	}
+	if fresh < need {
+		return -1
+	}
+	s0 := c.t + 1
+	tCap := s0
+	// The second logs only shrink, so a cap with room now needs no walk.
+	if req.HasHard && c.domainHits > req.Hard-need {
+		tCap = max(tCap, logClear(&c.v, s0, req.Hard-need))
+	}
+	if req.HasGlobal && c.globalHits > req.GlobalLimit-need {
+		tCap = max(tCap, logClear(&c.gv, s0, req.GlobalLimit-need))
+	}
+
+	var pts [2 * MaxTiers]int64
+	np := 0
+	for j := 0; j < c.n; j++ {
+		if !c.entered[j] {
+			continue
+		}
+		tc := &req.Tiers[j]
+		p1 := c.entry[j] + tc.Active + 1
+		p2 := p1 + tc.Cooldown
+		if p1 > s0 {
+			pts[np] = p1
+			np++
+		}
+		if p2 > s0 && p2 != p1 {
+			pts[np] = p2
+			np++
+		}
+	}
+	for i := 1; i < np; i++ { // insertion sort, at most 32 points
+		for k := i; k > 0 && pts[k] < pts[k-1]; k-- {
+			pts[k], pts[k-1] = pts[k-1], pts[k]
+		}
+	}
+	s := s0
+	for k := 0; k <= np; k++ {
+		next := int64(math.MaxInt64)
+		if k < np {
+			next = pts[k]
+		}
+		if next <= s {
+			continue
+		}
+		if tCap < next {
+			if at, ok := c.segment(s, next, need, tCap); ok {
+				return at - c.t
+			}
+		}
+		s = next
+	}
+	return -1
+}
+
+// logClear is the first time >= s0 at which v's second log holds at most bound hits.
+func logClear(v *view, s0, bound int64) int64 {
+	sum, _ := logHits(v, s0) // v was checked by Apply's first walk
+	if sum <= bound {
+		return s0
+	}
+	it := v.iter()
+	var e event
+	for it.next(&e) {
+		if e.ts < s0-1000 {
+			continue
+		}
+		sum -= e.total
+		if sum <= bound {
+			return e.ts + 1001
+		}
+	}
+	return s0
+}
+
+// cursor walks one tier's hits in time order.
+type cursor struct {
+	it  evIter
+	e   event
+	ok  bool
+	j   int
+	cnt int64
+}
+
+// advance moves to the next event holding hits of tier j at or after lower.
+func (cu *cursor) advance(lower int64) {
+	for cu.it.next(&cu.e) {
+		if cu.e.ts < lower {
+			continue
+		}
+		if n := cu.e.count(cu.j); n > 0 {
+			cu.cnt = n
+			cu.ok = true
+			return
+		}
+	}
+	cu.ok = false
+}
+
+// segment finds the first time in [s, next), not before tCap, at which the climb
+// gathers need hits; tier states are constant on the segment.
+func (c *calc) segment(s, next, need, tCap int64) (int64, bool) {
+	req := c.req
+	var st [MaxTiers]TierState
+	cur := 0
+	for j := 0; j < c.n; j++ {
+		st[j] = stateAt(c.entered[j], c.entry[j], &req.Tiers[j], s)
+		if st[j] == Active {
+			cur = j
+		}
+	}
+	var in [MaxTiers]bool
+	var sumL int64
+	for j := cur; j < c.n; j++ {
+		if st[j] == Cooldown {
+			if req.Tiers[j].Skippable {
+				continue
+			}
+			break
+		}
+		in[j] = true
+		sumL = satAdd(sumL, req.Tiers[j].Limit, hitSumCap)
+	}
+	if sumL < need {
+		return 0, false
+	}
+	if !in[0] {
+		// Only higher tiers: the INACTIVE ones are empty and fresh.
+		fresh := true
+		for j := cur; j < c.n; j++ {
+			fresh = fresh && (!in[j] || st[j] == Inactive)
+		}
+		if fresh {
+			return max(s, tCap), true
+		}
+	}
+	// One walk counts the windows at s and leaves, for each tier, a cursor on its
+	// oldest hit in the window (a copy of the walk's iterator at that point).
+	var hits, lower [MaxTiers]int64
+	var cus [MaxTiers]cursor
+	for j := 0; j < c.n; j++ {
+		lower[j] = c.lower(j, s)
+	}
+	it := c.v.iter()
+	var e event
+	for it.next(&e) {
+		for i := 0; i < e.k; i++ {
+			j, cnt := e.lo+i, e.c[i]
+			if j >= c.n || cnt == 0 || !in[j] || (j > 0 && st[j] == Inactive) || e.ts < lower[j] {
+				continue
+			}
+			hits[j] = satAdd(hits[j], cnt, hitSumCap)
+			if !cus[j].ok {
+				cus[j] = cursor{it: it, e: e, ok: true, j: j, cnt: cnt}
+			}
+		}
+	}
+	room := func(j int) int64 { return max(req.Tiers[j].Limit-hits[j], 0) }
+	var sum int64
+	for j := 0; j < c.n; j++ {
+		if in[j] {
+			sum = satAdd(sum, room(j), hitSumCap)
+		}
+	}
+	if sum >= need {
+		return max(s, tCap), true
+	}
+	// Walk the hits that leave the windows, earliest first.
+	for {
+		best := -1
+		var leave int64
+		for j := 0; j < c.n; j++ {
+			if cus[j].ok {
+				lt := cus[j].e.ts + req.Tiers[j].Window + 1
+				if best < 0 || lt < leave {
+					best, leave = j, lt
+				}
+			}
+		}
+		if best < 0 || leave >= next {
+			return 0, false
+		}
+		before := room(best)
+		hits[best] -= cus[best].cnt
+		sum += room(best) - before
+		if sum >= need {
+			at := max(leave, tCap)
+			return at, at < next
+		}
+		cus[best].advance(lower[best])
+	}
+}
+
+// lower is the oldest hit time that counts in tier j's window at s (rule 2).
+func (c *calc) lower(j int, s int64) int64 {
+	l := s - c.req.Tiers[j].Window
+	if j > 0 && c.entry[j] > l {
+		l = c.entry[j]
+	}
+	return l
+}
