@@ -60,6 +60,11 @@ func setup(c rm.Ctx, args []rm.ModuleArg) ([]rm.Command, error) {
 	}
 	var cmds []rm.Command
 	cmds = append(cmds, debugCommands(opts)...)
+	rateCmds, err := rateCommands(c)
+	if err != nil {
+		return nil, err
+	}
+	cmds = append(cmds, rateCmds...)
 	cmds = append(cmds, unreadCommands()...)
 	return cmds, nil
 }

@@ -117,22 +117,30 @@ func blobResult(rc C.int, data *C.uchar, n C.size_t) ([]byte, bool, error) {
 }
 
 // OpenBlobWrite opens name for writing and returns its value of type t, in one
-// crossing. The key must be closed even when err is not nil.
+// crossing. On error (ErrWrongType) the key is already closed; otherwise the caller
+// closes it.
 func (c Ctx) OpenBlobWrite(name String, t *Type) (k WriteKey, val []byte, found bool, err error) {
-	var data *C.uchar
-	var n C.size_t
-	rc := C.cshim_open_blob(c.p, name.p, C.CSHIM_WRITE, t.p, &k.k, &data, &n)
-	val, found, err = blobResult(rc, data, n)
+	k.k, val, found, err = c.openBlob(name, t, C.CSHIM_WRITE)
 	return k, val, found, err
 }
 
 // OpenBlobRead is OpenBlobWrite for reading.
 func (c Ctx) OpenBlobRead(name String, t *Type) (k ReadKey, val []byte, found bool, err error) {
+	k.k, val, found, err = c.openBlob(name, t, C.CSHIM_READ)
+	return k, val, found, err
+}
+
+func (c Ctx) openBlob(name String, t *Type, mode C.int) (*C.RedisModuleKey, []byte, bool, error) {
+	var k *C.RedisModuleKey
 	var data *C.uchar
 	var n C.size_t
-	rc := C.cshim_open_blob(c.p, name.p, C.CSHIM_READ, t.p, &k.k, &data, &n)
-	val, found, err = blobResult(rc, data, n)
-	return k, val, found, err
+	rc := C.cshim_open_blob(c.p, name.p, mode, t.p, &k, &data, &n)
+	val, found, err := blobResult(rc, data, n)
+	if err != nil {
+		C.cshim_close_key(k)
+		return nil, nil, false, err
+	}
+	return k, val, found, nil
 }
 
 // errWriteFailed reports an API call that Redis refused.

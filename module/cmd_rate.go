@@ -1,0 +1,214 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/charon-redis/charon/module/rate"
+	"github.com/charon-redis/charon/rm"
+)
+
+// rateTypeName is the data type cshim/type_rate.c creates at load.
+const rateTypeName = "charon-rl"
+
+// keyRW is how CHARON.RATE uses both of its keys: it reads the log, answers from it
+// and updates it.
+const keyRW = rm.KeyRW | rm.KeyAccess | rm.KeyUpdate
+
+// rateCommands declares CHARON.RATE, CHARON.INSPECT and CHARON.LOADVALUE (which
+// aof_rewrite emits to recreate a value).
+func rateCommands(c rm.Ctx) ([]rm.Command, error) {
+	typ, err := rm.LookupType(rateTypeName)
+	if err != nil {
+		return nil, err
+	}
+	h := &rateHandler{typ: typ, fields: rm.NewFields(rate.FieldNames[:]...), at: c.NewString([]byte("AT"))}
+	return []rm.Command{
+		{
+			Name:  "charon.rate",
+			Flags: "write deny-oom",
+			Arity: -2,
+			// The legacy range covers the key; the GLOBAL key is found by its keyword
+			// spec, so cluster slot checks, ACLs and COMMAND GETKEYS see both.
+			FirstKey: 1, LastKey: 1, Step: 1,
+			Summary:    "Asks Charon's tiered rate limiter for between MIN and MAX hits on a (resource, domain) key.",
+			Complexity: "O(T + E) where T is the number of tiers and E the number of log entries still in a window.",
+			Since:      "0.1.0",
+			KeySpecs: []rm.KeySpec{
+				{Flags: keyRW, Index: 1, LastKey: 0, KeyStep: 1},
+				{Flags: keyRW, Keyword: "GLOBAL", StartFrom: 2, LastKey: 0, KeyStep: 1},
+			},
+			Handler: h.rate,
+		},
+		{
+			Name:     "charon.inspect",
+			Flags:    "readonly",
+			Arity:    -2,
+			FirstKey: 1, LastKey: 1, Step: 1,
+			Summary:    "Explains a CHARON.RATE key: per tier its state, entry, hits and next change; the second log; the expiry.",
+			Complexity: "O(T + E)",
+			Since:      "0.1.0",
+			KeySpecs:   []rm.KeySpec{{Flags: rm.KeyRO | rm.KeyAccess, Index: 1, LastKey: 0, KeyStep: 1}},
+			Handler:    h.inspect,
+		},
+		{
+			Name:     "charon.loadvalue",
+			Flags:    "write deny-oom",
+			Arity:    3,
+			FirstKey: 1, LastKey: 1, Step: 1,
+			Summary:    "Stores a serialized charon-rl value (emitted by AOF rewrite); the payload is validated first.",
+			Complexity: "O(N) where N is the payload size.",
+			Since:      "0.1.0",
+			KeySpecs:   []rm.KeySpec{{Flags: rm.KeyOW | rm.KeyUpdate, Index: 1, LastKey: 0, KeyStep: 1}},
+			Handler:    h.loadValue,
+		},
+	}, nil
+}
+
+// rateHandler holds CHARON.RATE's reusable scratch. Redis runs commands on its main
+// thread only, so one set of buffers serves every call and the hot path allocates
+// nothing once they have grown.
+type rateHandler struct {
+	typ    *rm.Type
+	fields *rm.Fields
+	at     rm.String // "AT", for the replicated command
+
+	req   rate.Request
+	views [][]byte
+	out   []byte
+	gout  []byte
+	repl  []rm.String
+}
+
+var errGlobalIsKey = &argError{arg: "GLOBAL", reason: "the global key must differ from the key"}
+
+// CHARON.RATE key [MAX n] [MIN n] [HARD n] [GLOBAL gkey n] [AT ms] [DRYRUN] TIER ...
+func (h *rateHandler) rate(c rm.Ctx, args rm.Args) error {
+	h.views = args.Views(h.views)
+	req := &h.req
+	if err := rate.ParseRequest(h.views[2:], req); err != nil {
+		return err
+	}
+	gidx := -1
+	if req.HasGlobal {
+		gidx = req.GlobalKeyIdx + 2
+		if bytes.Equal(h.views[1], h.views[gidx]) {
+			return errGlobalIsKey
+		}
+	}
+
+	key, cur, _, err := c.OpenBlobWrite(args.At(1), h.typ)
+	if err != nil {
+		return err
+	}
+	defer key.Close()
+	var gkey rm.WriteKey
+	var gcur []byte
+	if gidx >= 0 {
+		gkey, gcur, _, err = c.OpenBlobWrite(args.At(gidx), h.typ)
+		if err != nil {
+			return err
+		}
+		defer gkey.Close()
+	}
+
+	now := req.At
+	if !req.HasAt {
+		now = rm.Milliseconds()
+	}
+	res, val, gval, err := rate.Apply(cur, gcur, req, now, h.out[:0], h.gout[:0])
+	if err != nil {
+		return rateErr(err)
+	}
+	if res.Write {
+		if err := store(key, h.typ, val, res.ExpireAt); err != nil {
+			return err
+		}
+		if gval != nil {
+			if err := store(gkey, h.typ, gval, res.GlobalExpireAt); err != nil {
+				return err
+			}
+		}
+		if err := h.replicate(c, args, req, res.T); err != nil {
+			return err
+		}
+		h.out, h.gout = keepScratch(h.out, val), keepScratch(h.gout, gval)
+	}
+	c.ReplyIntFields(h.fields, res.Fields[:])
+	return nil
+}
+
+// store writes a value and its absolute expiry (the moment it stops mattering).
+func store(k rm.WriteKey, typ *rm.Type, val []byte, expireAt int64) error {
+	if err := k.SetBlob(typ, val); err != nil {
+		return err
+	}
+	if expireAt > 0 {
+		return k.SetAbsExpire(expireAt)
+	}
+	return nil
+}
+
+// keepScratch keeps the larger of a scratch buffer and what Apply grew it into.
+func keepScratch(scratch, grown []byte) []byte {
+	if cap(grown) > cap(scratch) {
+		return grown[:0]
+	}
+	return scratch
+}
+
+// replicate propagates the request with its effective time made explicit, so that
+// replicas and the AOF compute exactly what the primary did: the client's arguments
+// with any AT clause replaced by AT <t>.
+func (h *rateHandler) replicate(c rm.Ctx, args rm.Args, req *rate.Request, t int64) error {
+	skip := -1
+	if req.HasAt {
+		skip = req.AtIdx + 2
+	}
+	h.repl = h.repl[:0]
+	for i := 1; i < args.Len(); i++ {
+		if i == skip || i == skip+1 {
+			continue
+		}
+		h.repl = append(h.repl, args.At(i))
+	}
+	ts := c.NewStringInt64(t)
+	h.repl = append(h.repl, h.at, ts)
+	err := c.Replicate("CHARON.RATE", h.repl)
+	c.FreeString(ts)
+	return err
+}
+
+// rateErr turns the pure package's value errors into replies.
+func rateErr(err error) error {
+	switch {
+	case errors.Is(err, rate.ErrWrongKind):
+		// "key holds a global log" (or the reverse): the wrong kind of value.
+		return errors.New("WRONGTYPE " + strings.TrimSuffix(err.Error(), ": "+rate.ErrWrongKind.Error()))
+	case errors.Is(err, rate.ErrCorrupt):
+		return fmt.Errorf("ERR corrupt %s value: %v", rateTypeName, err)
+	}
+	return err
+}
+
+// CHARON.LOADVALUE key payload: what aof_rewrite emits for a value. The payload is
+// checked by the same C validator rdb_load uses before anything is stored.
+func (h *rateHandler) loadValue(c rm.Ctx, args rm.Args) error {
+	payload := args.Bytes(2)
+	if !h.typ.Check(payload) {
+		return &argError{arg: "payload", reason: "not a valid " + rateTypeName + " value"}
+	}
+	k := c.OpenWrite(args.At(1))
+	defer k.Close()
+	if t := k.Type(); t != rm.KeyEmpty && t != rm.KeyModule {
+		return rm.ErrWrongType
+	}
+	if err := k.SetBlob(h.typ, payload); err != nil {
+		return err
+	}
+	c.ReplicateVerbatim()
+	c.ReplySimple("OK")
+	return nil
+}
