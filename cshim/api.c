@@ -273,3 +273,29 @@ int cshim_set_acl_categories(RedisModuleCtx *ctx, const char *name, const char *
     if (cmd == NULL) return REDISMODULE_ERR;
     return set(cmd, categories);
 }
+
+/* ---- hot-path batches ---- */
+
+int cshim_store_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char *p, size_t n, long long expire_at) {
+    int rc = cshim_set_blob(k, t, p, n);
+    if (rc != CSHIM_OK) return rc;
+    if (expire_at > 0 && RedisModule_SetAbsExpire(k, expire_at) != REDISMODULE_OK) return CSHIM_ERR;
+    return CSHIM_OK;
+}
+
+int cshim_replicate_with_option(RedisModuleCtx *ctx, const char *cmd, size_t cmdlen, RedisModuleString **argv,
+                                int argc, int skip, RedisModuleString *name, long long value) {
+    RedisModuleString *stackv[64];
+    RedisModuleString **v = argc + 2 <= 64 ? stackv : RedisModule_Alloc(sizeof(*v) * ((size_t)argc + 2));
+    int n = 0;
+    for (int i = 1; i < argc; i++)
+        if (i != skip && i != skip + 1) v[n++] = argv[i];
+    RedisModuleString *val = RedisModule_CreateStringFromLongLong(ctx, value);
+    v[n++] = name;
+    v[n++] = val;
+    /* Replicate takes its own references, so val can go right away. */
+    int rc = cshim_replicate_v(ctx, cmd, cmdlen, v, (size_t)n);
+    RedisModule_FreeString(ctx, val);
+    if (v != stackv) RedisModule_Free(v);
+    return rc;
+}

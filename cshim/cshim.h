@@ -87,6 +87,10 @@ int cshim_reply_long_longs(RedisModuleCtx *ctx, const int64_t *vals, int n);
 int cshim_reply_int_fields(RedisModuleCtx *ctx, const char *const *names, const int64_t *vals, int n);
 
 int cshim_replicate_verbatim(RedisModuleCtx *ctx);
+/* Replicates cmd with argv[1..argc) less argv[skip] and argv[skip+1] (skip < 0: none),
+ * plus name and the decimal value: "the same command with OPTION value made explicit". */
+int cshim_replicate_with_option(RedisModuleCtx *ctx, const char *cmd, size_t cmdlen, RedisModuleString **argv,
+                                int argc, int skip, RedisModuleString *name, long long value);
 int cshim_replicate_v(RedisModuleCtx *ctx, const char *cmd, size_t cmdlen, RedisModuleString **argv, size_t argc);
 
 /* ---- keys ---- */
@@ -111,6 +115,8 @@ int cshim_open_blob(RedisModuleCtx *ctx, RedisModuleString *name, int mode, Redi
 int cshim_key_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char **data, size_t *len);
 /* Store a copy of p[0:n] as the key's value (creating or resizing the block). */
 int cshim_set_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char *p, size_t n);
+/* cshim_set_blob, then the absolute expiry when expire_at > 0. */
+int cshim_store_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char *p, size_t n, long long expire_at);
 /* ValueLength of argv[0..n) into out; CSHIM_WRONGTYPE (and *bad = index) when a key
  * exists with a type other than want (a REDISMODULE_KEYTYPE_* value). */
 int cshim_lengths_of(RedisModuleCtx *ctx, RedisModuleString **argv, int n, int want, int64_t *out, int *bad);

@@ -79,7 +79,6 @@ type rateHandler struct {
 	views [][]byte
 	out   []byte
 	gout  []byte
-	repl  []rm.String
 }
 
 var errGlobalIsKey = &argError{arg: "GLOBAL", reason: "the global key must differ from the key"}
@@ -123,31 +122,27 @@ func (h *rateHandler) rate(c rm.Ctx, args rm.Args) error {
 		return rateErr(err)
 	}
 	if res.Write {
-		if err := store(key, h.typ, val, res.ExpireAt); err != nil {
+		// Each key expires at the moment it stops mattering.
+		if err := key.StoreBlob(h.typ, val, res.ExpireAt); err != nil {
 			return err
 		}
 		if gval != nil {
-			if err := store(gkey, h.typ, gval, res.GlobalExpireAt); err != nil {
+			if err := gkey.StoreBlob(h.typ, gval, res.GlobalExpireAt); err != nil {
 				return err
 			}
 		}
-		if err := h.replicate(c, args, req, res.T); err != nil {
+		// Replicas and the AOF get the request with its effective time made
+		// explicit (AT replaced or appended), so they compute what the primary did.
+		skip := -1
+		if req.HasAt {
+			skip = req.AtIdx + 2
+		}
+		if err := c.ReplicateWithOption("CHARON.RATE", args, skip, h.at, res.T); err != nil {
 			return err
 		}
 		h.out, h.gout = keepScratch(h.out, val), keepScratch(h.gout, gval)
 	}
 	c.ReplyIntFields(h.fields, res.Fields[:])
-	return nil
-}
-
-// store writes a value and its absolute expiry (the moment it stops mattering).
-func store(k rm.WriteKey, typ *rm.Type, val []byte, expireAt int64) error {
-	if err := k.SetBlob(typ, val); err != nil {
-		return err
-	}
-	if expireAt > 0 {
-		return k.SetAbsExpire(expireAt)
-	}
 	return nil
 }
 
@@ -157,28 +152,6 @@ func keepScratch(scratch, grown []byte) []byte {
 		return grown[:0]
 	}
 	return scratch
-}
-
-// replicate propagates the request with its effective time made explicit, so that
-// replicas and the AOF compute exactly what the primary did: the client's arguments
-// with any AT clause replaced by AT <t>.
-func (h *rateHandler) replicate(c rm.Ctx, args rm.Args, req *rate.Request, t int64) error {
-	skip := -1
-	if req.HasAt {
-		skip = req.AtIdx + 2
-	}
-	h.repl = h.repl[:0]
-	for i := 1; i < args.Len(); i++ {
-		if i == skip || i == skip+1 {
-			continue
-		}
-		h.repl = append(h.repl, args.At(i))
-	}
-	ts := c.NewStringInt64(t)
-	h.repl = append(h.repl, h.at, ts)
-	err := c.Replicate("CHARON.RATE", h.repl)
-	c.FreeString(ts)
-	return err
 }
 
 // rateErr turns the pure package's value errors into replies.

@@ -5,8 +5,8 @@ package rm
 #cgo nocallback cshim_open_blob
 #cgo noescape cshim_key_blob
 #cgo nocallback cshim_key_blob
-#cgo noescape cshim_set_blob
-#cgo nocallback cshim_set_blob
+#cgo noescape cshim_store_blob
+#cgo nocallback cshim_store_blob
 #cgo noescape cshim_lengths_of
 #cgo nocallback cshim_lengths_of
 #cgo noescape cshim_zset_incrby
@@ -148,11 +148,17 @@ var errWriteFailed = errors.New("the server refused the write")
 
 // SetBlob stores a copy of data as the key's value of type t.
 func (k WriteKey) SetBlob(t *Type, data []byte) error {
+	return k.StoreBlob(t, data, 0)
+}
+
+// StoreBlob stores a copy of data as the key's value of type t and, when expireAt
+// is positive, sets the key's absolute expiry (Unix ms), in one crossing.
+func (k WriteKey) StoreBlob(t *Type, data []byte, expireAt int64) error {
 	var p *C.uchar
 	if len(data) > 0 {
 		p = (*C.uchar)(unsafe.Pointer(&data[0]))
 	}
-	switch C.cshim_set_blob(k.k, t.p, p, C.size_t(len(data))) {
+	switch C.cshim_store_blob(k.k, t.p, p, C.size_t(len(data)), C.longlong(expireAt)) {
 	case C.CSHIM_OK:
 		return nil
 	case C.CSHIM_WRONGTYPE:

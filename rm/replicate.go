@@ -3,6 +3,8 @@ package rm
 /*
 #cgo noescape cshim_replicate_v
 #cgo nocallback cshim_replicate_v
+#cgo noescape cshim_replicate_with_option
+#cgo nocallback cshim_replicate_with_option
 #include "cshim.h"
 */
 import "C"
@@ -24,6 +26,18 @@ func (c Ctx) Replicate(cmd string, argv []String) error {
 		p = (**C.RedisModuleString)(unsafe.Pointer(&argv[0]))
 	}
 	if C.cshim_replicate_v(c.p, cstr(cmd), C.size_t(len(cmd)), p, C.size_t(len(argv))) != 0 {
+		return fmt.Errorf("rm: replicating %s: %w", cmd, errWriteFailed)
+	}
+	return nil
+}
+
+// ReplicateWithOption propagates cmd with the client's arguments, except that the
+// option at args[skip] (and its value at skip+1; skip < 0: none) is left out and
+// "name value" is appended: the same command with one option made explicit, such as
+// the time a clock-dependent command used. One crossing.
+func (c Ctx) ReplicateWithOption(cmd string, args Args, skip int, name String, value int64) error {
+	if C.cshim_replicate_with_option(c.p, cstr(cmd), C.size_t(len(cmd)), args.argv, C.int(args.argc),
+		C.int(skip), name.p, C.longlong(value)) != 0 {
 		return fmt.Errorf("rm: replicating %s: %w", cmd, errWriteFailed)
 	}
 	return nil
