@@ -121,7 +121,11 @@ test-integration: build redis
 
 test: lint test-unit test-integration
 
+# Benchmarks print numbers; nothing here asserts a timing.
 bench: build redis
+	$(GO) test -run '^$$' -bench . -benchmem ./module/...
+	$(GO) test -tags integration -run '^$$' -bench 'ServerCPU' -benchtime 1x ./tests/
+	$(GO) test -tags integration -run '^$$' -bench 'Unread|Ratelimit' -benchtime 2s ./tests/
 
 clean:
 	rm -rf $(BUILD)
@@ -227,7 +231,7 @@ docker: build docker-base
 	tarball="$(REDIS_TARBALL)"; \
 	if [ -z "$$tarball" ] && [ -s "$(REDIS_TARBALL_CACHE)" ]; then tarball="$(REDIS_TARBALL_CACHE)"; fi; \
 	tararg=; \
-	if [ -n "$$tarball" ]; then cp "$$tarball" "$(DOCKER_STAGE)/"; tararg="build/docker/$$(basename "$$tarball")"; fi; \
+	if [ -n "$$tarball" ]; then ln -f "$$tarball" "$(DOCKER_STAGE)/" 2>/dev/null || cp -p "$$tarball" "$(DOCKER_STAGE)/"; tararg="build/docker/$$(basename "$$tarball")"; fi; \
 	start=$$(date +%s); \
 	for target in build runtime; do \
 	  tag="$(DOCKER_IMAGE)"; [ $$target = runtime ] || tag="$(DOCKER_BUILD_IMAGE)"; \
