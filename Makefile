@@ -69,16 +69,18 @@ $(REDIS_SERVER):
 	"$(REDIS_SERVER)" --version
 
 # Debian's orig tarball of the same release, through apt-get source. The deb-src entry
-# is derived from the machine's own apt sources (no host name lives in this repo).
+# is derived from the machine's own apt sources (no host name lives in this repo); the
+# suite is bookworm because that is the Debian release that carries 7.0.15.
 .PHONY: redis-debian-source
 redis-debian-source:
 	@set -euo pipefail; \
 	command -v apt-get >/dev/null || { echo "redis: no apt-get; pass REDIS_TARBALL=path" >&2; exit 1; }; \
 	srcfile=/etc/apt/sources.list.d/charon-deb-src.sources; \
 	if ! grep -rqsE '^(Types:.*deb-src|deb-src )' /etc/apt/sources.list /etc/apt/sources.list.d/; then \
-	  uri=$$( (grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $$2}'; \
-	           grep -hsE '^deb ' /etc/apt/sources.list | awk '{for(i=2;i<=NF;i++) if ($$i ~ /^[a-z]+:\/\//) {print $$i; break}}') \
-	         | grep -v security | head -n1); \
+	  uri=$$( { grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $$2}' || true; \
+	           grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | \
+	             awk '{for(i=2;i<=NF;i++) if ($$i ~ /^[a-z]+:\/\//) {print $$i; break}}' || true; } \
+	         | grep -v security | head -n1 || true); \
 	  [ -n "$$uri" ] || { echo "redis: cannot find a Debian mirror in the apt sources" >&2; exit 1; }; \
 	  printf 'Types: deb-src\nURIs: %s\nSuites: bookworm\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$$uri" >"$$srcfile"; \
 	fi; \
