@@ -26,7 +26,7 @@ func debugCommands(opts options) []rm.Command {
 	}}
 }
 
-var runtimeFields = []string{"gomaxprocs", "gcpercent", "memlimit", "numgc", "goroutines", "goversion"}
+var runtimeFields = []string{"gomaxprocs", "gcpercent", "memlimit", "numgc", "goroutines", "goversion", "server_version", "acl_categories_api"}
 
 func debugCommand(c rm.Ctx, args rm.Args, opts options) error {
 	sub := args.Bytes(1)
@@ -46,6 +46,11 @@ func debugCommand(c rm.Ctx, args rm.Args, opts options) error {
 		c.ReplyInt64(int64(info.Goroutines))
 		c.ReplyBulkString(runtimeFields[5])
 		c.ReplyBulkString(info.GoVersion)
+		v := rm.ServerVersion()
+		c.ReplyBulkString(runtimeFields[6])
+		c.ReplyBulkString(fmt.Sprintf("%d.%d.%d", v>>16&0xff, v>>8&0xff, v&0xff))
+		c.ReplyBulkString(runtimeFields[7])
+		c.ReplyInt64(boolInt(rm.HasAPI("RedisModule_SetCommandACLCategories")))
 		return nil
 	case bytes.EqualFold(sub, []byte("PANIC")):
 		if !opts.debug {
@@ -65,3 +70,10 @@ var errDebugDisabled = &argError{arg: "PANIC", reason: "disabled; load the modul
 type argError struct{ arg, reason string }
 
 func (e *argError) Error() string { return "ERR " + e.arg + ": " + e.reason }
+
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -138,3 +138,14 @@ func (c Ctx) Log(level Level, msg string) {
 	defer C.free(unsafe.Pointer(lv))
 	C.cshim_log(c.p, lv, (*C.char)(unsafe.Pointer(unsafe.StringData(msg))), C.size_t(len(msg)))
 }
+
+// ServerVersion is the running server's version as 0x00MMmmpp (7.0.15 = 0x0007000f).
+func ServerVersion() int { return int(C.cshim_server_version()) }
+
+// HasAPI reports whether the server exports the module API function name
+// (e.g. "RedisModule_SetCommandACLCategories"), for features newer than Redis 7.0.
+func HasAPI(name string) bool {
+	cs := C.CString(name)
+	defer C.free(unsafe.Pointer(cs))
+	return C.cshim_has_api(cs) != 0
+}
