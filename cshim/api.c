@@ -132,6 +132,10 @@ int cshim_replicate_v(RedisModuleCtx *ctx, const char *cmd, size_t cmdlen, Redis
     return RedisModule_Replicate(ctx, name, "v", argv, argc);
 }
 
+void cshim_key_positions(RedisModuleCtx *ctx, const int *pos, const int *flags, int n) {
+    for (int i = 0; i < n; i++) RedisModule_KeyAtPosWithFlags(ctx, pos[i], flags[i]);
+}
+
 /* ---- keys ---- */
 
 RedisModuleKey *cshim_open_key(RedisModuleCtx *ctx, RedisModuleString *name, int mode) {

@@ -26,7 +26,7 @@ typedef struct RedisModuleType RedisModuleType;
 
 /* Go entry point exported by rm/dispatch.go. (charonGoOnLoad, exported by the
  * module's main package, is declared in onload.c.) */
-int charonGoCommand(int slot, RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+int charonGoCommand(int slot, RedisModuleCtx *ctx, RedisModuleString **argv, int argc, int keys_request);
 
 /* ---- registry of module types (blob values) ---- */
 /* A blob value is one RedisModule_Alloc block: a length, then the bytes. */
@@ -92,6 +92,9 @@ int cshim_replicate_verbatim(RedisModuleCtx *ctx);
 int cshim_replicate_with_option(RedisModuleCtx *ctx, const char *cmd, size_t cmdlen, RedisModuleString **argv,
                                 int argc, int skip, RedisModuleString *name, long long value);
 int cshim_replicate_v(RedisModuleCtx *ctx, const char *cmd, size_t cmdlen, RedisModuleString **argv, size_t argc);
+
+/* Reports n key positions (with REDISMODULE_CMD_KEY_* flags) for a getkeys-api request. */
+void cshim_key_positions(RedisModuleCtx *ctx, const int *pos, const int *flags, int n);
 
 /* ---- keys ---- */
 #define CSHIM_READ 1

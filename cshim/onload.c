@@ -34,7 +34,7 @@ static const char *const required_apis[] = {
     "RedisModule_ModuleTypeGetValue", "RedisModule_IsIOError", "RedisModule_SetModuleOptions",
     "RedisModule_SaveStringBuffer", "RedisModule_LoadStringBuffer", "RedisModule_EmitAOF",
     "RedisModule_DigestAddStringBuffer", "RedisModule_DigestEndSequence", "RedisModule_MallocSize",
-    "RedisModule_GetServerVersion",
+    "RedisModule_GetServerVersion", "RedisModule_IsKeysPositionRequest", "RedisModule_KeyAtPosWithFlags",
 };
 
 int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {

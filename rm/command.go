@@ -97,7 +97,7 @@ func (c Ctx) register(slot int, cmd *Command) error {
 	}
 	// These C strings are read by Redis for the life of the module: never freed.
 	name := C.CString(cmd.Name)
-	flags := C.CString(cmd.Flags)
+	flags := C.CString(cmd.registrationFlags())
 	if C.cshim_create_command(c.p, C.int(slot), name, flags, C.int(cmd.FirstKey), C.int(cmd.LastKey), C.int(cmd.Step)) != 0 {
 		return fmt.Errorf("command %s: RedisModule_CreateCommand failed (flags %q)", cmd.Name, cmd.Flags)
 	}

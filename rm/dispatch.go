@@ -19,7 +19,7 @@ import (
 // back into Redis: it becomes an error reply and a log line with the stack.
 //
 //export charonGoCommand
-func charonGoCommand(slot C.int, ctx *C.RedisModuleCtx, argv **C.RedisModuleString, argc C.int) C.int {
+func charonGoCommand(slot C.int, ctx *C.RedisModuleCtx, argv **C.RedisModuleString, argc C.int, keysRequest C.int) C.int {
 	c := Ctx{ctx}
 	defer func() {
 		if r := recover(); r != nil {
@@ -35,7 +35,12 @@ func charonGoCommand(slot C.int, ctx *C.RedisModuleCtx, argv **C.RedisModuleStri
 		c.ReplyError("ERR internal error: unknown command slot")
 		return 0
 	}
-	if err := commands[slot].Handler(c, Args{argv: argv, argc: int(argc)}); err != nil {
+	args := Args{argv: argv, argc: int(argc)}
+	if keysRequest != 0 {
+		c.reportKeys(&commands[slot], args)
+		return 0
+	}
+	if err := commands[slot].Handler(c, args); err != nil {
 		c.replyErr(err)
 	}
 	return 0

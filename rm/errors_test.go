@@ -59,3 +59,33 @@ func TestSplitRuntimeArgs(t *testing.T) {
 		}
 	}
 }
+
+func TestKeySpecPositions(t *testing.T) {
+	argv := func(s ...string) [][]byte {
+		out := make([][]byte, len(s))
+		for i := range s {
+			out[i] = []byte(s[i])
+		}
+		return out
+	}
+	global := KeySpec{Keyword: "GLOBAL", StartFrom: 2, KeyStep: 1}
+	cases := []struct {
+		name              string
+		ks                KeySpec
+		argv              [][]byte
+		first, last, step int
+	}{
+		{"index", KeySpec{Index: 1, KeyStep: 1}, argv("CMD", "k", "x"), 1, 1, 1},
+		{"to end", KeySpec{Index: 1, LastKey: -1, KeyStep: 1}, argv("CMD", "a", "b", "c"), 1, 3, 1},
+		{"keyword", global, argv("CMD", "k", "MAX", "1", "global", "g", "5"), 5, 5, 1},
+		{"keyword absent", global, argv("CMD", "k", "MAX", "1"), 1, 0, 1},
+		{"keyword as key name is skipped", global, argv("CMD", "GLOBAL", "GLOBAL", "g", "5"), 3, 3, 1},
+		{"keyword last", global, argv("CMD", "k", "GLOBAL"), 3, 2, 1},
+	}
+	for _, c := range cases {
+		f, l, s := c.ks.positions(c.argv)
+		if f != c.first || l != c.last || s != c.step {
+			t.Errorf("%s: got %d..%d/%d, want %d..%d/%d", c.name, f, l, s, c.first, c.last, c.step)
+		}
+	}
+}
