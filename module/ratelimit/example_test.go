@@ -1,0 +1,168 @@
+package ratelimit_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"net/http"
+	"time"
+
+	"github.com/charon-redis/charon/module/ratelimit"
+	"github.com/redis/go-redis/v9"
+)
+
+// These examples need a running server with the Charon module, so they are compiled
+// but not run; tests/ratelimit_test.go runs the same flows against real servers.
+
+// Charon's simple pattern: 5 hits per second and domain.
+func ExampleNewLimiter() {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	limiter := ratelimit.NewLimiter(rdb, nil)
+
+	api := ratelimit.PerSecond("api", 5)
+	res, err := limiter.Allow(context.Background(), &api, "user-1234")
+	switch {
+	case errors.Is(err, ratelimit.ErrOutcomeUnknown):
+		fmt.Println("no answer; the hit may have been counted, do not retry blindly")
+	case err != nil:
+		fmt.Println("limiter unavailable:", err)
+	case res.Granted == 0:
+		fmt.Println("rejected, retry in", res.RetryAfter)
+	default:
+		fmt.Println("go ahead")
+	}
+}
+
+// Charon's penalty pattern: 5 per second; a domain that bursts past it climbs into a
+// 50-per-5s tier, and after using that tier for 5s it is locked out of it for 15s,
+// falling back to 5 per second.
+func ExampleResource_penalty() {
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{"127.0.0.1:7000", "127.0.0.1:7001", "127.0.0.1:7002"}})
+	defer rdb.Close()
+	limiter := ratelimit.NewLimiter(rdb, nil)
+
+	search := ratelimit.Resource{Name: "search", Tiers: []ratelimit.Tier{
+		{Limit: 5, Window: time.Second, Active: time.Second},
+		{Limit: 50, Window: 5 * time.Second, Active: 5 * time.Second, Cooldown: 15 * time.Second},
+	}}
+	if err := search.Validate(); err != nil { // fail at startup, not per request
+		log.Fatal(err)
+	}
+	// Take up to 10 results' worth of hits, at least 1.
+	res, err := limiter.Request(context.Background(), &search, "tenant-42", 1, 10)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Printf("granted %d in tier %d (burst: %v)\n", res.Granted, res.Tier, res.Burst)
+}
+
+// Charon's punishment pattern: 5 per second; a domain that goes over lands in a prison
+// tier that allows 1 hit per 15s for 15s. While the prison tier is active it is the
+// current tier, so the domain cannot use tier 1's allowance.
+func ExampleResource_punishment() {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	limiter := ratelimit.NewLimiter(rdb, nil)
+
+	login := ratelimit.Resource{Name: "login", Tiers: []ratelimit.Tier{
+		{Limit: 5, Window: time.Second, Active: time.Second},
+		{Limit: 1, Window: 15 * time.Second, Active: 15 * time.Second},
+	}}
+	// Wait up to 2s for a rejection to clear before giving up.
+	res, err := limiter.RequestArgs(context.Background(), &login, "203.0.113.9", ratelimit.RequestArgs{Max: 1, MaxWait: 2 * time.Second})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	if res.Tier == 2 {
+		fmt.Println("in prison until at least", res.RetryAfter)
+	}
+}
+
+// Charon's batch pattern: 50 hits in a 60s window, then closed for 3540s, i.e. one
+// batch of at most 50 per hour, all within the batch's first minute.
+func ExampleResource_batch() {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	limiter := ratelimit.NewLimiter(rdb, nil)
+
+	export := ratelimit.Resource{Name: "export", Tiers: []ratelimit.Tier{
+		{Limit: 50, Window: 60 * time.Second, Active: 60 * time.Second, Cooldown: 3540 * time.Second},
+	}}
+	// Ask for 50, accept any number down to 1.
+	res, err := limiter.Request(context.Background(), &export, "account-7", 1, 50)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Printf("export %d rows now; the next batch opens in %v\n", res.Granted, res.RetryAfter)
+}
+
+// A resource-wide cap: at most 1000 hits per second over all domains, and 20 per
+// second for any one domain, on top of the tiers. The domain keys and the global key
+// share a hash slot (see KeyNames).
+func ExampleResource_global() {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	limiter := ratelimit.NewLimiter(rdb, nil)
+
+	partner := ratelimit.PerMinute("partner-api", 600)
+	partner.Hard, partner.Global = 20, 1000
+	key, globalKey := limiter.Keys(&partner, "alice")
+	fmt.Println(key, globalKey) // rl:{partner-api}:alice rl:{partner-api}
+	res, err := limiter.Allow(context.Background(), &partner, "alice")
+	if err == nil {
+		fmt.Println(res.GlobalHits, res.GlobalLimited)
+	}
+}
+
+// Fail open when Redis is unreachable, and keep a kill switch for rollouts.
+func ExampleOptions_failOpen() {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	limiter := ratelimit.NewLimiter(rdb, &ratelimit.Options{
+		FailOpen: true,
+		OnFailOpen: func(ctx context.Context, resource, domain string, err error) {
+			log.Printf("rate limiter failed open for %s/%s: %v", resource, domain, err)
+		},
+	})
+	limiter.SetKillSwitch(true) // observe-only while new limits roll out
+
+	api := ratelimit.PerSecond("api", 5)
+	res, err := limiter.Allow(context.Background(), &api, "user-1")
+	if err != nil {
+		fmt.Println(err) // outcome unknown, or a server error: never turned into a grant
+		return
+	}
+	if res.Override != ratelimit.OverrideNone {
+		fmt.Println("would have been", res.Override, "- granted anyway")
+	}
+}
+
+func ExampleLimiter_Middleware() {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	limiter := ratelimit.NewLimiter(rdb, nil)
+
+	api := ratelimit.PerMinute("http-api", 120)
+	mw, err := limiter.Middleware(ratelimit.MiddlewareOptions{
+		Resource: &api,
+		Domain: func(r *http.Request) (string, error) {
+			if key := r.Header.Get("X-Api-Key"); key != "" {
+				return key, nil
+			}
+			return "", errors.New("missing API key")
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		res := ratelimit.ResultFromContext(r.Context())
+		fmt.Fprintf(w, "hello, %d hits left in this tier\n", res.TierLimit-res.TierHits)
+	})
+	log.Fatal(http.ListenAndServe("127.0.0.1:8080", mw(hello)))
+}

@@ -1,0 +1,215 @@
+package ratelimit
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// HTTP header field names. RateLimit and RateLimit-Policy follow the IETF httpapi
+// draft "RateLimit header fields for HTTP" (draft-ietf-httpapi-ratelimit-headers-10):
+// Structured Field lists of items named after the resource's policies.
+const (
+	HeaderRateLimit       = "RateLimit"
+	HeaderRateLimitPolicy = "RateLimit-Policy"
+	HeaderRetryAfter      = "Retry-After"
+)
+
+// MiddlewareOptions configure Limiter.Middleware.
+type MiddlewareOptions struct {
+	// Resource is the limited resource; it must be valid.
+	Resource *Resource
+	// Domain names on whose behalf an HTTP request is made (a user, an API key). nil
+	// means the client's IP address (the host part of Request.RemoteAddr). An error
+	// is answered by OnError.
+	Domain func(r *http.Request) (string, error)
+	// Hits is the number of hits an HTTP request costs (at least 1); nil means 1.
+	Hits func(r *http.Request) int64
+	// MaxWait lets a request wait that long for a rejection to clear (RequestArgs).
+	MaxWait time.Duration
+	// OnReject writes the response to a rejected request after the RateLimit,
+	// RateLimit-Policy and Retry-After fields are set. nil writes 429 Too Many Requests.
+	OnReject func(w http.ResponseWriter, r *http.Request, res *Result)
+	// OnError writes the response when the limiter fails (Redis unreachable without
+	// FailOpen, outcome unknown, bad domain). nil writes 503 Service Unavailable.
+	OnError func(w http.ResponseWriter, r *http.Request, err error)
+}
+
+// requester is what the middleware needs of a Limiter (a seam for unit tests).
+type requester interface {
+	RequestArgs(ctx context.Context, res *Resource, domain string, a RequestArgs) (*Result, error)
+}
+
+type resultKey struct{}
+
+// ResultFromContext returns the Result the middleware stored in the request's context
+// before calling the next handler, or nil.
+func ResultFromContext(ctx context.Context) *Result {
+	r, _ := ctx.Value(resultKey{}).(*Result)
+	return r
+}
+
+// Middleware returns net/http middleware that asks for hits before each request. A
+// granted request gets RateLimit and RateLimit-Policy header fields and goes on to the
+// next handler; a rejected one gets the same fields, Retry-After (whole seconds,
+// rounded up; absent when the request can never be granted) and 429. The Result is in
+// the request context (ResultFromContext). A kill-switch or fail-open grant goes on to
+// the next handler like any grant; a fail-open grant has no RateLimit field, since no
+// server answer exists.
+func (l *Limiter) Middleware(o MiddlewareOptions) (func(http.Handler) http.Handler, error) {
+	return middleware(l, o)
+}
+
+func middleware(l requester, o MiddlewareOptions) (func(http.Handler) http.Handler, error) {
+	if err := o.Resource.Validate(); err != nil {
+		return nil, err
+	}
+	if o.MaxWait < 0 {
+		return nil, invalid("negative max wait %v", o.MaxWait)
+	}
+	res := o.Resource
+	policy := policyField(res)
+	domainOf := o.Domain
+	if domainOf == nil {
+		domainOf = remoteIP
+	}
+	onReject, onError := o.OnReject, o.OnError
+	if onReject == nil {
+		onReject = func(w http.ResponseWriter, _ *http.Request, _ *Result) {
+			http.Error(w, http.StatusText(http.StatusTooManyRequests), http.StatusTooManyRequests)
+		}
+	}
+	if onError == nil {
+		onError = func(w http.ResponseWriter, _ *http.Request, _ error) {
+			http.Error(w, "rate limiter unavailable", http.StatusServiceUnavailable)
+		}
+	}
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			domain, err := domainOf(r)
+			if err != nil {
+				onError(w, r, err)
+				return
+			}
+			hits := int64(1)
+			if o.Hits != nil {
+				if hits = o.Hits(r); hits < 1 {
+					onError(w, r, invalid("Hits returned %d, want at least 1", hits))
+					return
+				}
+			}
+			result, err := l.RequestArgs(r.Context(), res, domain, RequestArgs{Min: hits, Max: hits, MaxWait: o.MaxWait})
+			if err != nil {
+				onError(w, r, err)
+				return
+			}
+			h := w.Header()
+			h.Set(HeaderRateLimitPolicy, policy)
+			if result.Override != OverrideFailOpen {
+				h.Set(HeaderRateLimit, limitField(res, result))
+			}
+			if result.Granted == 0 {
+				if result.RetryAfter >= 0 {
+					h.Set(HeaderRetryAfter, strconv.FormatInt(ceilSeconds(result.RetryAfter), 10))
+				}
+				onReject(w, r, result)
+				return
+			}
+			next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), resultKey{}, result)))
+		})
+	}, nil
+}
+
+// remoteIP is the default domain: the client's address without the port.
+func remoteIP(r *http.Request) (string, error) {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr, nil // not host:port (unusual servers); use it as it is
+	}
+	return host, nil
+}
+
+// ceilSeconds rounds d up to whole seconds, at least 1 for a positive d (delay-seconds
+// has no fractions, and rounding down would invite a retry that is rejected again).
+func ceilSeconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+// Policy item names: one per tier ("t1", "t2", ...), "hard" and "global".
+func tierPolicy(i int) string { return "t" + strconv.Itoa(i) }
+
+// policyField is RateLimit-Policy: every tier with its quota and window (seconds,
+// rounded up), then the Hard and Global per-second caps. It is the same on every
+// response. A resource without tiers is advertised as a zero quota.
+func policyField(res *Resource) string {
+	var b strings.Builder
+	item := func(name string, q int64, w time.Duration) {
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(`"` + name + `"`) // fixed ASCII names: no escaping needed
+		b.WriteString(";q=")
+		b.WriteString(strconv.FormatInt(q, 10))
+		b.WriteString(";w=")
+		b.WriteString(strconv.FormatInt(max(ceilSeconds(w), 1), 10))
+	}
+	for i, t := range res.Tiers {
+		item(tierPolicy(i+1), t.Limit, t.Window)
+	}
+	if len(res.Tiers) == 0 {
+		item("closed", 0, time.Second)
+	}
+	if res.Hard > 0 {
+		item("hard", res.Hard, time.Second)
+	}
+	if res.Global > 0 {
+		item("global", res.Global, time.Second)
+	}
+	return b.String()
+}
+
+// limitField is RateLimit: the remaining quota of the current tier (tier 1 when none
+// is active) and of the Hard and Global caps. On a rejection the current tier's item
+// carries t, the seconds until the request could be granted.
+func limitField(res *Resource, r *Result) string {
+	var b strings.Builder
+	item := func(name string, remaining int64, t int64) {
+		if b.Len() > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(`"` + name + `"`)
+		b.WriteString(";r=")
+		b.WriteString(strconv.FormatInt(max(remaining, 0), 10))
+		if t >= 0 {
+			b.WriteString(";t=")
+			b.WriteString(strconv.FormatInt(t, 10))
+		}
+	}
+	t := int64(-1)
+	serverRejected := r.Granted == 0 || r.Override == OverrideKillSwitch
+	if serverRejected {
+		if r.RetryAfter >= 0 {
+			t = ceilSeconds(r.RetryAfter)
+		}
+	}
+	switch {
+	case len(res.Tiers) == 0:
+		item("closed", 0, t)
+	default:
+		tier := max(r.Tier, 1)
+		item(tierPolicy(tier), r.TierLimit-r.TierHits, t)
+	}
+	if res.Hard > 0 {
+		item("hard", res.Hard-r.DomainHits, -1)
+	}
+	if res.Global > 0 {
+		item("global", res.Global-r.GlobalHits, -1)
+	}
+	return b.String()
+}

@@ -1,0 +1,164 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// fakeRequester stands in for a Limiter in these unit tests only; the integration tests
+// run the middleware against a real server.
+type fakeRequester struct {
+	result *Result
+	err    error
+	calls  []RequestArgs
+	domain string
+}
+
+func (f *fakeRequester) RequestArgs(_ context.Context, _ *Resource, domain string, a RequestArgs) (*Result, error) {
+	f.calls = append(f.calls, a)
+	f.domain = domain
+	if f.err != nil {
+		return nil, f.err
+	}
+	r := *f.result
+	return &r, nil
+}
+
+func serve(t *testing.T, f *fakeRequester, o MiddlewareOptions) (*httptest.ResponseRecorder, *Result) {
+	t.Helper()
+	mw, err := middleware(f, o)
+	require.NoError(t, err)
+	var seen *Result
+	h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = ResultFromContext(r.Context())
+		_, _ = w.Write([]byte("ok"))
+	}))
+	req := httptest.NewRequest(http.MethodGet, "/x", nil)
+	req.RemoteAddr = "192.0.2.7:5555"
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec, seen
+}
+
+var penalty = Resource{Name: "api", Tiers: []Tier{
+	{Limit: 5, Window: time.Second, Active: time.Second},
+	{Limit: 50, Window: 5 * time.Second, Active: 5 * time.Second, Cooldown: 15 * time.Second},
+}, Hard: 20}
+
+func TestMiddlewareGranted(t *testing.T) {
+	f := &fakeRequester{result: &Result{Granted: 1, Tier: 2, TierLimit: 50, TierHits: 7, DomainHits: 8, GlobalHits: -1, ResetAfter: time.Second}}
+	rec, seen := serve(t, f, MiddlewareOptions{Resource: &penalty})
+	require.Equal(t, http.StatusOK, rec.Code)
+	require.Equal(t, "ok", rec.Body.String())
+	require.Equal(t, `"t1";q=5;w=1, "t2";q=50;w=5, "hard";q=20;w=1`, rec.Header().Get(HeaderRateLimitPolicy))
+	require.Equal(t, `"t2";r=43, "hard";r=12`, rec.Header().Get(HeaderRateLimit))
+	require.Empty(t, rec.Header().Get(HeaderRetryAfter))
+	require.Equal(t, "192.0.2.7", f.domain, "default domain is the client IP")
+	require.Equal(t, []RequestArgs{{Min: 1, Max: 1}}, f.calls)
+	require.NotNil(t, seen)
+	require.Equal(t, int64(1), seen.Granted)
+}
+
+func TestMiddlewareRejected(t *testing.T) {
+	f := &fakeRequester{result: &Result{Granted: 0, Tier: 0, TierLimit: 5, TierHits: 5, DomainHits: 5, GlobalHits: 900,
+		RetryAfter: 1001 * time.Millisecond}}
+	res := penalty
+	res.Global = 1000
+	called := false
+	rec, _ := serve(t, f, MiddlewareOptions{Resource: &res,
+		Domain:  func(r *http.Request) (string, error) { return r.URL.Path, nil },
+		Hits:    func(*http.Request) int64 { return 3 },
+		MaxWait: time.Second,
+		OnReject: func(w http.ResponseWriter, r *http.Request, res *Result) {
+			called = true
+			require.Equal(t, 1001*time.Millisecond, res.RetryAfter)
+			w.WriteHeader(http.StatusTooManyRequests)
+		}})
+	require.True(t, called)
+	require.Equal(t, http.StatusTooManyRequests, rec.Code)
+	require.Equal(t, "2", rec.Header().Get(HeaderRetryAfter), "1001ms rounds up to 2s")
+	require.Equal(t, `"t1";r=0;t=2, "hard";r=15, "global";r=100`, rec.Header().Get(HeaderRateLimit))
+	require.Equal(t, `"t1";q=5;w=1, "t2";q=50;w=5, "hard";q=20;w=1, "global";q=1000;w=1`, rec.Header().Get(HeaderRateLimitPolicy))
+	require.Equal(t, "/x", f.domain)
+	require.Equal(t, []RequestArgs{{Min: 3, Max: 3, MaxWait: time.Second}}, f.calls)
+}
+
+func TestMiddlewareDefaultRejectAndNever(t *testing.T) {
+	f := &fakeRequester{result: &Result{Granted: 0, Tier: 1, TierLimit: 5, TierHits: 0, GlobalHits: -1, RetryAfter: -1}}
+	rec, seen := serve(t, f, MiddlewareOptions{Resource: &penalty})
+	require.Nil(t, seen)
+	require.Equal(t, http.StatusTooManyRequests, rec.Code)
+	require.Empty(t, rec.Header().Get(HeaderRetryAfter), "never grantable: no Retry-After")
+	require.Equal(t, `"t1";r=5, "hard";r=20`, rec.Header().Get(HeaderRateLimit))
+}
+
+func TestMiddlewareOverrides(t *testing.T) {
+	f := &fakeRequester{result: &Result{Granted: 1, Override: OverrideKillSwitch, Tier: 1, TierLimit: 5, TierHits: 5, DomainHits: 5,
+		GlobalHits: -1, RetryAfter: 300 * time.Millisecond}}
+	rec, seen := serve(t, f, MiddlewareOptions{Resource: &penalty})
+	require.Equal(t, http.StatusOK, rec.Code, "the kill switch lets the request through")
+	require.Equal(t, `"t1";r=0;t=1, "hard";r=15`, rec.Header().Get(HeaderRateLimit), "and still tells the truth")
+	require.Equal(t, OverrideKillSwitch, seen.Override)
+
+	f = &fakeRequester{result: &Result{Granted: 1, Override: OverrideFailOpen, GlobalHits: -1}}
+	rec, seen = serve(t, f, MiddlewareOptions{Resource: &penalty})
+	require.Equal(t, http.StatusOK, rec.Code)
+	require.Empty(t, rec.Header().Get(HeaderRateLimit), "no server answer, no RateLimit field")
+	require.NotEmpty(t, rec.Header().Get(HeaderRateLimitPolicy))
+	require.Equal(t, OverrideFailOpen, seen.Override)
+}
+
+func TestMiddlewareErrors(t *testing.T) {
+	f := &fakeRequester{err: errors.New("boom")}
+	rec, seen := serve(t, f, MiddlewareOptions{Resource: &penalty})
+	require.Nil(t, seen)
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+
+	var got error
+	f = &fakeRequester{result: &Result{Granted: 1}}
+	rec, _ = serve(t, f, MiddlewareOptions{Resource: &penalty,
+		Domain: func(*http.Request) (string, error) { return "", errors.New("no user") },
+		OnError: func(w http.ResponseWriter, _ *http.Request, err error) {
+			got = err
+			w.WriteHeader(http.StatusUnauthorized)
+		}})
+	require.Equal(t, http.StatusUnauthorized, rec.Code)
+	require.EqualError(t, got, "no user")
+	require.Empty(t, f.calls)
+
+	got = nil
+	f = &fakeRequester{result: &Result{Granted: 1}}
+	rec, _ = serve(t, f, MiddlewareOptions{Resource: &penalty, Hits: func(*http.Request) int64 { return 0 },
+		OnError: func(w http.ResponseWriter, _ *http.Request, err error) {
+			got = err
+			w.WriteHeader(http.StatusInternalServerError)
+		}})
+	require.Equal(t, http.StatusInternalServerError, rec.Code)
+	require.ErrorIs(t, got, ErrInvalid)
+	require.Empty(t, f.calls, "a request costing 0 hits is a bug, not a free pass")
+
+	_, err := middleware(f, MiddlewareOptions{})
+	require.ErrorIs(t, err, ErrInvalid, "nil resource")
+	_, err = middleware(f, MiddlewareOptions{Resource: &penalty, MaxWait: -1})
+	require.ErrorIs(t, err, ErrInvalid)
+}
+
+func TestPolicyFieldEdgeCases(t *testing.T) {
+	closed := Resource{Name: "x"}
+	require.Equal(t, `"closed";q=0;w=1`, policyField(&closed))
+	require.Equal(t, `"closed";r=0;t=0`, limitField(&closed, &Result{Granted: 0, RetryAfter: 0}))
+	short := Simple("x", 3, 1500*time.Millisecond)
+	require.Equal(t, `"t1";q=3;w=2`, policyField(&short), "windows round up to whole seconds")
+	tiny := Simple("x", 3, time.Millisecond)
+	require.Equal(t, `"t1";q=3;w=1`, policyField(&tiny), "w is at least 1")
+	require.Equal(t, int64(0), ceilSeconds(0))
+	require.Equal(t, int64(1), ceilSeconds(time.Millisecond))
+	require.Equal(t, int64(1), ceilSeconds(time.Second))
+	require.Equal(t, int64(2), ceilSeconds(time.Second+time.Millisecond))
+}

@@ -1,0 +1,299 @@
+package ratelimit
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	"github.com/charon-redis/charon/module/rate"
+	"github.com/redis/go-redis/v9"
+)
+
+// rediser is the part of go-redis the Limiter uses. *redis.Client (single node, or a
+// primary found through Sentinel), *redis.ClusterClient, *redis.Ring, *redis.Conn and
+// every redis.UniversalClient satisfy it.
+type rediser interface {
+	TxPipeline() redis.Pipeliner
+}
+
+// Defaults applied to zero Options fields.
+const (
+	DefaultMinBackoff       = 10 * time.Millisecond
+	DefaultMaxBackoff       = time.Second
+	DefaultTransientRetries = 3
+)
+
+// Options tune a Limiter. The zero value (or nil) is right for most uses: no fail-open,
+// kill switch off, default backoff.
+type Options struct {
+	// KeyPrefix starts every key name; "" means DefaultPrefix ("rl"). See KeyNames.
+	KeyPrefix string
+
+	// FailOpen grants a request when Redis cannot be reached: no connection could be
+	// made, no pool connection was free in time, the connection broke before the
+	// command was completely written, or the server kept answering TRYAGAIN,
+	// CLUSTERDOWN, LOADING, MASTERDOWN, MOVED, ASK or EXECABORT (a slot moving, a
+	// failover). In all these cases the command provably did not run. The Result grants max(Min, 1) hits with Override = OverrideFailOpen and
+	// OnFailOpen is called. Never used when the outcome is unknown (ErrOutcomeUnknown),
+	// when the context ended, or for any other server error.
+	FailOpen bool
+	// OnFailOpen, when set, is called (synchronously) for every fail-open grant with
+	// the error that caused it. Use it to count and alert.
+	OnFailOpen func(ctx context.Context, resource, domain string, err error)
+
+	// KillSwitch is the kill switch's initial state; see Limiter.SetKillSwitch.
+	KillSwitch bool
+
+	// MinBackoff and MaxBackoff bound the exponential backoff of the waiting loop
+	// (min, 2*min, ... max, each ±25%). 0 means DefaultMinBackoff / DefaultMaxBackoff.
+	MinBackoff time.Duration
+	MaxBackoff time.Duration
+	// TransientRetries bounds the retries after TRYAGAIN, CLUSTERDOWN, LOADING,
+	// MASTERDOWN, MOVED, ASK or EXECABORT (the command did not run; a slot is moving
+	// or a failover is under way). 0 means DefaultTransientRetries; -1 none.
+	TransientRetries int
+
+	// Clock replaces the wall clock of the waiting loop. When set, every request is
+	// sent with AT = Clock.Now() so the server uses the same time (tests, simulations,
+	// replays). nil means the wall clock, and the server's own clock for requests.
+	Clock Clock
+}
+
+// Limiter asks CHARON.RATE for hits. It is safe for concurrent use; create one per
+// go-redis client and keep it.
+//
+// Every CHARON.RATE is sent inside MULTI/EXEC. go-redis retries a plain command after
+// a read timeout or a broken connection (Options.MaxRetries, default 3), which for a
+// rate limiter can count the same hits twice; it never retries a transaction once it
+// has been written, and Redis runs a transaction only after reading its EXEC, so a
+// failed write proves nothing ran. The client's MaxRetries therefore only ever retries
+// requests that were not sent, and no go-redis setting needs to change.
+type Limiter struct {
+	rdb        rediser
+	prefix     string
+	failOpen   bool
+	onFailOpen func(ctx context.Context, resource, domain string, err error)
+	kill       atomic.Bool
+	clock      Clock
+	sendClock  bool // Options.Clock was set: requests carry AT = clock.Now()
+	loop       waitLoop
+}
+
+// NewLimiter returns a Limiter over rdb. opt may be nil.
+func NewLimiter(rdb rediser, opt *Options) *Limiter {
+	var o Options
+	if opt != nil {
+		o = *opt
+	}
+	l := &Limiter{
+		rdb:        rdb,
+		prefix:     o.KeyPrefix,
+		failOpen:   o.FailOpen,
+		onFailOpen: o.OnFailOpen,
+		clock:      o.Clock,
+		sendClock:  o.Clock != nil,
+	}
+	if l.prefix == "" {
+		l.prefix = DefaultPrefix
+	}
+	if l.clock == nil {
+		l.clock = wallClock{}
+	}
+	b := backoff{min: o.MinBackoff, max: o.MaxBackoff}
+	if b.min <= 0 {
+		b.min = DefaultMinBackoff
+	}
+	if b.max <= 0 {
+		b.max = DefaultMaxBackoff
+	}
+	if b.max < b.min {
+		b.max = b.min
+	}
+	retries := o.TransientRetries
+	switch {
+	case retries == 0:
+		retries = DefaultTransientRetries
+	case retries < 0:
+		retries = 0
+	}
+	l.loop = waitLoop{clock: l.clock, rand: rand.Float64, backoff: b, transientRetries: retries}
+	l.kill.Store(o.KillSwitch)
+	return l
+}
+
+// SetKillSwitch turns the kill switch on or off, at once, for every request of this
+// Limiter. While it is on, a request the server rejects is granted anyway (max(Min, 1)
+// hits, never more than asked), reported by Override = OverrideKillSwitch with the
+// server's fields kept, and never waited for. The server records nothing for a
+// rejected request, so switching it on cannot distort the counts. Use it to roll out
+// new limits in observe-only mode, or to stop limiting during an incident.
+func (l *Limiter) SetKillSwitch(on bool) { l.kill.Store(on) }
+
+// KillSwitch reports whether the kill switch is on.
+func (l *Limiter) KillSwitch() bool { return l.kill.Load() }
+
+// Keys returns the key names a request for (res, domain) uses; see KeyNames. A nil
+// res has no keys.
+func (l *Limiter) Keys(res *Resource, domain string) (key, globalKey string) {
+	if res == nil {
+		return "", ""
+	}
+	return KeyNames(l.prefix, res.Name, domain, res.Global > 0)
+}
+
+// RequestArgs are the arguments of one request beyond resource and domain.
+type RequestArgs struct {
+	// Max is the most hits wanted; 0 means 1. At most MaxCount.
+	Max int64
+	// Min is the fewest hits worth having, 0..Max. The server grants the largest
+	// number in [Min, Max] that the limits allow, or rejects. A grant is never 0 hits,
+	// so Min 0 behaves as Min 1.
+	Min int64
+	// MaxWait, when positive, lets the request wait for a rejection to clear: it is
+	// sent again after RetryAfter (with backoff and jitter) as long as the answer can
+	// arrive within MaxWait and the context's deadline. 0 means answer at once.
+	MaxWait time.Duration
+	// At, when not zero, is the request's time (CHARON.RATE AT) instead of the
+	// server's clock: replays and tests. Retries while waiting move it forward by the
+	// time waited.
+	At time.Time
+	// DryRun asks what the answer would be; nothing is recorded.
+	DryRun bool
+}
+
+// Allow asks for one hit and does not wait (redis_rate's Allow).
+func (l *Limiter) Allow(ctx context.Context, res *Resource, domain string) (*Result, error) {
+	return l.RequestArgs(ctx, res, domain, RequestArgs{Min: 1, Max: 1})
+}
+
+// Request asks for between min and max hits (1 <= max) and does not wait.
+func (l *Limiter) Request(ctx context.Context, res *Resource, domain string, min, max int64) (*Result, error) {
+	if max < 1 {
+		return nil, invalid("max %d is outside [1, %d]", max, int64(MaxCount))
+	}
+	return l.RequestArgs(ctx, res, domain, RequestArgs{Min: min, Max: max})
+}
+
+// RequestArgs asks for hits of res on behalf of domain. It returns the server's answer
+// (Granted 0 is a rejection, not an error), or an error:
+//   - wrapping ErrInvalid when the arguments break the contract (nothing was sent);
+//   - wrapping ErrOutcomeUnknown when the command may have run but no answer came
+//     back; it is not sent again;
+//   - wrapping the server's redis.Error, or go-redis's error, otherwise.
+//
+// With FailOpen, an unreachable Redis gives a grant instead of an error. When the
+// context ends while the request waits, the last rejection is returned together with
+// the context's error.
+func (l *Limiter) RequestArgs(ctx context.Context, res *Resource, domain string, a RequestArgs) (*Result, error) {
+	if err := res.Validate(); err != nil {
+		return nil, err
+	}
+	if domain == "" {
+		return nil, invalid("resource %q: empty domain", res.Name)
+	}
+	if a.Max == 0 {
+		a.Max = 1
+	}
+	if a.Max < 1 || a.Max > MaxCount {
+		return nil, invalid("max %d is outside [1, %d]", a.Max, int64(MaxCount))
+	}
+	if a.Min < 0 || a.Min > a.Max {
+		return nil, invalid("min %d is outside [0, max=%d]", a.Min, a.Max)
+	}
+	if a.MaxWait < 0 {
+		return nil, invalid("negative max wait %v", a.MaxWait)
+	}
+	if !a.At.IsZero() {
+		if ms := a.At.UnixMilli(); ms < 0 || ms > rate.MaxAt {
+			return nil, invalid("at %v is outside the server's range", a.At)
+		}
+	}
+
+	key, gkey := l.Keys(res, domain)
+	args := make([]any, 0, 16+6*len(res.Tiers))
+	args = append(args, "CHARON.RATE", key, "MAX", a.Max, "MIN", a.Min)
+	if res.Hard > 0 {
+		args = append(args, "HARD", res.Hard)
+	}
+	if gkey != "" {
+		args = append(args, "GLOBAL", gkey, res.Global)
+	}
+	if a.DryRun {
+		args = append(args, "DRYRUN")
+	}
+	args = res.appendTierArgs(args)
+	nBase := len(args)
+
+	start := l.clock.Now()
+	attempts := 0
+	step := func(ctx context.Context, _ int) (*Result, error) {
+		attempts++
+		args := args[:nBase]
+		switch {
+		case !a.At.IsZero():
+			args = append(args, "AT", a.At.Add(l.clock.Now().Sub(start)).UnixMilli())
+		case l.sendClock:
+			args = append(args, "AT", l.clock.Now().UnixMilli())
+		}
+		r, err := l.send(ctx, key, args, a)
+		if err != nil {
+			return nil, err
+		}
+		if r.Granted == 0 && l.kill.Load() {
+			r.Granted, r.Override = minGrant(a), OverrideKillSwitch
+		}
+		return r, nil
+	}
+	r, err := l.loop.run(ctx, a.MaxWait, step)
+	if err == nil {
+		return r, nil
+	}
+	if l.failOpen {
+		if c := classify(err); c == classUnreachable || c == classTransient {
+			if l.onFailOpen != nil {
+				l.onFailOpen(ctx, res.Name, domain, err)
+			}
+			return &Result{Granted: minGrant(a), GlobalHits: -1, Override: OverrideFailOpen, Attempts: attempts}, nil
+		}
+	}
+	return r, err
+}
+
+// minGrant is what an override grants: the fewest hits the caller can use.
+func minGrant(a RequestArgs) int64 { return max(a.Min, 1) }
+
+// send runs one CHARON.RATE inside MULTI/EXEC and decodes the reply.
+func (l *Limiter) send(ctx context.Context, key string, args []any, a RequestArgs) (*Result, error) {
+	pipe := l.rdb.TxPipeline()
+	cmd := pipe.Do(ctx, args...)
+	_, err := pipe.Exec(ctx)
+	if cerr := cmd.Err(); cerr != nil {
+		// The command's own error (e.g. TRYAGAIN while queueing) says more than EXECABORT.
+		err = cerr
+	}
+	if err != nil {
+		if !a.DryRun && classify(err) == classUnknown {
+			return nil, fmt.Errorf("ratelimit: CHARON.RATE %s: %w: %w", key, ErrOutcomeUnknown, err)
+		}
+		return nil, fmt.Errorf("ratelimit: CHARON.RATE %s: %w", key, err)
+	}
+	r, err := decodeReply(cmd.Val())
+	if err == nil {
+		switch {
+		case r.Granted > a.Max:
+			err = fmt.Errorf("%w: granted %d, more than max %d", errBadReply, r.Granted, a.Max)
+		case r.Granted > 0 && r.Granted < a.Min:
+			err = fmt.Errorf("%w: granted %d, less than min %d", errBadReply, r.Granted, a.Min)
+		}
+	}
+	if err != nil {
+		if a.DryRun {
+			return nil, fmt.Errorf("ratelimit: CHARON.RATE %s: %w", key, err)
+		}
+		// The server ran the command; what it recorded is unknown to us.
+		return nil, fmt.Errorf("ratelimit: CHARON.RATE %s: %w: %w", key, ErrOutcomeUnknown, err)
+	}
+	return &r, nil
+}

@@ -1,0 +1,191 @@
+package ratelimit
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/charon-redis/charon/module/rate"
+)
+
+// Override says why a Result grants hits that the server did not grant.
+type Override uint8
+
+const (
+	// OverrideNone: the Result is the server's answer.
+	OverrideNone Override = iota
+	// OverrideKillSwitch: the server rejected the request (nothing was recorded) and the
+	// kill switch turned the rejection into a grant. The server's fields are kept.
+	OverrideKillSwitch
+	// OverrideFailOpen: Redis could not be reached, so nothing was asked and nothing
+	// recorded; Options.FailOpen granted the request. The server's fields are zero,
+	// GlobalHits is -1.
+	OverrideFailOpen
+)
+
+func (o Override) String() string {
+	switch o {
+	case OverrideNone:
+		return "none"
+	case OverrideKillSwitch:
+		return "kill-switch"
+	case OverrideFailOpen:
+		return "fail-open"
+	}
+	return fmt.Sprintf("Override(%d)", uint8(o))
+}
+
+// Result is the answer to one request: every field of the CHARON.RATE reply, plus what
+// the client did around it.
+type Result struct {
+	// Granted is the number of hits the caller may use; 0 means rejected. It is the
+	// server's number unless Override says otherwise.
+	Granted int64
+	// Tier is the current tier after the request, 1-based; 0 when no tier is active.
+	Tier int
+	// TierLimit is that tier's limit (tier 1's when Tier is 0).
+	TierLimit int64
+	// TierHits is the number of hits in that tier's window.
+	TierHits int64
+	// DomainHits is the number of hits granted to this domain over the last second.
+	DomainHits int64
+	// GlobalHits is the number of hits granted to the whole resource over the last
+	// second; -1 when the resource has no Global limit.
+	GlobalHits int64
+	// Burst reports that the request entered a tier above the current one.
+	Burst bool
+	// HardLimited reports that the Hard limit left less room than the request's Max.
+	HardLimited bool
+	// GlobalLimited reports that the Global limit left less room than the request's Max.
+	GlobalLimited bool
+	// RetryAfter is how long until the same request would be granted with no other
+	// traffic: 0 when the server granted it, -1 when it never will be (Min is above
+	// what any tier, Hard or Global can ever give). A kill-switch override keeps the
+	// server's value.
+	RetryAfter time.Duration
+	// ResetAfter is how long until the key holds nothing that matters any more (it
+	// expires then).
+	ResetAfter time.Duration
+
+	// Override is why Granted differs from the server's answer; OverrideNone normally.
+	Override Override
+	// Attempts is the number of times the request was sent (more than 1 only while
+	// waiting, or after errors that prove the command was not executed).
+	Attempts int
+	// Waited is the total time spent sleeping between attempts.
+	Waited time.Duration
+}
+
+// Allowed reports whether the caller may go ahead (Granted > 0).
+func (r *Result) Allowed() bool { return r != nil && r.Granted > 0 }
+
+// errBadReply is wrapped by every decoding error: the reply does not have the shape of
+// a CHARON.RATE reply (a different server, module version or command).
+var errBadReply = errors.New("ratelimit: unexpected CHARON.RATE reply")
+
+// fieldIndex maps a RESP3 map key to its position in the RESP2 array.
+var fieldIndex = func() map[string]int {
+	m := make(map[string]int, rate.NumFields)
+	for i, n := range rate.FieldNames {
+		m[n] = i
+	}
+	return m
+}()
+
+// decodeReply turns a CHARON.RATE reply into a Result: a RESP2 array of NumFields
+// integers, or a RESP3 map of the same fields by name. Any other shape, a missing,
+// repeated or unknown field, a non-integer or an out-of-range value is an error; the
+// reply is never trusted to be well formed.
+func decodeReply(v any) (Result, error) {
+	var f [rate.NumFields]int64
+	switch r := v.(type) {
+	case []any:
+		if len(r) != rate.NumFields {
+			return Result{}, fmt.Errorf("%w: array of %d elements, want %d", errBadReply, len(r), rate.NumFields)
+		}
+		for i, e := range r {
+			n, ok := e.(int64)
+			if !ok {
+				return Result{}, fmt.Errorf("%w: element %d (%s) is %T, want an integer", errBadReply, i+1, rate.FieldNames[i], e)
+			}
+			f[i] = n
+		}
+	case map[any]any:
+		if len(r) != rate.NumFields {
+			return Result{}, fmt.Errorf("%w: map of %d fields, want %d", errBadReply, len(r), rate.NumFields)
+		}
+		var seen [rate.NumFields]bool
+		for k, e := range r {
+			name, ok := k.(string)
+			if !ok {
+				return Result{}, fmt.Errorf("%w: map key %v is %T, want a string", errBadReply, k, k)
+			}
+			i, ok := fieldIndex[name]
+			if !ok {
+				return Result{}, fmt.Errorf("%w: unknown field %q", errBadReply, name)
+			}
+			n, ok := e.(int64)
+			if !ok {
+				return Result{}, fmt.Errorf("%w: field %s is %T, want an integer", errBadReply, name, e)
+			}
+			f[i], seen[i] = n, true
+		}
+		for i, ok := range seen {
+			if !ok {
+				// Unreachable with 11 distinct known keys, but cheap to state.
+				return Result{}, fmt.Errorf("%w: field %s missing", errBadReply, rate.FieldNames[i])
+			}
+		}
+	default:
+		return Result{}, fmt.Errorf("%w: %T, want an array or a map", errBadReply, v)
+	}
+	return resultFromFields(&f)
+}
+
+// resultFromFields checks each field's range and converts units.
+func resultFromFields(f *[rate.NumFields]int64) (Result, error) {
+	check := func(i int, lo, hi int64) error {
+		if f[i] < lo || f[i] > hi {
+			return fmt.Errorf("%w: %s = %d is outside [%d, %d]", errBadReply, rate.FieldNames[i], f[i], lo, hi)
+		}
+		return nil
+	}
+	const maxMs = int64(1<<63-1) / int64(time.Millisecond)
+	for _, c := range []struct {
+		i      int
+		lo, hi int64
+	}{
+		{rate.FieldGranted, 0, rate.MaxCount},
+		{rate.FieldTier, 0, rate.MaxTiers},
+		{rate.FieldTierLimit, 0, rate.MaxCount},
+		{rate.FieldTierHits, 0, 1<<63 - 1},
+		{rate.FieldDomainHits, 0, 1<<63 - 1},
+		{rate.FieldGlobalHits, -1, 1<<63 - 1},
+		{rate.FieldBurst, 0, 1},
+		{rate.FieldHardLimited, 0, 1},
+		{rate.FieldGlobalLimited, 0, 1},
+		{rate.FieldRetryAfter, -1, maxMs},
+		{rate.FieldResetAfter, 0, maxMs},
+	} {
+		if err := check(c.i, c.lo, c.hi); err != nil {
+			return Result{}, err
+		}
+	}
+	retry := time.Duration(f[rate.FieldRetryAfter]) * time.Millisecond
+	if f[rate.FieldRetryAfter] < 0 {
+		retry = -1
+	}
+	return Result{
+		Granted:       f[rate.FieldGranted],
+		Tier:          int(f[rate.FieldTier]),
+		TierLimit:     f[rate.FieldTierLimit],
+		TierHits:      f[rate.FieldTierHits],
+		DomainHits:    f[rate.FieldDomainHits],
+		GlobalHits:    f[rate.FieldGlobalHits],
+		Burst:         f[rate.FieldBurst] == 1,
+		HardLimited:   f[rate.FieldHardLimited] == 1,
+		GlobalLimited: f[rate.FieldGlobalLimited] == 1,
+		RetryAfter:    retry,
+		ResetAfter:    time.Duration(f[rate.FieldResetAfter]) * time.Millisecond,
+	}, nil
+}
