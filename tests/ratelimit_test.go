@@ -761,13 +761,7 @@ func testRatelimitMidMigration(t *testing.T, cl *harness.Cluster) {
 
 	slot := int(cc.ClusterKeySlot(ctx, key).Val())
 	from := cl.NodeForSlot(t, slot)
-	var to *harness.Server
-	for _, p := range cl.Primaries(t) {
-		if p != from {
-			to = p
-			break
-		}
-	}
+	to := cl.OtherPrimary(t, from)
 	m := cl.BeginSlotMigration(t, slot, from, to)
 	m.MoveKeys(t, key) // the global key stays behind: the pair is split
 

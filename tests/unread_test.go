@@ -841,13 +841,7 @@ func testUnreadMidMigration(t *testing.T, cl *harness.Cluster, f unreadFixture, 
 	requireCounts(t, c, qIDs, qWant)
 
 	from := cl.NodeForSlot(t, slot)
-	var to *harness.Server
-	for _, p := range cl.Primaries(t) {
-		if p != from {
-			to = p
-			break
-		}
-	}
+	to := cl.OtherPrimary(t, from)
 	mig := cl.BeginSlotMigration(t, slot, from, to)
 	mig.MoveKeys(t, unread.Key(users[0]), unread.Key(users[1]), unread.Key(users[2]))
 

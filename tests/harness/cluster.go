@@ -382,3 +382,15 @@ func (c *Cluster) MigrateSlot(t testing.TB, slot int, from, to *Server) {
 	t.Helper()
 	c.BeginSlotMigration(t, slot, from, to).Finish(t)
 }
+
+// OtherPrimary returns a primary other than p (a target for moving p's slots).
+func (c *Cluster) OtherPrimary(t testing.TB, p *Server) *Server {
+	t.Helper()
+	for _, q := range c.Primaries(t) {
+		if q != p {
+			return q
+		}
+	}
+	t.Fatalf("harness: no primary other than %s", p.Addr())
+	return nil
+}
