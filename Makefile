@@ -97,7 +97,7 @@ run: build redis
 # Tools the checks need, installed through the Go module proxy (pinned).
 STATICCHECK := $(BUILD)/bin/staticcheck
 $(STATICCHECK):
-	GOBIN=$(BUILD)/bin $(GO) install honnef.co/go/tools/cmd/staticcheck@2025.1.1
+	GOBIN=$(BUILD)/bin $(GO) install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 lint: $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -237,7 +237,7 @@ docker: build docker-base
 	start=$$(date +%s); \
 	for target in build runtime; do \
 	  tag="$(DOCKER_IMAGE)"; [ $$target = runtime ] || tag="$(DOCKER_BUILD_IMAGE)"; \
-	  DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) $(DOCKER) build --force-rm --target $$target \
+	  DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) $(DOCKER) build $(if $(filter 0,$(DOCKER_BUILDKIT)),--force-rm) --target $$target \
 	    --build-arg BASE_IMAGE="$(DOCKER_BASE)" \
 	    --build-arg REDIS_VERSION="$(REDIS_VERSION)" \
 	    --build-arg REDIS_SHA256="$(REDIS_SHA256)" \
