@@ -287,9 +287,9 @@ docker-test: docker-smoke
 	bins=$$(ls "$(DOCKER_TESTS)"/*.test 2>/dev/null || true); \
 	[ -n "$$bins" ] || { echo "docker-test: ./tests/... built no test binaries" >&2; exit 1; }; \
 	: >"$$tree/go.mod"; cp cshim/redismodule.h "$$tree/cshim/"; \
-	cid=; trap '[ -z "$$cid" ] || $(DOCKER) rm -f "$$cid" >/dev/null 2>&1 || true' EXIT; \
+	cid=; trap '[ -z "$$cid" ] || $(DOCKER) rm -f -v "$$cid" >/dev/null 2>&1 || true' EXIT; \
 	cid=$$($(DOCKER) create "$(DOCKER_BUILD_IMAGE)"); \
-	$(DOCKER) cp "$$cid:/src/build/redis-verified.tar.gz" "$$tree/build/"; $(DOCKER) rm "$$cid" >/dev/null; cid=; \
+	$(DOCKER) cp "$$cid:/src/build/redis-verified.tar.gz" "$$tree/build/"; $(DOCKER) rm -v "$$cid" >/dev/null; cid=; \
 	chmod -R a+rwX "$$tree"; chmod +t "$$tree" "$$tree/build"; \
 	rc=0; \
 	for bin in $$bins; do \
@@ -304,7 +304,7 @@ docker-test: docker-smoke
 	    rc=1; $(DOCKER) cp "$$cid:/tmp/charon/build/test-runs" "$(DOCKER_TESTS)/test-runs-$${b%.test}" 2>/dev/null && \
 	      echo "docker-test: server directories kept in $(DOCKER_TESTS)/test-runs-$${b%.test}"; \
 	  fi; \
-	  $(DOCKER) rm "$$cid" >/dev/null; cid=; \
+	  $(DOCKER) rm -v "$$cid" >/dev/null; cid=; \
 	  echo "docker-test: $$b exited $$code in $$(( $$(date +%s) - start ))s"; \
 	done; \
 	exit $$rc
