@@ -56,26 +56,34 @@ func (a Args) From(i int) Args {
 	return Args{argv: &unsafe.Slice(a.argv, a.argc)[i], argc: a.argc - i}
 }
 
-// argScratch holds the pointers and lengths that Views asks C to fill; Redis calls
-// commands on one thread, so one buffer serves every call without allocating.
+// argScratch holds the pointers and lengths that Views asks C to fill. It lives in
+// C memory: a Go array of pointers passed to C would make cgo's pointer check visit
+// every element on every call. Redis calls commands on one thread, so one buffer
+// serves every call.
 var argScratch struct {
-	ptrs []*C.char
-	lens []C.size_t
+	ptrs **C.char
+	lens *C.size_t
+	cap  int
 }
 
 // Views returns every argument as a borrowed view, filled in one cgo call. dst is
 // reused when it has the capacity.
 func (a Args) Views(dst [][]byte) [][]byte {
-	if cap(argScratch.ptrs) < a.argc {
-		argScratch.ptrs = make([]*C.char, a.argc)
-		argScratch.lens = make([]C.size_t, a.argc)
-	}
 	dst = dst[:0]
 	if a.argc == 0 {
 		return dst
 	}
-	ptrs, lens := argScratch.ptrs[:a.argc], argScratch.lens[:a.argc]
-	C.cshim_args_views(a.argv, C.int(a.argc), &ptrs[0], &lens[0])
+	if argScratch.cap < a.argc {
+		C.free(unsafe.Pointer(argScratch.ptrs))
+		C.free(unsafe.Pointer(argScratch.lens))
+		n := max(a.argc, 64)
+		argScratch.ptrs = (**C.char)(C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof((*C.char)(nil)))))
+		argScratch.lens = (*C.size_t)(C.malloc(C.size_t(n) * C.size_t(unsafe.Sizeof(C.size_t(0)))))
+		argScratch.cap = n
+	}
+	C.cshim_args_views(a.argv, C.int(a.argc), argScratch.ptrs, argScratch.lens)
+	ptrs := unsafe.Slice(argScratch.ptrs, a.argc)
+	lens := unsafe.Slice(argScratch.lens, a.argc)
 	for i := range ptrs {
 		dst = append(dst, unsafe.Slice((*byte)(unsafe.Pointer(ptrs[i])), int(lens[i])))
 	}
