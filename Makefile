@@ -286,7 +286,7 @@ docker-test: docker-smoke
 	CGO_ENABLED=0 $(GO) test -c -tags integration -o "$(DOCKER_TESTS)/" ./tests/...; \
 	bins=$$(ls "$(DOCKER_TESTS)"/*.test 2>/dev/null || true); \
 	[ -n "$$bins" ] || { echo "docker-test: ./tests/... built no test binaries" >&2; exit 1; }; \
-	: >"$$tree/go.mod"; cp cshim/redismodule.h "$$tree/cshim/"; \
+	: >"$$tree/go.mod"; cp cshim/redismodule.h "$$tree/cshim/"; cp Makefile "$$tree/"; \
 	cid=; trap '[ -z "$$cid" ] || $(DOCKER) rm -f -v "$$cid" >/dev/null 2>&1 || true' EXIT; \
 	cid=$$($(DOCKER) create "$(DOCKER_BUILD_IMAGE)"); \
 	$(DOCKER) cp "$$cid:/src/build/redis-verified.tar.gz" "$$tree/build/"; $(DOCKER) rm -v "$$cid" >/dev/null; cid=; \
