@@ -15,7 +15,7 @@ func (h *rateHandler) inspect(c rm.Ctx, args rm.Args) error {
 	h.views = args.Views(h.views)
 	at, hasAt, err := rate.ParseInspect(h.views[2:])
 	if err != nil {
-		return err
+		return rateErr(err)
 	}
 	key, cur, found, err := c.OpenBlobRead(args.At(1), h.typ)
 	if err != nil {

@@ -88,7 +88,7 @@ func (h *rateHandler) rate(c rm.Ctx, args rm.Args) error {
 	h.views = args.Views(h.views)
 	req := &h.req
 	if err := rate.ParseRequest(h.views[2:], req); err != nil {
-		return err
+		return rateErr(err)
 	}
 	gidx := -1
 	if req.HasGlobal {
@@ -154,9 +154,13 @@ func keepScratch(scratch, grown []byte) []byte {
 	return scratch
 }
 
-// rateErr turns the pure package's value errors into replies.
+// rateErr turns the pure package's errors into reply texts: "ERR <ARG>: <reason>"
+// for arguments, WRONGTYPE for a value of the other kind, ERR for a corrupt value.
 func rateErr(err error) error {
+	var arg *rate.ArgError
 	switch {
+	case errors.As(err, &arg):
+		return errors.New("ERR " + arg.Error())
 	case errors.Is(err, rate.ErrWrongKind):
 		// "key holds a global log" (or the reverse): the wrong kind of value.
 		return errors.New("WRONGTYPE " + strings.TrimSuffix(err.Error(), ": "+rate.ErrWrongKind.Error()))

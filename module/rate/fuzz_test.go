@@ -31,7 +31,7 @@ func FuzzParse(f *testing.F) {
 				t.Fatalf("error of type %T", err)
 			}
 			msg := err.Error()
-			if !strings.HasPrefix(msg, "ERR ") || strings.ContainsAny(msg, "\r\n") || len(msg) > 200 {
+			if msg != ae.Arg+": "+ae.Reason || ae.Arg == "" || strings.ContainsAny(msg, "\r\n") || len(msg) > 200 {
 				t.Fatalf("bad reply text %q", msg)
 			}
 			return

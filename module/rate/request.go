@@ -59,14 +59,15 @@ type Request struct {
 	NTiers int
 }
 
-// ArgError names the offending argument of a command. Its Error text is the reply text.
+// ArgError names the offending argument of a command. The glue turns it into the reply
+// "ERR <Arg>: <Reason>".
 type ArgError struct {
 	Arg    string
 	Reason string
 }
 
-// Error returns "ERR <ARG>: <reason>", ready to be sent as an error reply.
-func (e *ArgError) Error() string { return "ERR " + e.Arg + ": " + e.Reason }
+// Error returns "<Arg>: <reason>".
+func (e *ArgError) Error() string { return e.Arg + ": " + e.Reason }
 
 func argErr(arg, reason string) error { return &ArgError{Arg: arg, Reason: reason} }
 

@@ -43,34 +43,34 @@ func TestParseRequest(t *testing.T) {
 
 func TestParseRequestErrors(t *testing.T) {
 	for _, c := range []struct{ args, want string }{
-		{"MAX 0", "ERR MAX: must be an integer between 1 and 1000000000000"},
-		{"MAX 1000000000001", "ERR MAX: must be an integer between 1 and 1000000000000"},
-		{"MAX abc", "ERR MAX: must be an integer between 1 and 1000000000000"},
-		{"MAX 05", "ERR MAX: must be an integer between 1 and 1000000000000"},
-		{"MAX +5", "ERR MAX: must be an integer between 1 and 1000000000000"},
-		{"MAX 99999999999999999999", "ERR MAX: must be an integer between 1 and 1000000000000"},
-		{"MAX", "ERR MAX: missing value"},
-		{"MAX 1 MAX 2", "ERR MAX: given more than once"},
-		{"MIN -1", "ERR MIN: must be an integer between 0 and 1000000000000"},
-		{"MIN 3 MAX 2", "ERR MIN: must not be greater than MAX"},
-		{"MIN 2", "ERR MIN: must not be greater than MAX"},
-		{"HARD -5", "ERR HARD: must be an integer between 0 and 1000000000000"},
-		{"GLOBAL g", "ERR GLOBAL: expected a key and a limit"},
-		{"GLOBAL g x", "ERR GLOBAL: must be an integer between 0 and 1000000000000"},
-		{"AT -1", "ERR AT: must be an integer between 0 and 9007199254740992"},
-		{"AT 9007199254740993", "ERR AT: must be an integer between 0 and 9007199254740992"},
-		{"DRYRUN DRYRUN", "ERR DRYRUN: given more than once"},
-		{"TIER 1 1 1", "ERR TIER 1: expected limit window-ms active-ms cooldown-ms"},
-		{"TIER 1 1000 1000 0 TIER -1 1 1 0", "ERR TIER 2 limit: must be an integer between 0 and 1000000000000"},
-		{"TIER 1 0 1 0", "ERR TIER 1 window-ms: must be an integer between 1 and 315360000000"},
-		{"TIER 1 1 315360000001 0", "ERR TIER 1 active-ms: must be an integer between 1 and 315360000000"},
-		{"TIER 1 1 1 -1", "ERR TIER 1 cooldown-ms: must be an integer between 0 and 315360000000"},
-		{"TIER 1 1 MAX 0", "ERR TIER 1 active-ms: must be an integer between 1 and 315360000000"},
-		{strings.Repeat("TIER 1 1 1 0 ", 17), "ERR TIER 17: at most 16 tiers are allowed"},
-		{"SKIPPABLE", "ERR SKIPPABLE: must follow the four numbers of a TIER clause"},
-		{"TIER 1 1 1 0 SKIPPABLE SKIPPABLE", "ERR SKIPPABLE: must follow the four numbers of a TIER clause"},
-		{"FOO", "ERR syntax: unknown option 'FOO'"},
-		{"MAX 1 " + strings.Repeat("x", 40), "ERR syntax: unknown option '" + strings.Repeat("x", 32) + "...'"},
+		{"MAX 0", "MAX: must be an integer between 1 and 1000000000000"},
+		{"MAX 1000000000001", "MAX: must be an integer between 1 and 1000000000000"},
+		{"MAX abc", "MAX: must be an integer between 1 and 1000000000000"},
+		{"MAX 05", "MAX: must be an integer between 1 and 1000000000000"},
+		{"MAX +5", "MAX: must be an integer between 1 and 1000000000000"},
+		{"MAX 99999999999999999999", "MAX: must be an integer between 1 and 1000000000000"},
+		{"MAX", "MAX: missing value"},
+		{"MAX 1 MAX 2", "MAX: given more than once"},
+		{"MIN -1", "MIN: must be an integer between 0 and 1000000000000"},
+		{"MIN 3 MAX 2", "MIN: must not be greater than MAX"},
+		{"MIN 2", "MIN: must not be greater than MAX"},
+		{"HARD -5", "HARD: must be an integer between 0 and 1000000000000"},
+		{"GLOBAL g", "GLOBAL: expected a key and a limit"},
+		{"GLOBAL g x", "GLOBAL: must be an integer between 0 and 1000000000000"},
+		{"AT -1", "AT: must be an integer between 0 and 9007199254740992"},
+		{"AT 9007199254740993", "AT: must be an integer between 0 and 9007199254740992"},
+		{"DRYRUN DRYRUN", "DRYRUN: given more than once"},
+		{"TIER 1 1 1", "TIER 1: expected limit window-ms active-ms cooldown-ms"},
+		{"TIER 1 1000 1000 0 TIER -1 1 1 0", "TIER 2 limit: must be an integer between 0 and 1000000000000"},
+		{"TIER 1 0 1 0", "TIER 1 window-ms: must be an integer between 1 and 315360000000"},
+		{"TIER 1 1 315360000001 0", "TIER 1 active-ms: must be an integer between 1 and 315360000000"},
+		{"TIER 1 1 1 -1", "TIER 1 cooldown-ms: must be an integer between 0 and 315360000000"},
+		{"TIER 1 1 MAX 0", "TIER 1 active-ms: must be an integer between 1 and 315360000000"},
+		{strings.Repeat("TIER 1 1 1 0 ", 17), "TIER 17: at most 16 tiers are allowed"},
+		{"SKIPPABLE", "SKIPPABLE: must follow the four numbers of a TIER clause"},
+		{"TIER 1 1 1 0 SKIPPABLE SKIPPABLE", "SKIPPABLE: must follow the four numbers of a TIER clause"},
+		{"FOO", "syntax: unknown option 'FOO'"},
+		{"MAX 1 " + strings.Repeat("x", 40), "syntax: unknown option '" + strings.Repeat("x", 32) + "...'"},
 	} {
 		var req Request
 		err := ParseRequest(words(c.args), &req)
@@ -82,7 +82,7 @@ func TestParseRequestErrors(t *testing.T) {
 	// Control characters never reach the reply.
 	var req Request
 	err := ParseRequest([][]byte{[]byte("A\r\nB")}, &req)
-	if err == nil || strings.ContainsAny(err.Error(), "\r\n") || err.Error() != "ERR syntax: unknown option 'A??B'" {
+	if err == nil || strings.ContainsAny(err.Error(), "\r\n") || err.Error() != "syntax: unknown option 'A??B'" {
 		t.Fatalf("%q", err)
 	}
 }
@@ -95,10 +95,10 @@ func TestParseInspect(t *testing.T) {
 		t.Fatal(at, has, err)
 	}
 	for _, c := range []struct{ args, want string }{
-		{"AT", "ERR AT: missing value"},
-		{"AT x", "ERR AT: must be an integer between 0 and 9007199254740992"},
-		{"AT 1 2", "ERR syntax: unexpected argument '2'"},
-		{"NOW", "ERR syntax: unknown option 'NOW'"},
+		{"AT", "AT: missing value"},
+		{"AT x", "AT: must be an integer between 0 and 9007199254740992"},
+		{"AT 1 2", "syntax: unexpected argument '2'"},
+		{"NOW", "syntax: unknown option 'NOW'"},
 	} {
 		if _, _, err := ParseInspect(words(c.args)); err == nil || err.Error() != c.want {
 			t.Errorf("%q: %v", c.args, err)
