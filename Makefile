@@ -160,10 +160,22 @@ DOCKER_TEST_FLAGS ?=
 DOCKER_REDIS_BIN := /usr/local/bin
 DOCKER_MODULE    := /usr/local/lib/redis/modules/charon.so
 
-.PHONY: docker docker-base docker-smoke docker-test
+.PHONY: docker docker-daemon docker-base docker-smoke docker-test
+
+# The engine must answer. Where it is installed but not running (a fresh CI run whose
+# machine did not start it), start dockerd in the background and wait for it.
+docker-daemon:
+	@set -euo pipefail; \
+	if $(DOCKER) info >/dev/null 2>&1; then exit 0; fi; \
+	command -v dockerd >/dev/null || { echo "docker-daemon: the Docker engine is not reachable and dockerd is not installed" >&2; exit 1; }; \
+	[ "$$(id -u)" = 0 ] || { echo "docker-daemon: the Docker engine is not reachable; start it (needs root)" >&2; exit 1; }; \
+	mkdir -p "$(BUILD)"; echo "docker-daemon: starting dockerd (log: $(BUILD)/dockerd.log)"; \
+	setsid nohup dockerd >"$(BUILD)/dockerd.log" 2>&1 & \
+	for i in $$(seq 1 120); do $(DOCKER) info >/dev/null 2>&1 && exit 0; sleep 0.5; done; \
+	tail -20 "$(BUILD)/dockerd.log" >&2; echo "docker-daemon: dockerd did not answer within 60 s" >&2; exit 1
 
 # debootstrap needs root; the slim trimming follows Debian's own slim images.
-docker-base:
+docker-base: docker-daemon
 	@set -euo pipefail; \
 	base="$(DOCKER_BASE)"; \
 	[ -n "$$base" ] || { echo "docker-base: the Dockerfile has no 'ARG BASE_IMAGE=' line" >&2; exit 1; }; \
