@@ -184,41 +184,23 @@ func ParseRequest(args [][]byte, req *Request) error {
 		a := args[i]
 		switch {
 		case eqFold(a, "MAX"):
-			if hasMax {
-				return argErr("MAX", "given more than once")
-			}
-			if i+1 >= len(args) {
-				return argErr("MAX", "missing value")
-			}
-			v, ok := parseBounded(args[i+1], 1, MaxMax)
-			if !ok {
-				return rangeErr("MAX", 1, MaxMax)
+			v, err := optionValue(args, i, "MAX", hasMax, 1, MaxMax)
+			if err != nil {
+				return err
 			}
 			req.Max, hasMax = v, true
 			i++
 		case eqFold(a, "MIN"):
-			if hasMin {
-				return argErr("MIN", "given more than once")
-			}
-			if i+1 >= len(args) {
-				return argErr("MIN", "missing value")
-			}
-			v, ok := parseBounded(args[i+1], 0, MaxCount)
-			if !ok {
-				return rangeErr("MIN", 0, MaxCount)
+			v, err := optionValue(args, i, "MIN", hasMin, 0, MaxCount)
+			if err != nil {
+				return err
 			}
 			req.Min, hasMin = v, true
 			i++
 		case eqFold(a, "HARD"):
-			if req.HasHard {
-				return argErr("HARD", "given more than once")
-			}
-			if i+1 >= len(args) {
-				return argErr("HARD", "missing value")
-			}
-			v, ok := parseBounded(args[i+1], 0, MaxCount)
-			if !ok {
-				return rangeErr("HARD", 0, MaxCount)
+			v, err := optionValue(args, i, "HARD", req.HasHard, 0, MaxCount)
+			if err != nil {
+				return err
 			}
 			req.Hard, req.HasHard = v, true
 			i++
@@ -236,15 +218,9 @@ func ParseRequest(args [][]byte, req *Request) error {
 			req.GlobalLimit, req.HasGlobal, req.GlobalKeyIdx = v, true, i+1
 			i += 2
 		case eqFold(a, "AT"):
-			if req.HasAt {
-				return argErr("AT", "given more than once")
-			}
-			if i+1 >= len(args) {
-				return argErr("AT", "missing value")
-			}
-			v, ok := parseBounded(args[i+1], 0, MaxAt)
-			if !ok {
-				return rangeErr("AT", 0, MaxAt)
+			v, err := optionValue(args, i, "AT", req.HasAt, 0, MaxAt)
+			if err != nil {
+				return err
 			}
 			req.At, req.HasAt, req.AtIdx = v, true, i
 			i++
@@ -295,6 +271,22 @@ func ParseRequest(args [][]byte, req *Request) error {
 	return nil
 }
 
+// optionValue reads the value of the option name at args[i] (its value is args[i+1]):
+// an integer in [lo, hi], for an option not seen before.
+func optionValue(args [][]byte, i int, name string, seen bool, lo, hi int64) (int64, error) {
+	if seen {
+		return 0, argErr(name, "given more than once")
+	}
+	if i+1 >= len(args) {
+		return 0, argErr(name, "missing value")
+	}
+	v, ok := parseBounded(args[i+1], lo, hi)
+	if !ok {
+		return 0, rangeErr(name, lo, hi)
+	}
+	return v, nil
+}
+
 // ParseInspect parses the arguments of CHARON.INSPECT that follow the key: nothing, or
 // AT unix-ms. Errors are *ArgError.
 func ParseInspect(args [][]byte) (at int64, hasAt bool, err error) {
@@ -302,12 +294,9 @@ func ParseInspect(args [][]byte) (at int64, hasAt bool, err error) {
 	case len(args) == 0:
 		return 0, false, nil
 	case eqFold(args[0], "AT"):
-		if len(args) < 2 {
-			return 0, false, argErr("AT", "missing value")
-		}
-		v, ok := parseBounded(args[1], 0, MaxAt)
-		if !ok {
-			return 0, false, rangeErr("AT", 0, MaxAt)
+		v, err := optionValue(args, 0, "AT", false, 0, MaxAt)
+		if err != nil {
+			return 0, false, err
 		}
 		if len(args) > 2 {
 			return 0, false, argErr("syntax", "unexpected argument "+quoteArg(args[2]))
