@@ -75,22 +75,15 @@ var errPortBusy = errors.New("port already in use")
 // its directory (under build/test-runs) is kept.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
-	s := &Server{dir: runDir(t), opts: opts}
-	t.Cleanup(func() { s.cleanup(t) })
+	s := newServer(t, opts)
 	// Another process may take a probed port before the server binds it: retry.
 	for attempt := 1; ; attempt++ {
-		port, err := freePort(opts.cluster)
-		if err != nil {
-			t.Fatalf("%v", err)
-		}
-		s.port = port
-		s.writeConfig(t)
-		err = s.launch(t)
+		err := s.launchOnFreePort(t)
 		if err == nil {
 			break
 		}
 		if errors.Is(err, errPortBusy) && attempt < 5 {
-			t.Logf("harness: port %d taken, retrying: %v", port, err)
+			t.Logf("harness: port %d taken, retrying: %v", s.port, err)
 			continue
 		}
 		t.Fatalf("harness: start redis-server: %v", err) // cleanup prints the log tail
@@ -104,15 +97,8 @@ func Start(t testing.TB, opts Options) *Server {
 // the test if the server comes up instead.
 func StartFailure(t testing.TB, opts Options) string {
 	t.Helper()
-	s := &Server{dir: runDir(t), opts: opts}
-	t.Cleanup(func() { s.cleanup(t) })
-	port, err := freePort(opts.cluster)
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	s.port = port
-	s.writeConfig(t)
-	err = s.launch(t)
+	s := newServer(t, opts)
+	err := s.launchOnFreePort(t)
 	if err == nil {
 		t.Fatalf("harness: redis-server started on %s, want a startup failure", s.Addr())
 	}
@@ -120,6 +106,26 @@ func StartFailure(t testing.TB, opts Options) string {
 		t.Fatalf("harness: redis-server lost its port, cannot judge the startup failure: %v", err)
 	}
 	return s.Log(t)
+}
+
+// newServer makes a Server with its own directory, cleaned up when the test ends.
+func newServer(t testing.TB, opts Options) *Server {
+	t.Helper()
+	s := &Server{dir: runDir(t), opts: opts}
+	t.Cleanup(func() { s.cleanup(t) })
+	return s
+}
+
+// launchOnFreePort picks a free port, writes the config for it and launches.
+func (s *Server) launchOnFreePort(t testing.TB) error {
+	t.Helper()
+	port, err := freePort(s.opts.cluster)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	s.port = port
+	s.writeConfig(t)
+	return s.launch(t)
 }
 
 // writeConfig writes redis.conf into the server's directory. Restart reuses it.
