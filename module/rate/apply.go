@@ -474,11 +474,7 @@ func (c *calc) encodeDomain(b []byte, take *[MaxTiers]int64, enteredNow *[MaxTie
 		skip++
 	}
 	kept := c.v.nev - skip
-	merge := kept > 0 && c.v.last == c.t
-	nev := kept
-	if !merge {
-		nev++
-	}
+	merge, nev := newEventCount(kept, c.v.last, c.t)
 
 	b = append(b, EncVer, byte(KindDomain))
 	b = appendUvarint(b, uint64(c.t))
@@ -552,11 +548,7 @@ func (c *calc) encodeGlobal(b []byte, granted int64) []byte {
 		skip++
 	}
 	kept := c.gv.nev - skip
-	merge := kept > 0 && c.gv.last == c.t
-	nev := kept
-	if !merge {
-		nev++
-	}
+	merge, nev := newEventCount(kept, c.gv.last, c.t)
 	b = append(b, EncVer, byte(KindGlobal))
 	b = appendUvarint(b, uint64(c.t))
 	b = appendUvarint(b, uint64(nev))
@@ -594,4 +586,15 @@ func appendTime(b []byte, prev, ts, last int64) []byte {
 		return appendUvarint(b, uint64(last-ts))
 	}
 	return appendUvarint(b, uint64(ts-prev))
+}
+
+// newEventCount says whether the hits granted at t merge into the newest of the kept
+// events (it is at t too) and how many events the new value holds.
+func newEventCount(kept int, last, t int64) (merge bool, nev int) {
+	merge = kept > 0 && last == t
+	nev = kept
+	if !merge {
+		nev++
+	}
+	return merge, nev
 }
