@@ -90,6 +90,8 @@ var ErrBadRequest = errors.New("rate: invalid request")
 type calc struct {
 	req        *Request
 	v, gv      view
+	hasV       bool // the key holds a value
+	hasGV      bool // the global key holds a value
 	hasG       bool
 	t          int64
 	n          int
@@ -97,11 +99,11 @@ type calc struct {
 	entry      [MaxTiers]int64
 	state      [MaxTiers]TierState
 	hits       [MaxTiers]int64
+	cu         [MaxTiers]cursor // tier cursors moved to their window at t (counted tiers)
+	sec, gsec  cursor           // second-log cursors moved to t-1000
 	domainHits int64
 	globalHits int64
-	x1         int64  // latest tier-1 hit ts + W1 + 1
-	slots      uint32 // bit j: some event holds hits in slot j
-	stale      bool   // some higher-tier hit predates its tier's entry
+	x1         int64 // latest tier-1 hit ts + W1 + 1
 }
 
 func satAdd(a, b, lim int64) int64 {
@@ -111,109 +113,6 @@ func satAdd(a, b, lim int64) int64 {
 	return a + b
 }
 
-// windowHits fills hits with each tier's window count at time s given the tiers'
-// states at s (rule 2). With all set (the first walk, at s = t) it also collects the
-// second log, x1 and what the encoder needs to know, and reports damage.
-func (c *calc) windowHits(s int64, st *[MaxTiers]TierState, hits *[MaxTiers]int64, all bool) error {
-	var lower, acc [MaxTiers]int64
-	var count [Slots]bool // slot j counts in its window (given its lower bound)
-	for j := 0; j < c.n; j++ {
-		lower[j] = s - c.req.Tiers[j].Window
-		if j > 0 {
-			lower[j] = max(lower[j], c.entry[j])
-			count[j] = st[j] != Inactive
-		} else {
-			count[j] = true
-		}
-	}
-	var w0 int64
-	if c.n > 0 {
-		w0 = c.req.Tiers[0].Window
-	}
-	var domain, x1 int64
-	var slots uint32
-	stale := false
-	it := c.v.iter()
-	b, nev, last, vn := c.v.b, c.v.nev, c.v.last, c.v.n
-	var e event
-	for {
-		// evIter.next's common case, inlined by hand with the cursor in registers:
-		// this walk runs on every request.
-		off, prev, i := it.off, it.prev, it.i
-		for i > 0 && i < nev-1 && off+1 < len(b) {
-			d, h := b[off], b[off+1]
-			j := int(h>>1) & 31
-			if d|h >= 0x80 || h&1 != 0 || d == 0 || int64(d) > last-prev || (j != Detached && j >= vn) {
-				break
-			}
-			ts := prev + int64(d)
-			cnt := int64(h>>multiKBits) + 1
-			prev, off, i = ts, off+2, i+1
-			if ts >= s-1000 {
-				domain += cnt
-			}
-			slots |= 1 << j
-			if j >= c.n {
-				continue
-			}
-			if j == 0 {
-				x1 = max(x1, ts+w0+1)
-			} else if ts < c.entry[j] {
-				stale = true
-				continue
-			}
-			if count[j] && ts >= lower[j] {
-				acc[j] = satAdd(acc[j], cnt, hitSumCap)
-			}
-		}
-		it.off, it.prev, it.i = off, prev, i
-		if !it.next(&e) {
-			break
-		}
-		if e.ts >= s-1000 {
-			domain += e.total
-		}
-		for i := 0; i < e.k; i++ {
-			cnt := e.c[i]
-			j := e.lo + i
-			if cnt == 0 {
-				continue
-			}
-			slots |= 1 << j
-			if j >= c.n {
-				continue
-			}
-			if j == 0 {
-				x1 = max(x1, e.ts+w0+1)
-			} else if e.ts < c.entry[j] {
-				stale = true
-				continue
-			}
-			if count[j] && e.ts >= lower[j] {
-				acc[j] = satAdd(acc[j], cnt, hitSumCap)
-			}
-		}
-	}
-	*hits = acc
-	if all {
-		c.domainHits, c.x1, c.slots, c.stale = domain, x1, slots, stale
-	}
-	return it.error()
-}
-
-// logHits is the second-log count of v at time s (hits at ts >= s-1000).
-func logHits(v *view, s int64) (int64, error) {
-	var sum int64
-	it := v.iter()
-	var e event
-	for it.next(&e) {
-		if e.ts >= s-1000 {
-			sum += e.total
-		}
-	}
-	return sum, it.error()
-}
-
 // Apply runs one CHARON.RATE request at nowMs (rules 1-9) against the key's current
 // value cur (nil when absent) and, with GLOBAL, the global key's value gcur (nil when
 // absent). It is pure: when the request is granted and not a DRYRUN it encodes the new
@@ -221,66 +120,117 @@ func logHits(v *view, s int64) (int64, error) {
 // returns them; otherwise newVal and newGVal are nil and nothing must be written.
 // It allocates nothing unless out or gout is too small. Stored values that do not
 // decode give an error wrapping ErrCorrupt; a value of the wrong kind wraps
-// ErrWrongKind.
+// ErrWrongKind. Values of encoding version 1 are read and written back in the current
+// version.
+//
+// A request costs O(T) amortized whatever the number of hits in a window: each tier
+// and each second log keeps a cursor and a running sum in the value that only move
+// forward, the newest event is merged or a new one appended at the end, and the dead
+// front of the log is dropped in batches.
 func Apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte) (res Result, newVal, newGVal []byte, err error) {
 	return apply(cur, gcur, req, nowMs, out, gout, false)
 }
 
-// apply is Apply; slowEncode (tests only) disables the byte-copy encoder so that both
-// encoders can be compared.
-func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, slowEncode bool) (res Result, newVal, newGVal []byte, err error) {
+// ApplyInPlace is Apply for values the caller owns and will replace: when the new
+// value fits in cap(cur) (cap(gcur)) it is written over cur (gcur) in place and newVal
+// (newGVal) shares its backing array, so that a grant copies no stored bytes. The
+// bytes of cur beyond len(cur) up to cap(cur) must be writable.
+func ApplyInPlace(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte) (res Result, newVal, newGVal []byte, err error) {
+	return apply(cur, gcur, req, nowMs, out, gout, true)
+}
+
+func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlace bool) (res Result, newVal, newGVal []byte, err error) {
 	if !req.valid() {
 		return res, nil, nil, ErrBadRequest
 	}
 	var c calc
 	c.req = req
 	c.n = req.NTiers
+	c.v.start, c.v.end = 1, 1 // no value: the first event goes at offset 1
+	c.gv.start, c.gv.end = 1, 1
+	c.v.sec.off, c.gv.sec.off = 1, 1
+	curIn, gcurIn := inPlace, inPlace
 	if len(cur) > 0 {
+		if cur[0] == encV1 {
+			if cur, err = convertV1(cur, out[:0]); err != nil {
+				return res, nil, nil, fmt.Errorf("key: %w", err)
+			}
+			curIn = true // the converted copy is ours
+		}
 		if err := parseHeader(cur, &c.v); err != nil {
 			return res, nil, nil, fmt.Errorf("key: %w", err)
 		}
 		if c.v.kind != KindDomain {
 			return res, nil, nil, fmt.Errorf("key holds a %v log: %w", c.v.kind, ErrWrongKind)
 		}
+		c.hasV = true
 	}
 	c.hasG = req.HasGlobal
 	if c.hasG && len(gcur) > 0 {
+		if gcur[0] == encV1 {
+			if gcur, err = convertV1(gcur, gout[:0]); err != nil {
+				return res, nil, nil, fmt.Errorf("global key: %w", err)
+			}
+			gcurIn = true
+		}
 		if err := parseHeader(gcur, &c.gv); err != nil {
 			return res, nil, nil, fmt.Errorf("global key: %w", err)
 		}
 		if c.gv.kind != KindGlobal {
 			return res, nil, nil, fmt.Errorf("global key holds a %v log: %w", c.gv.kind, ErrWrongKind)
 		}
+		c.hasGV = true
 	}
 
 	// Rule 8: time never goes back.
 	t := min(max(nowMs, 0), MaxAt)
-	t = max(t, c.v.last, c.gv.last)
+	if c.hasV {
+		t = max(t, c.v.last)
+	}
+	if c.hasGV {
+		t = max(t, c.gv.last)
+	}
 	c.t = t
 	res.T = t
 
 	// Stored tier state under the request's configuration (extra tiers dropped, new
 	// tiers empty).
-	for j := 0; j < c.n && j < c.v.n; j++ {
-		c.entered[j] = c.v.tiers[j].entered
-		c.entry[j] = c.v.tiers[j].entry
-	}
 	cur1 := -1 // highest ACTIVE tier index
 	for j := 0; j < c.n; j++ {
+		c.cu[j] = cursor{off: c.v.end}
+		if j < c.v.n {
+			st := &c.v.tiers[j]
+			c.entered[j], c.entry[j], c.cu[j] = st.entered, st.entry, st.cu
+		}
 		c.state[j] = stateAt(c.entered[j], c.entry[j], &req.Tiers[j], t)
 		if c.state[j] == Active {
 			cur1 = j
 		}
 	}
-	// The first walk of each value also checks its events.
-	if err := c.windowHits(t, &c.state, &c.hits, true); err != nil {
-		return res, nil, nil, fmt.Errorf("key: %w", err)
-	}
-	if c.hasG {
-		var err error
-		if c.globalHits, err = logHits(&c.gv, t); err != nil {
-			return res, nil, nil, fmt.Errorf("global key: %w", err)
+	// Rule 2: each counted tier's cursor moves to its window's lower bound.
+	for j := 0; j < c.n && j < c.v.n; j++ {
+		if j > 0 && c.state[j] == Inactive {
+			continue
 		}
+		if f := c.v.advance(&c.cu[j], j, c.lower(j, t)); f != faultNone {
+			return res, nil, nil, fmt.Errorf("key: %w", corrupt(c.cu[j].off, f.String()))
+		}
+		c.hits[j] = c.cu[j].sum
+	}
+	if c.n > 0 && c.v.has1 {
+		c.x1 = c.v.t1 + req.Tiers[0].Window + 1
+	}
+	c.sec = c.v.sec
+	if f := c.v.advance(&c.sec, -1, t-1000); f != faultNone {
+		return res, nil, nil, fmt.Errorf("key: %w", corrupt(c.sec.off, f.String()))
+	}
+	c.domainHits = c.sec.sum
+	c.gsec = c.gv.sec
+	if c.hasGV {
+		if f := c.gv.advance(&c.gsec, -1, t-1000); f != faultNone {
+			return res, nil, nil, fmt.Errorf("global key: %w", corrupt(c.gsec.off, f.String()))
+		}
+		c.globalHits = c.gsec.sum
 	}
 
 	// Rule 4: caps.
@@ -328,7 +278,7 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, slowEn
 		}
 		f[FieldGlobalHits] = c.globalHits
 	}
-	if c.gv.nev > 0 {
+	if c.hasGV {
 		res.GlobalExpireAt = c.gv.last + 1001
 	}
 
@@ -374,11 +324,24 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, slowEn
 		return res, nil, nil, nil
 	}
 	res.Write = true
-	newVal = c.encodeDomain(out[:0], &take, &enteredNow, &entered2, &entry2, &state2, slowEncode)
+	if newVal, err = c.encodeDomain(cur, curIn, out, &take, granted, &enteredNow, &entered2, &entry2, &state2); err != nil {
+		return res, nil, nil, fmt.Errorf("key: %w", err)
+	}
 	if c.hasG {
-		newGVal = c.encodeGlobal(gout[:0], granted)
+		if newGVal, err = c.encodeGlobal(gcur, gcurIn, gout, granted); err != nil {
+			return res, nil, nil, fmt.Errorf("global key: %w", err)
+		}
 	}
 	return res, newVal, newGVal, nil
+}
+
+// lower is the oldest hit time that counts in tier j's window at s (rule 2).
+func (c *calc) lower(j int, s int64) int64 {
+	l := s - c.req.Tiers[j].Window
+	if j > 0 && c.entry[j] > l {
+		l = c.entry[j]
+	}
+	return l
 }
 
 // currentTier returns the reply's tier, tier_limit and tier_hits for given states.
@@ -401,7 +364,7 @@ func (c *calc) currentTier(st *[MaxTiers]TierState, hits *[MaxTiers]int64) (tier
 // expiry is X of the spec for the given entries (c.x1 holds the tier-1 hit term).
 func (c *calc) expiry(entered *[MaxTiers]bool, entry *[MaxTiers]int64) int64 {
 	x := c.x1
-	if c.v.nev > 0 {
+	if c.hasV {
 		x = max(x, c.v.last+1001)
 	}
 	for j := 0; j < c.n; j++ {
@@ -413,188 +376,168 @@ func (c *calc) expiry(entered *[MaxTiers]bool, entry *[MaxTiers]int64) int64 {
 	return x
 }
 
-// keepSlot maps a stored count's slot to the slot it keeps in the new value: hits of
-// dropped tiers, of higher tiers that are INACTIVE after the request, re-entered now,
-// or older than their tier's entry no longer count in a window (rule 2) and only stay
-// in the second log.
-func (c *calc) keepSlot(j int, ts int64, enteredNow *[MaxTiers]bool, entry2 *[MaxTiers]int64, state2 *[MaxTiers]TierState) int {
-	switch {
-	case j >= c.n:
-		return Detached
-	case j == 0:
-		return 0
-	case enteredNow[j] || state2[j] == Inactive || ts < entry2[j]:
-		return Detached
-	}
-	return j
-}
+// maxEventLen bounds one encoded event: its step, a header and 17 counts.
+const maxEventLen = 2*maxVarint + Slots*maxVarint
 
-// transform fills s with event e's counts in the new value's slots and reports
-// whether any of them still matters at t (window, second log).
-func (c *calc) transform(e *event, s *[Slots]int64, enteredNow *[MaxTiers]bool, entry2 *[MaxTiers]int64, state2 *[MaxTiers]TierState) (live bool) {
-	*s = [Slots]int64{}
-	live = e.ts >= c.t-1000
-	for i := 0; i < e.k; i++ {
-		cnt := e.c[i]
-		if cnt == 0 {
-			continue
-		}
-		j := c.keepSlot(e.lo+i, e.ts, enteredNow, entry2, state2)
-		s[j] = min(s[j]+cnt, MaxStoredCount)
-		if j != Detached && e.ts >= c.t-c.req.Tiers[j].Window {
-			live = true
-		}
-	}
-	return live
-}
+// maxHeaderLen bounds an encoded header and trailer.
+const maxHeaderLen = 2 + 5*maxVarint + 3*maxVarint + maxVarint + 1 + MaxTiers*(5*maxVarint+1+3*maxVarint) + trailerLen
 
-// encodeDomain writes the key's new value: the request's configuration, the new
-// entries, and the log with dead events pruned from the front and this request's
-// hits merged at t. When no stored hit changes slot (the common case) the surviving
-// events are copied byte for byte: steps between events do not depend on anything
-// else, only the first event's distance from the newest time is rewritten.
-func (c *calc) encodeDomain(b []byte, take *[MaxTiers]int64, enteredNow *[MaxTiers]bool, entered2 *[MaxTiers]bool, entry2 *[MaxTiers]int64, state2 *[MaxTiers]TierState, slow bool) []byte {
-	var detach uint32
-	for j := 1; j < Detached; j++ {
-		if j >= c.n || enteredNow[j] || state2[j] == Inactive {
-			detach |= 1 << j
-		}
-	}
-	fast := !slow && !c.stale && c.slots&detach == 0
-
-	var s [Slots]int64
+// newest reads the newest event of v (the one a grant at v.last merges into).
+func (v *view) newestEvent(s *[Slots]int64) (int64, error) {
 	var e event
-	// Events before the first live one are dropped.
-	skip := 0
-	it := c.v.iter()
-	for it.next(&e) {
-		if c.transform(&e, &s, enteredNow, entry2, state2) {
-			break
-		}
-		skip++
+	_, d, f := readEvent(v.b, v.newest, v.end, &e)
+	if f != faultNone {
+		return 0, corrupt(v.newest, f.String())
 	}
-	kept := c.v.nev - skip
-	merge, nev := newEventCount(kept, c.v.last, c.t)
-
-	b = append(b, EncVer, byte(KindDomain))
-	b = appendUvarint(b, uint64(c.t))
-	b = append(b, byte(c.n))
-	for j := 0; j < c.n; j++ {
-		b = appendTier(b, &c.req.Tiers[j], entered2[j], entry2[j], c.t)
-	}
-	b = appendUvarint(b, uint64(nev))
-
-	prev := int64(-1)
-	switch {
-	case kept == 0:
-	case fast:
-		src := c.v.b
-		b = appendUvarint(b, uint64(c.t-e.ts))
-		if merge && kept == 1 {
-			b = appendMerged(b, &e, take, c.n)
-		} else if merge {
-			b = append(b, src[e.pay:c.v.lastPay]...)
-			if _, f := readPayload(src, c.v.lastPay, c.v.n, &e); f != faultNone {
-				return b // unreachable: the first walk checked every event
-			}
-			b = appendMerged(b, &e, take, c.n)
-		} else {
-			b = append(b, src[e.pay:]...)
-		}
-		prev = c.v.last
-	default:
-		it = c.v.iter()
-		for i := 0; it.next(&e); i++ {
-			if i < skip {
-				continue
-			}
-			c.transform(&e, &s, enteredNow, entry2, state2)
-			if e.ts == c.t {
-				for j := 0; j < c.n; j++ {
-					s[j] = min(s[j]+take[j], MaxStoredCount)
-				}
-			}
-			b = appendTime(b, prev, e.ts, c.t)
-			prev = e.ts
-			b = appendEventPayload(b, &s)
-		}
-	}
-	if !merge {
-		s = [Slots]int64{}
-		copy(s[:c.n], take[:c.n])
-		b = appendTime(b, prev, c.t, c.t)
-		b = appendEventPayload(b, &s)
-	}
-	return b
-}
-
-// appendMerged appends event e's payload with this request's hits added.
-func appendMerged(b []byte, e *event, take *[MaxTiers]int64, n int) []byte {
-	var s [Slots]int64
 	copy(s[e.lo:e.lo+e.k], e.c[:e.k])
-	for j := 0; j < n; j++ {
-		s[j] = min(s[j]+take[j], MaxStoredCount)
-	}
-	return appendEventPayload(b, &s)
+	return int64(d), nil
 }
 
-// encodeGlobal writes the global key's new value: its second log without entries
-// older than 1000 ms, plus granted hits at t, copying surviving events as they are.
-func (c *calc) encodeGlobal(b []byte, granted int64) []byte {
-	var e event
-	skip := 0
-	it := c.gv.iter()
-	for it.next(&e) && e.ts < c.t-1000 {
-		skip++
-	}
-	kept := c.gv.nev - skip
-	merge, nev := newEventCount(kept, c.gv.last, c.t)
-	b = append(b, EncVer, byte(KindGlobal))
-	b = appendUvarint(b, uint64(c.t))
-	b = appendUvarint(b, uint64(nev))
-	var s [Slots]int64
-	prev := int64(-1)
-	if kept > 0 {
-		src := c.gv.b
-		b = appendUvarint(b, uint64(c.t-e.ts))
-		if merge {
-			if kept > 1 {
-				b = append(b, src[e.pay:c.gv.lastPay]...)
-				if _, f := readPayload(src, c.gv.lastPay, 0, &e); f != faultNone {
-					return b // unreachable: the first walk checked every event
-				}
-			}
-			s[Detached] = min(e.total+granted, MaxStoredCount)
-			b = appendEventPayload(b, &s)
-		} else {
-			b = append(b, src[e.pay:]...)
+// place moves a cursor of the old value to the new one, given the event at t (at
+// evOff, holding cnt in the cursor's slot, add of them from this request): a cursor
+// past the old newest event lands on the event at t, or past it when the event at t
+// is the merged old newest one and holds nothing for it.
+func place(cu cursor, oldEnd, evOff, newEnd int, merge bool, t, cnt, add int64) cursor {
+	if cu.off >= oldEnd {
+		if merge && cnt == 0 {
+			return cursor{off: newEnd}
 		}
-		prev = c.gv.last
+		return cursor{off: evOff, ts: t, sum: cnt}
 	}
-	if !merge {
-		s[Detached] = min(granted, MaxStoredCount)
-		b = appendTime(b, prev, c.t, c.t)
-		b = appendEventPayload(b, &s)
-	}
-	return b
+	cu.sum = satAdd(cu.sum, add, hitSumCap)
+	return cu
 }
 
-// appendTime writes an event's time: the first (prev < 0) as its distance back from
-// last, the others as the step from the previous event.
-func appendTime(b []byte, prev, ts, last int64) []byte {
-	if prev < 0 {
-		return appendUvarint(b, uint64(last-ts))
+// encodeDomain writes the key's new value: the request's configuration and entries,
+// the cursors moved on, this request's hits merged into the newest event (when it is
+// at t) or appended, the dead front dropped when it outweighs the live log.
+func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTiers]int64, granted int64, enteredNow, entered2 *[MaxTiers]bool, entry2 *[MaxTiers]int64, state2 *[MaxTiers]TierState) ([]byte, error) {
+	t := c.t
+	merge := c.hasV && c.v.last == t
+	var s [Slots]int64
+	var d int64
+	keepEnd := 1
+	if c.hasV {
+		keepEnd, d = c.v.end, t-c.v.last
 	}
-	return appendUvarint(b, uint64(ts-prev))
+	if merge {
+		var err error
+		if d, err = c.v.newestEvent(&s); err != nil {
+			return nil, err
+		}
+		keepEnd = c.v.newest
+		for j := 1; j < Detached; j++ {
+			if s[j] != 0 && (j >= c.n || enteredNow[j] || state2[j] == Inactive) {
+				s[Detached] = min(s[Detached]+s[j], MaxStoredCount)
+				s[j] = 0
+			}
+		}
+	}
+	var total int64
+	for j := 0; j < Slots; j++ {
+		if j < c.n {
+			s[j] = min(s[j]+take[j], MaxStoredCount)
+		}
+		total += s[j]
+	}
+	var evb [maxEventLen]byte
+	ev := appendEvent(evb[:0], d, &s)
+	evOff, newEnd := keepEnd, keepEnd+len(ev)
+
+	var nv view
+	nv.kind, nv.last, nv.n, nv.newest, nv.end = KindDomain, t, c.n, evOff, newEnd
+	nv.sec = place(c.sec, c.v.end, evOff, newEnd, merge, t, total, granted)
+	for j := 0; j < c.n; j++ {
+		st := &nv.tiers[j]
+		st.cfg, st.entered, st.entry = c.req.Tiers[j], entered2[j], entry2[j]
+		switch {
+		case j > 0 && state2[j] == Inactive:
+			st.cu = cursor{off: newEnd}
+		case j > 0 && enteredNow[j]:
+			st.cu = cursor{off: evOff, ts: t, sum: s[j]}
+		default:
+			st.cu = place(c.cu[j], c.v.end, evOff, newEnd, merge, t, s[j], take[j])
+		}
+	}
+	nv.has1, nv.t1 = c.v.has1, c.v.t1
+	if take[0] > 0 {
+		nv.has1, nv.t1 = true, t
+	}
+	return c.emit(&c.v, &nv, cur, inPlace, out, keepEnd, ev), nil
 }
 
-// newEventCount says whether the hits granted at t merge into the newest of the kept
-// events (it is at t too) and how many events the new value holds.
-func newEventCount(kept int, last, t int64) (merge bool, nev int) {
-	merge = kept > 0 && last == t
-	nev = kept
-	if !merge {
-		nev++
+// encodeGlobal writes the global key's new value: its second log with granted hits at
+// t, the cursor moved on, the dead front dropped in batches.
+func (c *calc) encodeGlobal(gcur []byte, inPlace bool, gout []byte, granted int64) ([]byte, error) {
+	t := c.t
+	merge := c.hasGV && c.gv.last == t
+	var s [Slots]int64
+	var d int64
+	keepEnd := 1
+	if c.hasGV {
+		keepEnd, d = c.gv.end, t-c.gv.last
 	}
-	return merge, nev
+	if merge {
+		var err error
+		if d, err = c.gv.newestEvent(&s); err != nil {
+			return nil, err
+		}
+		keepEnd = c.gv.newest
+	}
+	s[Detached] = min(s[Detached]+granted, MaxStoredCount)
+	var evb [maxEventLen]byte
+	ev := appendEvent(evb[:0], d, &s)
+	evOff, newEnd := keepEnd, keepEnd+len(ev)
+	var nv view
+	nv.kind, nv.last, nv.newest, nv.end = KindGlobal, t, evOff, newEnd
+	nv.sec = place(c.gsec, c.gv.end, evOff, newEnd, merge, t, s[Detached], granted)
+	return c.emit(&c.gv, &nv, gcur, inPlace, gout, keepEnd, ev), nil
+}
+
+// compactMin is the smallest dead front worth moving the log for.
+const compactMin = 16
+
+// emit lays out a new value: the old log's bytes [1, keepEnd) (or, when the dead
+// front [1, start) outweighs half the live log, only [start, keepEnd), moved to the
+// front), the event at t, and nv's header. nv's offsets are given as if nothing moved.
+func (c *calc) emit(old, nv *view, cur []byte, inPlace bool, out []byte, keepEnd int, ev []byte) []byte {
+	start, first := nv.sec.off, nv.sec.ts
+	for j := 0; j < nv.n; j++ {
+		if cu := &nv.tiers[j].cu; cu.off < start {
+			start, first = cu.off, cu.ts
+		}
+	}
+	if start == nv.end { // unreachable: the second-log cursor is on the event at t
+		start, first = nv.newest, nv.last
+	}
+	shift := 0
+	if dead := start - 1; dead >= compactMin && 2*dead >= nv.end-start {
+		shift = dead
+	}
+	nv.start, nv.first = start-shift, first
+	nv.newest -= shift
+	nv.end -= shift
+	nv.sec.off -= shift
+	for j := 0; j < nv.n; j++ {
+		nv.tiers[j].cu.off -= shift
+	}
+	var hb [maxHeaderLen]byte
+	hdr := appendHeader(hb[:0], nv)
+	n := nv.end + len(hdr)
+	var dst []byte
+	if inPlace && cap(cur) >= n {
+		dst = cur[:n]
+		dst[0] = EncVer
+		if shift > 0 {
+			copy(dst[1:], cur[start:keepEnd])
+		}
+		dst = dst[:keepEnd-shift]
+	} else {
+		dst = append(out[:0], EncVer)
+		if keepEnd > 1 {
+			dst = append(dst, old.b[1+shift:keepEnd]...)
+		}
+	}
+	dst = append(dst, ev...)
+	return append(dst, hdr...)
 }

@@ -7,7 +7,10 @@ import (
 
 // EncVer is the encoding version this package writes (FORMAT.md). The C side registers
 // the data type with the same number.
-const EncVer = 1
+const EncVer = 2
+
+// encV1 is the first encoding version, still read (format_v1.go).
+const encV1 = 1
 
 // Kind tells what a value holds.
 type Kind uint8
@@ -40,7 +43,11 @@ const (
 	// any limit, so a saturated count still blocks exactly as the true count would.
 	MaxStoredCount = 1 << 46
 
-	headerLen  = 2
+	headerLen  = 2 // version 1's fixed prefix
+	trailerLen = 2 // version 2: the header's length, u16 little-endian, ends the value
+	formBits   = 2
+	slotBits   = 5
+	maxHeader  = 1 << 16
 	flagSkip   = 1
 	flagEnter  = 2
 	maxVarint  = 9 // values < 2^63
@@ -77,6 +84,8 @@ const (
 	faultUntrimmed
 	faultNewest
 	faultTrailing
+	faultCursor
+	faultSum
 )
 
 func (f fault) String() string {
@@ -103,6 +112,10 @@ func (f fault) String() string {
 		return "newest event is not the newest time"
 	case faultTrailing:
 		return "trailing bytes"
+	case faultCursor:
+		return "bad cursor"
+	case faultSum:
+		return "cursor sum does not match"
 	}
 	return "no fault"
 }
@@ -136,30 +149,53 @@ func appendUvarint(b []byte, v uint64) []byte {
 	return append(b, byte(v))
 }
 
+
+// Event forms: the low formBits of an event's first varint (FORMAT.md).
+const (
+	formOne    = 0 // one hit in slot 0
+	formSingle = 1 // one slot, count in the next varint
+	formMulti  = 2 // consecutive slots, trimmed
+)
+
+// cursor marks the oldest event that still counts in a window (tier j: the first event
+// at or after the window's lower bound holding hits in slot j; second log: the first
+// event at or after t-1000) and the sum of the counts from there to the newest event.
+// Cursors only move forward. off == view.end means past the newest event (sum 0).
+type cursor struct {
+	off int
+	ts  int64
+	sum int64
+}
+
 // storedTier is a tier's configuration and state as held in a value.
 type storedTier struct {
 	cfg     Tier
 	entered bool
 	entry   int64
+	cu      cursor
 }
 
-// view is a validated value's header; events are read in place by evIter.
+// view is a value's header, read in O(T) from the end of the value; events are read
+// in place from the cursors.
 type view struct {
-	b       []byte
-	kind    Kind
-	last    int64
-	n       int
-	tiers   [MaxTiers]storedTier
-	nev     int
-	evOff   int
-	lastPay int // payload offset of the newest event, set by a full walk
+	b      []byte
+	kind   Kind
+	last   int64
+	start  int   // offset of the first live event (bytes [1, start) are dead)
+	first  int64 // its time
+	newest int   // offset of the newest event
+	end    int   // end of the log, start of the header
+	n      int
+	tiers  [MaxTiers]storedTier
+	sec    cursor
+	has1   bool // t1 holds the newest tier-1 hit's time
+	t1     int64
 }
 
 // event is one decoded log entry: counts for slots lo..lo+k-1 at ts.
 type event struct {
 	ts    int64
 	lo, k int
-	pay   int // offset of the event's payload (after its time)
 	c     [Slots]int64
 	total int64
 }
@@ -171,243 +207,77 @@ func (e *event) count(j int) int64 {
 	return 0
 }
 
-// readEvent decodes and checks the event at b[off:]. prev is the previous event's time
-// (ignored when first), ntiers the number of tier slots that may hold hits.
-func readEvent(b []byte, off int, first bool, prev, last int64, ntiers int, e *event) (int, fault) {
-	var d uint64
-	if off < len(b) && b[off] < 0x80 {
-		d = uint64(b[off])
+// slotCount is e's count in slot j, or its second-log total for j < 0.
+func (e *event) slotCount(j int) int64 {
+	if j < 0 {
+		return e.total
+	}
+	return e.count(j)
+}
+
+// readEvent decodes the event at b[off:end]: its stored step d (ts - previous ts) and
+// its counts. It checks the form, the slots and the counts, not the time.
+func readEvent(b []byte, off, end int, e *event) (next int, d uint64, f fault) {
+	var v uint64
+	if off < end && b[off] < 0x80 {
+		v = uint64(b[off])
 		off++
 	} else {
 		var n int
-		if d, n = uvarint(b, off); n == 0 {
-			return off, faultTime
+		if v, n = uvarint(b[:end], off); n == 0 {
+			return off, 0, faultTime
 		}
 		off += n
 	}
-	if first {
-		if d > uint64(last) {
-			return off, faultBeforeZero
-		}
-		e.ts = last - int64(d)
-	} else {
-		if d == 0 || d > uint64(last-prev) {
-			return off, faultNotIncreasing
-		}
-		e.ts = prev + int64(d)
-	}
-	e.pay = off
-	return readPayload(b, off, ntiers, e)
-}
-
-// readPayload decodes and checks an event's slot header and counts at b[off:].
-func readPayload(b []byte, off int, ntiers int, e *event) (int, fault) {
-	var h uint64
-	if off < len(b) && b[off] < 0x80 {
-		h = uint64(b[off])
-		off++
-	} else {
-		var n int
-		if h, n = uvarint(b, off); n == 0 {
-			return off, faultHeader
+	d = v >> formBits
+	switch v & (1<<formBits - 1) {
+	case formOne:
+		e.lo, e.k, e.c[0], e.total = 0, 1, 1, 1
+		return off, d, faultNone
+	case formSingle:
+		h, n := uvarint(b[:end], off)
+		if n == 0 {
+			return off, d, faultHeader
 		}
 		off += n
-	}
-	lo := int(h>>1) & 31
-	e.lo = lo
-	if h&1 == 0 {
-		cnt := h>>multiKBits + 1
-		if (lo != Detached && lo >= ntiers) || cnt > MaxStoredCount {
-			return off, faultSingle
+		slot, cnt := h&(1<<slotBits-1), h>>slotBits+1
+		if slot > Detached || cnt > MaxStoredCount {
+			return off, d, faultSingle
 		}
-		e.k = 1
-		e.c[0] = int64(cnt)
-		e.total = int64(cnt)
-		return off, faultNone
-	}
-	kk := h >> multiKBits
-	if kk > Slots-2 || lo+int(kk)+2 > Slots {
-		return off, faultMulti
-	}
-	k := int(kk) + 2
-	e.k = k
-	e.total = 0
-	for i := 0; i < k; i++ {
-		c, n := uvarint(b, off)
-		if n == 0 || c > MaxStoredCount {
-			return off, faultCount
+		e.lo, e.k, e.c[0], e.total = int(slot), 1, int64(cnt), int64(cnt)
+		return off, d, faultNone
+	case formMulti:
+		h, n := uvarint(b[:end], off)
+		if n == 0 {
+			return off, d, faultHeader
 		}
 		off += n
-		if c != 0 && lo+i != Detached && lo+i >= ntiers {
-			return off, faultMissingTier
+		lo, kk := h&(1<<slotBits-1), h>>slotBits
+		if kk > Slots-2 || lo+kk+2 > Slots {
+			return off, d, faultMulti
 		}
-		if c == 0 && (i == 0 || i == k-1) {
-			return off, faultUntrimmed
-		}
-		e.c[i] = int64(c)
-		e.total += int64(c)
-	}
-	return off, faultNone
-}
-
-// parseView checks the whole value b and fills v. Every error wraps ErrCorrupt.
-func parseView(b []byte, v *view) error {
-	if err := parseHeader(b, v); err != nil {
-		return err
-	}
-	it := v.iter()
-	var e event
-	for it.next(&e) {
-	}
-	return it.error()
-}
-
-// parseHeader checks and reads everything before the events; the events are checked
-// by the first full walk of an evIter (it.err).
-func parseHeader(b []byte, v *view) error {
-	v.b = b
-	if len(b) < headerLen {
-		return corrupt(0, "short value")
-	}
-	if b[0] != EncVer {
-		return fmt.Errorf("%w: unknown encoding version %d", ErrCorrupt, int(b[0]))
-	}
-	v.kind = Kind(b[1])
-	if v.kind != KindDomain && v.kind != KindGlobal {
-		return corrupt(1, "unknown kind")
-	}
-	off := headerLen
-	last, n := uvarint(b, off)
-	if n == 0 || last > MaxAt {
-		return corrupt(off, "bad newest time")
-	}
-	v.last = int64(last)
-	off += n
-	v.n = 0
-	if v.kind == KindDomain {
-		if off >= len(b) || b[off] == 0 || b[off] > MaxTiers {
-			return corrupt(off, "bad tier count")
-		}
-		v.n = int(b[off])
-		off++
-		for i := 0; i < v.n; i++ {
-			st := &v.tiers[i]
-			var f [4]uint64
-			for j := range f {
-				x, n := uvarint(b, off)
-				if n == 0 {
-					return corrupt(off, "bad tier field")
-				}
-				f[j] = x
-				off += n
+		k := int(kk) + 2
+		e.lo, e.k, e.total = int(lo), k, 0
+		for i := 0; i < k; i++ {
+			c, n := uvarint(b[:end], off)
+			if n == 0 || c > MaxStoredCount {
+				return off, d, faultCount
 			}
-			if f[0] > MaxCount || f[1] < 1 || f[1] > MaxDuration || f[2] < 1 || f[2] > MaxDuration || f[3] > MaxDuration {
-				return corrupt(off, "tier field out of range")
+			off += n
+			if c == 0 && (i == 0 || i == k-1) {
+				return off, d, faultUntrimmed
 			}
-			if off >= len(b) || b[off] > flagSkip|flagEnter {
-				return corrupt(off, "bad tier flags")
-			}
-			flags := b[off]
-			off++
-			st.cfg = Tier{Limit: int64(f[0]), Window: int64(f[1]), Active: int64(f[2]), Cooldown: int64(f[3]), Skippable: flags&flagSkip != 0}
-			st.entered = flags&flagEnter != 0
-			st.entry = 0
-			if st.entered {
-				back, n := uvarint(b, off)
-				if n == 0 || back > last {
-					return corrupt(off, "bad tier entry time")
-				}
-				st.entry = v.last - int64(back)
-				off += n
-			}
+			e.c[i] = int64(c)
+			e.total += int64(c)
 		}
+		return off, d, faultNone
 	}
-	nev, n := uvarint(b, off)
-	if n == 0 || nev == 0 || nev > uint64(len(b)) {
-		return corrupt(off, "bad event count")
-	}
-	off += n
-	v.nev = int(nev)
-	v.evOff = off
-	return nil
+	return off, d, faultHeader
 }
 
-// evIter walks the events of a view in time order. A walk that reaches the end checks
-// the value's tail (newest time, no trailing bytes); any damage stops the walk and is
-// left in err.
-type evIter struct {
-	v     *view
-	off   int
-	i     int
-	prev  int64
-	fault fault
-	at    int
-}
-
-func (v *view) iter() evIter { return evIter{v: v, off: v.evOff} }
-
-// next decodes the next event into e; false at the end or on damage. The common
-// event (neither first nor last, a one-byte step, one slot with one or two hits) is
-// decoded inline; anything else goes through nextSlow.
-func (it *evIter) next(e *event) bool {
-	v := it.v
-	off := it.off
-	if it.i > 0 && it.i < v.nev-1 && off+1 < len(v.b) {
-		d, h := v.b[off], v.b[off+1]
-		lo := int(h>>1) & 31
-		if d|h < 0x80 && h&1 == 0 && d != 0 && int64(d) <= v.last-it.prev && (lo == Detached || lo < v.n) {
-			it.prev += int64(d)
-			e.pay, e.ts = off+1, it.prev
-			e.lo, e.k = lo, 1
-			e.c[0] = int64(h>>multiKBits) + 1
-			e.total = e.c[0]
-			it.off += 2
-			it.i++
-			return true
-		}
-	}
-	return it.nextSlow(e)
-}
-
-func (it *evIter) nextSlow(e *event) bool {
-	v := it.v
-	if v == nil || it.i >= v.nev || it.fault != faultNone {
-		return false
-	}
-	off, f := readEvent(v.b, it.off, it.i == 0, it.prev, v.last, v.n, e)
-	if f != faultNone {
-		it.fault, it.at = f, off
-		return false
-	}
-	it.off = off
-	it.i++
-	it.prev = e.ts
-	if it.i == v.nev {
-		if e.ts != v.last {
-			it.fault, it.at = faultNewest, off
-			return false
-		}
-		if off != len(v.b) {
-			it.fault, it.at = faultTrailing, off
-			return false
-		}
-		v.lastPay = e.pay
-	}
-	return true
-}
-
-// error reports the damage the walk found, if any.
-func (it *evIter) error() error {
-	if it.fault == faultNone {
-		return nil
-	}
-	return corrupt(it.at, it.fault.String())
-}
-
-// appendEventPayload appends the canonical header and counts of one event: the single
-// form when one slot is non-zero, otherwise the trimmed multi form. c must have at
-// least one non-zero slot.
-func appendEventPayload(b []byte, c *[Slots]int64) []byte {
+// appendEvent appends the canonical encoding of one event: step d, then the counts c
+// (at least one non-zero).
+func appendEvent(b []byte, d int64, c *[Slots]int64) []byte {
 	lo, hi := -1, -1
 	for j := 0; j < Slots; j++ {
 		if c[j] != 0 {
@@ -417,38 +287,447 @@ func appendEventPayload(b []byte, c *[Slots]int64) []byte {
 			hi = j
 		}
 	}
-	if lo < 0 {
+	switch {
+	case lo < 0:
 		// Unreachable from Apply (granted > 0); an invalid event makes Encode fail.
-		return append(b, 0xff)
+		return append(appendUvarint(b, uint64(d)<<formBits|3), 0)
+	case lo == 0 && hi == 0 && c[0] == 1:
+		return appendUvarint(b, uint64(d)<<formBits|formOne)
+	case lo == hi:
+		b = appendUvarint(b, uint64(d)<<formBits|formSingle)
+		return appendUvarint(b, uint64(c[lo]-1)<<slotBits|uint64(lo))
 	}
-	if lo == hi {
-		return appendUvarint(b, uint64(c[lo]-1)<<multiKBits|uint64(lo)<<1)
-	}
-	k := hi - lo + 1
-	b = appendUvarint(b, uint64(k-2)<<multiKBits|uint64(lo)<<1|1)
+	b = appendUvarint(b, uint64(d)<<formBits|formMulti)
+	b = appendUvarint(b, uint64(hi-lo-1)<<slotBits|uint64(lo))
 	for j := lo; j <= hi; j++ {
 		b = appendUvarint(b, uint64(c[j]))
 	}
 	return b
 }
 
-func appendTier(b []byte, cfg *Tier, entered bool, entry, last int64) []byte {
-	b = appendUvarint(b, uint64(cfg.Limit))
-	b = appendUvarint(b, uint64(cfg.Window))
-	b = appendUvarint(b, uint64(cfg.Active))
-	b = appendUvarint(b, uint64(cfg.Cooldown))
-	var flags byte
-	if cfg.Skippable {
-		flags |= flagSkip
+// hreader reads the header's varints; any failure sets bad.
+type hreader struct {
+	b   []byte
+	off int
+	bad bool
+}
+
+func (r *hreader) u() uint64 {
+	x, n := uvarint(r.b, r.off)
+	if n == 0 {
+		r.bad = true
+		return 0
 	}
-	if entered {
-		flags |= flagEnter
+	r.off += n
+	return x
+}
+
+func (r *hreader) byte() byte {
+	if r.off >= len(r.b) {
+		r.bad = true
+		return 0
 	}
-	b = append(b, flags)
-	if entered {
-		b = appendUvarint(b, uint64(last-entry))
+	c := r.b[r.off]
+	r.off++
+	return c
+}
+
+// errV1 reports a version-1 value to callers that convert it.
+var errV1 = errors.New("rate: version 1 value")
+
+// parseHeader checks and reads everything but the events, in O(T). Events are checked
+// by checkEvents (Validate) and, on the hot path, by the cursor walks.
+func parseHeader(b []byte, v *view) error {
+	v.b = b
+	if len(b) < 1+trailerLen {
+		return corrupt(0, "short value")
 	}
-	return b
+	if b[0] != EncVer {
+		if b[0] == encV1 {
+			return errV1
+		}
+		return fmt.Errorf("%w: unknown encoding version %d", ErrCorrupt, int(b[0]))
+	}
+	lim := len(b) - trailerLen
+	hl := int(b[lim]) | int(b[lim+1])<<8
+	end := lim - hl
+	if hl < 1 || end < 2 {
+		return corrupt(lim, "bad header length")
+	}
+	v.end = end
+	r := hreader{b: b[:lim], off: end}
+	v.kind = Kind(r.byte())
+	if v.kind != KindDomain && v.kind != KindGlobal {
+		return corrupt(end, "unknown kind")
+	}
+	last := r.u()
+	if r.bad || last > MaxAt {
+		return corrupt(r.off, "bad newest time")
+	}
+	v.last = int64(last)
+	start := r.u()
+	if r.bad || start < 1 || start >= uint64(end) {
+		return corrupt(r.off, "bad log start")
+	}
+	v.start = int(start)
+	back := r.u()
+	if r.bad || back > last {
+		return corrupt(r.off, "bad first event time")
+	}
+	v.first = v.last - int64(back)
+	nl := r.u()
+	if r.bad || nl < 1 || nl > uint64(end-v.start) {
+		return corrupt(r.off, "bad newest event")
+	}
+	v.newest = end - int(nl)
+	if !r.cursor(v, &v.sec) {
+		return corrupt(r.off, "bad second-log cursor")
+	}
+	v.n = 0
+	v.has1 = false
+	if v.kind == KindDomain {
+		t1 := r.u()
+		if r.bad || t1 > last+1 {
+			return corrupt(r.off, "bad tier-1 hit time")
+		}
+		v.has1, v.t1 = t1 > 0, v.last-int64(t1)+1
+		nt := r.byte()
+		if r.bad || nt == 0 || nt > MaxTiers {
+			return corrupt(r.off, "bad tier count")
+		}
+		v.n = int(nt)
+		for i := 0; i < v.n; i++ {
+			st := &v.tiers[i]
+			var f [4]uint64
+			for j := range f {
+				f[j] = r.u()
+			}
+			if r.bad {
+				return corrupt(r.off, "bad tier field")
+			}
+			if f[0] > MaxCount || f[1] < 1 || f[1] > MaxDuration || f[2] < 1 || f[2] > MaxDuration || f[3] > MaxDuration {
+				return corrupt(r.off, "tier field out of range")
+			}
+			flags := r.byte()
+			if r.bad || flags > flagSkip|flagEnter {
+				return corrupt(r.off, "bad tier flags")
+			}
+			st.cfg = Tier{Limit: int64(f[0]), Window: int64(f[1]), Active: int64(f[2]), Cooldown: int64(f[3]), Skippable: flags&flagSkip != 0}
+			st.entered = flags&flagEnter != 0
+			st.entry = 0
+			if st.entered {
+				back := r.u()
+				if r.bad || back > last {
+					return corrupt(r.off, "bad tier entry time")
+				}
+				st.entry = v.last - int64(back)
+			}
+			if !r.cursor(v, &st.cu) {
+				return corrupt(r.off, "bad tier cursor")
+			}
+		}
+	}
+	if r.off != lim {
+		return corrupt(r.off, "trailing header bytes")
+	}
+	return nil
+}
+
+// cursor reads one cursor: offset from the log start, distance back from the newest
+// time, sum. A cursor past the newest event has time and sum 0.
+func (r *hreader) cursor(v *view, cu *cursor) bool {
+	rel, back, sum := r.u(), r.u(), r.u()
+	if r.bad || rel > uint64(v.end-v.start) || back > uint64(v.last) || sum > hitSumCap {
+		return false
+	}
+	cu.off, cu.ts, cu.sum = v.start+int(rel), v.last-int64(back), int64(sum)
+	if cu.off == v.end {
+		cu.ts = 0
+		return back == 0 && sum == 0
+	}
+	return true
+}
+
+func appendCursor(b []byte, cu *cursor, start, end int, last int64) []byte {
+	if cu.off >= end {
+		return append(appendUvarint(b, uint64(end-start)), 0, 0)
+	}
+	b = appendUvarint(b, uint64(cu.off-start))
+	b = appendUvarint(b, uint64(last-cu.ts))
+	return appendUvarint(b, uint64(cu.sum))
+}
+
+// appendHeader appends v's header (kind .. tiers) and the trailer; v.b is not used.
+func appendHeader(b []byte, v *view) []byte {
+	h0 := len(b)
+	b = append(b, byte(v.kind))
+	b = appendUvarint(b, uint64(v.last))
+	b = appendUvarint(b, uint64(v.start))
+	b = appendUvarint(b, uint64(v.last-v.first))
+	b = appendUvarint(b, uint64(v.end-v.newest))
+	b = appendCursor(b, &v.sec, v.start, v.end, v.last)
+	if v.kind == KindDomain {
+		var t1 uint64
+		if v.has1 {
+			t1 = uint64(v.last-v.t1) + 1
+		}
+		b = appendUvarint(b, t1)
+		b = append(b, byte(v.n))
+		for i := 0; i < v.n; i++ {
+			st := &v.tiers[i]
+			cfg := &st.cfg
+			b = appendUvarint(b, uint64(cfg.Limit))
+			b = appendUvarint(b, uint64(cfg.Window))
+			b = appendUvarint(b, uint64(cfg.Active))
+			b = appendUvarint(b, uint64(cfg.Cooldown))
+			var flags byte
+			if cfg.Skippable {
+				flags |= flagSkip
+			}
+			if st.entered {
+				flags |= flagEnter
+			}
+			b = append(b, flags)
+			if st.entered {
+				b = appendUvarint(b, uint64(v.last-st.entry))
+			}
+			b = appendCursor(b, &st.cu, v.start, v.end, v.last)
+		}
+	}
+	hl := len(b) - h0
+	return append(b, byte(hl), byte(hl>>8))
+}
+
+// evWalk walks events forward from a known event (offset and time).
+type evWalk struct {
+	b    []byte
+	end  int
+	off  int // current event
+	ts   int64
+	next int // the event after it, once read
+	e    event
+}
+
+// at reads the event at off, whose time is known to be ts.
+func (w *evWalk) at(v *view, off int, ts int64) fault {
+	w.b, w.end, w.off, w.ts = v.b, v.end, off, ts
+	if off >= v.end {
+		return faultNone
+	}
+	next, _, f := readEvent(v.b, off, v.end, &w.e)
+	w.next = next
+	return f
+}
+
+// step moves to the following event; false at the end (off == end) or on damage.
+func (w *evWalk) step(f *fault) bool {
+	if w.next >= w.end {
+		w.off = w.end
+		return false
+	}
+	next, d, ff := readEvent(w.b, w.next, w.end, &w.e)
+	if ff != faultNone || d == 0 || d > uint64(MaxAt) {
+		if ff == faultNone {
+			ff = faultNotIncreasing
+		}
+		*f = ff
+		return false
+	}
+	w.off, w.ts, w.next = w.next, w.ts+int64(d), next
+	return true
+}
+
+// advance moves cu forward to the first event at or after lower holding counts in
+// slot j (j < 0: any event), subtracting what it passes from cu.sum.
+func (v *view) advance(cu *cursor, j int, lower int64) fault {
+	if cu.off >= v.end || (cu.ts >= lower && j < 0) {
+		return faultNone
+	}
+	var w evWalk
+	if f := w.at(v, cu.off, cu.ts); f != faultNone {
+		return f
+	}
+	var f fault
+	for {
+		c := w.e.slotCount(j)
+		if w.ts >= lower && c != 0 {
+			break
+		}
+		cu.sum -= c
+		if !w.step(&f) {
+			if f != faultNone {
+				return f
+			}
+			break
+		}
+	}
+	if cu.sum < 0 || w.ts > v.last {
+		return faultSum
+	}
+	cu.off, cu.ts = w.off, w.ts
+	if cu.off >= v.end {
+		cu.off, cu.ts = v.end, 0
+		if cu.sum != 0 {
+			return faultSum
+		}
+	}
+	return faultNone
+}
+
+// checkEvents walks every live event of a parsed header and checks times, slots, the
+// newest event and every cursor and sum (Validate; not the hot path).
+func checkEvents(v *view) error {
+	var w evWalk
+	if f := w.at(v, v.start, v.first); f != faultNone {
+		return corrupt(v.start, f.String())
+	}
+	var total [Slots + 1]int64 // per slot, then the second log
+	var pre [MaxTiers + 1]int64
+	var seen [MaxTiers + 1]bool
+	ncur := v.n + 1
+	cur := func(i int) *cursor {
+		if i == v.n {
+			return &v.sec
+		}
+		return &v.tiers[i].cu
+	}
+	var f fault
+	for {
+		e := &w.e
+		if w.ts > v.last || w.ts < 0 {
+			return corrupt(w.off, faultNotIncreasing.String())
+		}
+		for i := 0; i < e.k; i++ {
+			j := e.lo + i
+			if e.c[i] != 0 && v.kind == KindGlobal && j != Detached {
+				return corrupt(w.off, faultMissingTier.String())
+			}
+		}
+		for i := 0; i < ncur; i++ {
+			if cu := cur(i); cu.off == w.off {
+				if cu.ts != w.ts {
+					return corrupt(w.off, faultCursor.String())
+				}
+				seen[i] = true
+				if i == v.n {
+					pre[i] = total[Slots]
+				} else {
+					pre[i] = total[i]
+				}
+			}
+		}
+		for i := 0; i < e.k; i++ {
+			total[e.lo+i] = satAdd(total[e.lo+i], e.c[i], hitSumCap)
+		}
+		total[Slots] = satAdd(total[Slots], e.total, hitSumCap)
+		if w.next >= v.end {
+			if w.next != v.end || w.off != v.newest || w.ts != v.last {
+				return corrupt(w.off, faultNewest.String())
+			}
+			for j := v.n; j < Detached; j++ {
+				if e.count(j) != 0 {
+					return corrupt(w.off, faultMissingTier.String())
+				}
+			}
+			break
+		}
+		if !w.step(&f) {
+			return corrupt(w.next, f.String())
+		}
+	}
+	for i := 0; i < ncur; i++ {
+		cu := cur(i)
+		if cu.off == v.end {
+			continue
+		}
+		t := total[Slots]
+		if i < v.n {
+			t = total[i]
+		}
+		if !seen[i] || t >= hitSumCap || cu.sum != t-pre[i] {
+			return corrupt(cu.off, faultSum.String())
+		}
+	}
+	return nil
+}
+
+// parseView checks the whole value b (current version) and fills v.
+func parseView(b []byte, v *view) error {
+	if err := parseHeader(b, v); err != nil {
+		return err
+	}
+	return checkEvents(v)
+}
+
+// valueWriter builds a value from scratch (Encode, conversion from version 1): every
+// event live, every cursor on the first event.
+type valueWriter struct {
+	b       []byte
+	base    int
+	v       view
+	prev    int64
+	nev     int
+	sums    [Slots]int64
+	total   int64
+	bad     bool
+	badTier bool
+}
+
+func (w *valueWriter) begin(out []byte, kind Kind, last int64) {
+	w.b = out
+	w.base = len(out)
+	w.b = append(w.b, EncVer)
+	w.v = view{kind: kind, last: last, start: 1}
+}
+
+func (w *valueWriter) event(ts int64, c *[Slots]int64) {
+	off := len(w.b) - w.base
+	if w.nev == 0 {
+		w.v.first = ts
+		w.b = appendEvent(w.b, 0, c)
+	} else {
+		if ts <= w.prev {
+			w.bad = true
+		}
+		w.b = appendEvent(w.b, ts-w.prev, c)
+	}
+	w.v.newest = off
+	w.prev = ts
+	w.nev++
+	for j := 0; j < Slots; j++ {
+		w.sums[j] = satAdd(w.sums[j], c[j], hitSumCap)
+		w.total = satAdd(w.total, c[j], hitSumCap)
+		if c[j] < 0 {
+			w.bad = true
+		}
+		if c[j] > 0 {
+			if j == 0 {
+				w.v.has1, w.v.t1 = true, ts
+			}
+		}
+	}
+}
+
+func (w *valueWriter) tier(cfg Tier, entered bool, entry int64) {
+	if w.v.n >= MaxTiers {
+		w.badTier = true
+		return
+	}
+	w.v.tiers[w.v.n] = storedTier{cfg: cfg, entered: entered, entry: entry}
+	w.v.n++
+}
+
+func (w *valueWriter) finish() []byte {
+	v := &w.v
+	v.end = len(w.b) - w.base
+	if w.nev == 0 || w.bad || w.badTier {
+		return append(w.b, 0xff) // invalid on purpose: no events, or broken input
+	}
+	v.sec = cursor{off: 1, ts: v.first, sum: w.total}
+	for i := 0; i < v.n; i++ {
+		v.tiers[i].cu = cursor{off: 1, ts: v.first, sum: w.sums[i]}
+	}
+	return appendHeader(w.b, v)
 }
 
 // StoredTier is a tier as held in a value: the last configuration seen and its entry.
@@ -486,55 +765,93 @@ type Value struct {
 }
 
 // Validate checks b completely: version, kind, every length, count, varint and bound,
-// strictly increasing times, canonical form and no trailing bytes. Errors wrap
-// ErrCorrupt.
+// strictly increasing times, every cursor and running sum, no trailing bytes. Values of
+// version 1 are checked by version 1's rules (they still load). Errors wrap ErrCorrupt.
 func Validate(b []byte) error {
+	if len(b) > 0 && b[0] == encV1 {
+		var v v1view
+		return v1parseView(b, &v)
+	}
 	var v view
 	return parseView(b, &v)
 }
 
-// Decode validates b and returns its content.
+// Decode validates b and returns its content: the live events, oldest first, with
+// hits that no longer count in their tier (before the tier's cursor, or of a tier that
+// no longer exists) shown in the Detached slot. A version 1 value is converted first.
 func Decode(b []byte) (*Value, error) {
+	if len(b) > 0 && b[0] == encV1 {
+		conv, err := convertV1(b, nil)
+		if err != nil {
+			return nil, err
+		}
+		b = conv
+	}
 	var v view
 	if err := parseView(b, &v); err != nil {
 		return nil, err
 	}
-	out := &Value{Kind: v.kind, Last: v.last, Events: make([]Event, 0, v.nev)}
+	out := &Value{Kind: v.kind, Last: v.last}
 	for i := 0; i < v.n; i++ {
 		st := &v.tiers[i]
 		out.Tiers = append(out.Tiers, StoredTier{Tier: st.cfg, Entered: st.entered, EnteredAt: st.entry})
 	}
-	it := v.iter()
-	var e event
-	for it.next(&e) {
-		ev := Event{At: e.ts}
-		copy(ev.Counts[e.lo:e.lo+e.k], e.c[:e.k])
+	var w evWalk
+	w.at(&v, v.start, v.first)
+	var f fault
+	for {
+		ev := Event{At: w.ts}
+		copy(ev.Counts[w.e.lo:w.e.lo+w.e.k], w.e.c[:w.e.k])
+		for j := 1; j < Detached; j++ {
+			if ev.Counts[j] != 0 && (j >= v.n || w.off < v.tiers[j].cu.off) {
+				ev.Counts[Detached] += ev.Counts[j]
+				ev.Counts[j] = 0
+			}
+		}
 		out.Events = append(out.Events, ev)
+		if !w.step(&f) {
+			break
+		}
 	}
 	return out, nil
 }
 
-// Encode appends the encoding of v to dst. It fails (wrapping ErrCorrupt) when v breaks
-// an invariant of the format, such as unordered events or hits in a missing tier.
+// liveEvents counts the events from the log start (parsed view).
+func liveEvents(v *view) int {
+	var w evWalk
+	if w.at(v, v.start, v.first) != faultNone {
+		return 0
+	}
+	n := 1
+	var f fault
+	for w.step(&f) {
+		n++
+	}
+	return n
+}
+
+// Encode appends an encoding of v to dst: every event live, every cursor on the first
+// event. It fails (wrapping ErrCorrupt) when v breaks an invariant of the format, such
+// as unordered events or hits in a missing tier.
 func Encode(dst []byte, v *Value) ([]byte, error) {
 	start := len(dst)
-	b := append(dst, EncVer, byte(v.Kind))
-	b = appendUvarint(b, uint64(v.Last))
+	var w valueWriter
+	w.begin(dst, v.Kind, v.Last)
+	for i := range v.Events {
+		w.event(v.Events[i].At, &v.Events[i].Counts)
+	}
 	if v.Kind == KindDomain {
-		b = append(b, byte(len(v.Tiers)))
 		for i := range v.Tiers {
 			st := &v.Tiers[i]
-			b = appendTier(b, &st.Tier, st.Entered, st.EnteredAt, v.Last)
+			w.tier(st.Tier, st.Entered, st.EnteredAt)
 		}
+	} else if len(v.Tiers) > 0 {
+		w.badTier = true
 	}
-	b = appendUvarint(b, uint64(len(v.Events)))
-	prev := int64(-1)
-	for i := range v.Events {
-		ev := &v.Events[i]
-		b = appendTime(b, prev, ev.At, v.Last)
-		prev = ev.At
-		b = appendEventPayload(b, &ev.Counts)
+	if v.Kind == KindDomain && len(v.Tiers) == 0 {
+		w.badTier = true
 	}
+	b := w.finish()
 	// Whatever v holds, the bytes must be valid and mean exactly v.
 	back, err := Decode(b[start:])
 	if err != nil {

@@ -57,18 +57,26 @@ type Info struct {
 // Inspect explains the stored value cur (non-empty) at nowMs, under the configuration
 // stored in it. It is not on the hot path and allocates freely.
 func Inspect(cur []byte, nowMs int64) (*Info, error) {
+	size := len(cur)
+	if len(cur) > 0 && cur[0] == encV1 {
+		conv, err := convertV1(cur, nil)
+		if err != nil {
+			return nil, fmt.Errorf("inspect: %w", err)
+		}
+		cur = conv
+	}
 	var v view
 	if err := parseView(cur, &v); err != nil {
 		return nil, fmt.Errorf("inspect: %w", err)
 	}
 	t := max(min(max(nowMs, 0), MaxAt), v.last)
-	info := &Info{Kind: v.kind, T: t, Last: v.last, Events: v.nev, Bytes: len(cur)}
+	info := &Info{Kind: v.kind, T: t, Last: v.last, Events: liveEvents(&v), Bytes: size}
 	var req Request
 	req.NTiers = v.n
 	for j := 0; j < v.n; j++ {
 		req.Tiers[j] = v.tiers[j].cfg
 	}
-	c := calc{req: &req, v: v, n: v.n, t: t}
+	c := calc{req: &req, v: v, hasV: true, n: v.n, t: t}
 	for j := 0; j < v.n; j++ {
 		c.entered[j] = v.tiers[j].entered
 		c.entry[j] = v.tiers[j].entry
@@ -76,14 +84,28 @@ func Inspect(cur []byte, nowMs int64) (*Info, error) {
 		if c.state[j] == Active {
 			info.CurrentTier = j + 1
 		}
+		if j > 0 && c.state[j] == Inactive {
+			continue
+		}
+		cu := v.tiers[j].cu
+		v.advance(&cu, j, c.lower(j, t)) // checked by parseView
+		c.hits[j] = cu.sum
 	}
-	_ = c.windowHits(t, &c.state, &c.hits, true) // checked by parseView
-	info.WindowHits = c.domainHits
-	it := v.iter()
-	var e event
-	for it.next(&e) {
-		if e.ts >= t-1000 {
-			info.SecondLog = append(info.SecondLog, LogEntry{At: e.ts, Hits: e.total})
+	if v.n > 0 && v.has1 {
+		c.x1 = v.t1 + req.Tiers[0].Window + 1
+	}
+	sec := v.sec
+	v.advance(&sec, -1, t-1000)
+	info.WindowHits = sec.sum
+	if sec.off < v.end {
+		var w evWalk
+		w.at(&v, sec.off, sec.ts)
+		var f fault
+		for {
+			info.SecondLog = append(info.SecondLog, LogEntry{At: w.ts, Hits: w.e.total})
+			if !w.step(&f) {
+				break
+			}
 		}
 	}
 	for j := 0; j < v.n; j++ {

@@ -33,11 +33,14 @@ func (c *calc) retryAfter(need int64) int64 {
 	tCap := s0
 	// The second logs only shrink, so a cap with room now needs no walk.
 	if req.HasHard && c.domainHits > req.Hard-need {
-		tCap = max(tCap, logClear(&c.v, s0, req.Hard-need))
+		tCap = max(tCap, logClear(&c.v, c.sec, s0, req.Hard-need))
 	}
 	if req.HasGlobal && c.globalHits > req.GlobalLimit-need {
-		tCap = max(tCap, logClear(&c.gv, s0, req.GlobalLimit-need))
+		tCap = max(tCap, logClear(&c.gv, c.gsec, s0, req.GlobalLimit-need))
 	}
+	// Working copies of the tier cursors: they only move forward, segment after
+	// segment, over the hits that leave a window.
+	wc := c.cu
 
 	var pts [2 * MaxTiers]int64
 	np := 0
@@ -72,7 +75,7 @@ func (c *calc) retryAfter(need int64) int64 {
 			continue
 		}
 		if tCap < next {
-			if at, ok := c.segment(s, next, need, tCap); ok {
+			if at, ok := c.segment(s, next, need, tCap, &wc); ok {
 				return at - c.t
 			}
 		}
@@ -81,53 +84,33 @@ func (c *calc) retryAfter(need int64) int64 {
 	return -1
 }
 
-// logClear is the first time >= s0 at which v's second log holds at most bound hits.
-func logClear(v *view, s0, bound int64) int64 {
-	sum, _ := logHits(v, s0) // v was checked by Apply's first walk
-	if sum <= bound {
+// logClear is the first time >= s0 at which v's second log holds at most bound hits;
+// cu is its cursor at or before s0-1000. It walks only the entries that must leave.
+func logClear(v *view, cu cursor, s0, bound int64) int64 {
+	if v.advance(&cu, -1, s0-1000) != faultNone || cu.sum <= bound || cu.off >= v.end {
 		return s0
 	}
-	it := v.iter()
-	var e event
-	for it.next(&e) {
-		if e.ts < s0-1000 {
-			continue
-		}
-		sum -= e.total
+	var w evWalk
+	if w.at(v, cu.off, cu.ts) != faultNone {
+		return s0
+	}
+	sum := cu.sum
+	var f fault
+	for {
+		sum -= w.e.total
 		if sum <= bound {
-			return e.ts + 1001
+			return w.ts + 1001
+		}
+		if !w.step(&f) {
+			return s0
 		}
 	}
-	return s0
-}
-
-// cursor walks one tier's hits in time order.
-type cursor struct {
-	it  evIter
-	e   event
-	ok  bool
-	j   int
-	cnt int64
-}
-
-// advance moves to the next event holding hits of tier j at or after lower.
-func (cu *cursor) advance(lower int64) {
-	for cu.it.next(&cu.e) {
-		if cu.e.ts < lower {
-			continue
-		}
-		if n := cu.e.count(cu.j); n > 0 {
-			cu.cnt = n
-			cu.ok = true
-			return
-		}
-	}
-	cu.ok = false
 }
 
 // segment finds the first time in [s, next), not before tCap, at which the climb
-// gathers need hits; tier states are constant on the segment.
-func (c *calc) segment(s, next, need, tCap int64) (int64, bool) {
+// gathers need hits; tier states are constant on the segment. wc are the tier
+// cursors, moved on to s here.
+func (c *calc) segment(s, next, need, tCap int64, wc *[MaxTiers]cursor) (int64, bool) {
 	req := c.req
 	var st [MaxTiers]TierState
 	cur := 0
@@ -162,26 +145,17 @@ func (c *calc) segment(s, next, need, tCap int64) (int64, bool) {
 			return max(s, tCap), true
 		}
 	}
-	// One walk counts the windows at s and leaves, for each tier, a cursor on its
-	// oldest hit in the window (a copy of the walk's iterator at that point).
-	var hits, lower [MaxTiers]int64
-	var cus [MaxTiers]cursor
-	for j := 0; j < c.n; j++ {
-		lower[j] = c.lower(j, s)
-	}
-	it := c.v.iter()
-	var e event
-	for it.next(&e) {
-		for i := 0; i < e.k; i++ {
-			j, cnt := e.lo+i, e.c[i]
-			if j >= c.n || cnt == 0 || !in[j] || (j > 0 && st[j] == Inactive) || e.ts < lower[j] {
-				continue
-			}
-			hits[j] = satAdd(hits[j], cnt, hitSumCap)
-			if !cus[j].ok {
-				cus[j] = cursor{it: it, e: e, ok: true, j: j, cnt: cnt}
-			}
+	// Each counted tier's cursor moves to its window at s.
+	var hits [MaxTiers]int64
+	var counted [MaxTiers]bool
+	for j := 0; j < c.n && j < c.v.n; j++ {
+		if !in[j] || (j > 0 && st[j] == Inactive) {
+			continue
 		}
+		if c.v.advance(&wc[j], j, c.lower(j, s)) != faultNone {
+			return 0, false // unreachable: Apply walked the same events
+		}
+		hits[j], counted[j] = wc[j].sum, true
 	}
 	room := func(j int) int64 { return max(req.Tiers[j].Limit-hits[j], 0) }
 	var sum int64
@@ -198,8 +172,8 @@ func (c *calc) segment(s, next, need, tCap int64) (int64, bool) {
 		best := -1
 		var leave int64
 		for j := 0; j < c.n; j++ {
-			if cus[j].ok {
-				lt := cus[j].e.ts + req.Tiers[j].Window + 1
+			if counted[j] && wc[j].off < c.v.end {
+				lt := wc[j].ts + req.Tiers[j].Window + 1
 				if best < 0 || lt < leave {
 					best, leave = j, lt
 				}
@@ -209,21 +183,14 @@ func (c *calc) segment(s, next, need, tCap int64) (int64, bool) {
 			return 0, false
 		}
 		before := room(best)
-		hits[best] -= cus[best].cnt
+		if c.v.advance(&wc[best], best, wc[best].ts+1) != faultNone {
+			return 0, false
+		}
+		hits[best] = wc[best].sum
 		sum += room(best) - before
 		if sum >= need {
 			at := max(leave, tCap)
 			return at, at < next
 		}
-		cus[best].advance(lower[best])
 	}
-}
-
-// lower is the oldest hit time that counts in tier j's window at s (rule 2).
-func (c *calc) lower(j int, s int64) int64 {
-	l := s - c.req.Tiers[j].Window
-	if j > 0 && c.entry[j] > l {
-		l = c.entry[j]
-	}
-	return l
 }
