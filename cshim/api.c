@@ -172,22 +172,28 @@ int cshim_zset_rem(RedisModuleKey *k, RedisModuleString *member, int *deleted) {
     return RedisModule_ZsetRem(k, member, deleted) == REDISMODULE_OK ? CSHIM_OK : CSHIM_ERR;
 }
 
-int cshim_key_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char **data, size_t *len) {
+int cshim_key_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char **data, size_t *len, size_t *cap) {
     *data = NULL;
     *len = 0;
+    *cap = 0;
     int kt = cshim_key_type(k);
     if (kt == REDISMODULE_KEYTYPE_EMPTY) return 1;
     if (kt != REDISMODULE_KEYTYPE_MODULE || RedisModule_ModuleTypeGetType(k) != t) return CSHIM_WRONGTYPE;
     cshim_blob *b = RedisModule_ModuleTypeGetValue(k);
     *data = b->data;
     *len = b->len;
+    /* The block's usable size: a value may be rewritten in place up to it
+     * (cshim_set_blob with p == data). */
+    size_t usable = RedisModule_MallocSize(b);
+    *cap = usable > sizeof(cshim_blob) + b->len ? usable - sizeof(cshim_blob) : b->len;
+    if (*cap > CSHIM_BLOB_MAX) *cap = CSHIM_BLOB_MAX;
     return CSHIM_OK;
 }
 
 int cshim_open_blob(RedisModuleCtx *ctx, RedisModuleString *name, int mode, RedisModuleType *t,
-                    RedisModuleKey **key, const unsigned char **data, size_t *len) {
+                    RedisModuleKey **key, const unsigned char **data, size_t *len, size_t *cap) {
     *key = cshim_open_key(ctx, name, mode);
-    return cshim_key_blob(*key, t, data, len);
+    return cshim_key_blob(*key, t, data, len, cap);
 }
 
 int cshim_set_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char *p, size_t n) {
@@ -197,8 +203,11 @@ int cshim_set_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char *p
         /* Resize in place and swap the pointer without the free callback running. */
         cshim_blob *old = RedisModule_ModuleTypeGetValue(k);
         cshim_blob *b = old;
+        /* p == old->data: the caller rewrote the value in place, within the block's
+         * usable size; realloc keeps those bytes (it moves only to shrink). */
+        int inplace = p == old->data;
         if (old->len != n) b = RedisModule_Realloc(old, sizeof(cshim_blob) + n);
-        if (n) memcpy(b->data, p, n);
+        if (n && !inplace) memcpy(b->data, p, n);
         b->len = (uint32_t)n;
         if (b != old) {
             void *prev = NULL;

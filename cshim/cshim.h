@@ -109,13 +109,14 @@ long long cshim_get_abs_expire(RedisModuleKey *k);
 int cshim_zset_incrby(RedisModuleKey *k, RedisModuleString *member, double delta, double *newscore);
 int cshim_zset_rem(RedisModuleKey *k, RedisModuleString *member, int *deleted);
 
-/* Open + type-check + get the blob, one crossing. Returns CSHIM_OK (found: *data,*len set),
+/* Open + type-check + get the blob, one crossing. Returns CSHIM_OK (found: *data,*len set,
+ * *cap the bytes usable in place from data, for cshim_set_blob with p == data),
  * 1 when the key is empty, CSHIM_WRONGTYPE for another type. *key is always set (may be
  * NULL for an absent key opened for reading) and must be closed by the caller. */
 int cshim_open_blob(RedisModuleCtx *ctx, RedisModuleString *name, int mode, RedisModuleType *t,
-                    RedisModuleKey **key, const unsigned char **data, size_t *len);
+                    RedisModuleKey **key, const unsigned char **data, size_t *len, size_t *cap);
 /* Get the blob of an open key. Same return codes as cshim_open_blob. */
-int cshim_key_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char **data, size_t *len);
+int cshim_key_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char **data, size_t *len, size_t *cap);
 /* Store a copy of p[0:n] as the key's value (creating or resizing the block). */
 int cshim_set_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char *p, size_t n);
 /* cshim_set_blob, then the absolute expiry when expire_at > 0. */

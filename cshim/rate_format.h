@@ -5,11 +5,14 @@
 
 #include <stddef.h>
 
-/* The encoding version the check understands (rate.EncVer on the Go side). */
-#define CHARON_RATE_FORMAT_VERSION 1
+/* The encodings the check understands: the first byte of a value. Version 2 is
+ * written (rate.EncVer on the Go side); version 1 is still read. */
+#define CHARON_RATE_FORMAT_V1 1
+#define CHARON_RATE_FORMAT_V2 2
+#define CHARON_RATE_FORMAT_VERSION CHARON_RATE_FORMAT_V2
 
-/* Returns 1 when p[0..n) is a complete, canonical value of the current encoding (the
- * same rules as Go's rate.Validate), 0 otherwise. Every read is bounds-checked, so any
+/* Returns 1 when p[0..n) is a complete, valid value of a known encoding (the same
+ * rules as Go's rate.Validate), 0 otherwise. Every read is bounds-checked, so any
  * bytes at all (RESTORE payloads included) are safe to pass. */
 int charon_rate_check(const unsigned char *p, size_t n);
 

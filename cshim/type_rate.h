@@ -9,8 +9,9 @@
 
 /* Encoding versions: one named constant per format step (rebloom.c's discipline).
  * rdb_load reads every version up to CHARON_RATE_ENC_CURRENT and refuses newer. */
-#define CHARON_RATE_ENC_V1 1
-#define CHARON_RATE_ENC_CURRENT CHARON_RATE_ENC_V1
+#define CHARON_RATE_ENC_V1 1 /* one flat string, header first */
+#define CHARON_RATE_ENC_V2 2 /* log first, header with cursors and sums at the end */
+#define CHARON_RATE_ENC_CURRENT CHARON_RATE_ENC_V2
 
 /* The command that aof_rewrite emits to recreate a value. */
 #define CHARON_RATE_LOAD_COMMAND "CHARON.LOADVALUE"

@@ -117,7 +117,9 @@ func (h *rateHandler) rate(c rm.Ctx, args rm.Args) error {
 	if !req.HasAt {
 		now = rm.Milliseconds()
 	}
-	res, val, gval, err := rate.Apply(cur, gcur, req, now, h.out[:0], h.gout[:0])
+	// The stored values are rewritten in place when they fit (StoreBlob then copies
+	// nothing).
+	res, val, gval, err := rate.ApplyInPlace(cur, gcur, req, now, h.out[:0], h.gout[:0])
 	if err != nil {
 		return rateErr(err)
 	}
@@ -140,15 +142,16 @@ func (h *rateHandler) rate(c rm.Ctx, args rm.Args) error {
 		if err := c.ReplicateWithOption("CHARON.RATE", args, skip, h.at, res.T); err != nil {
 			return err
 		}
-		h.out, h.gout = keepScratch(h.out, val), keepScratch(h.gout, gval)
+		h.out, h.gout = keepScratch(h.out, val, cur), keepScratch(h.gout, gval, gcur)
 	}
 	c.ReplyIntFields(h.fields, res.Fields[:])
 	return nil
 }
 
-// keepScratch keeps the larger of a scratch buffer and what Apply grew it into.
-func keepScratch(scratch, grown []byte) []byte {
-	if cap(grown) > cap(scratch) {
+// keepScratch keeps the larger of a scratch buffer and what Apply grew it into
+// (never the stored value itself, written in place).
+func keepScratch(scratch, grown, stored []byte) []byte {
+	if cap(grown) > cap(scratch) && (len(stored) == 0 || len(grown) == 0 || &grown[0] != &stored[0]) {
 		return grown[:0]
 	}
 	return scratch

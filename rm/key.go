@@ -101,14 +101,16 @@ func (k ReadKey) AbsExpire() int64 { return int64(C.cshim_get_abs_expire(k.k)) }
 // empty key; the error is ErrWrongType when the key holds another type.
 func (k ReadKey) Blob(t *Type) (val []byte, found bool, err error) {
 	var data *C.uchar
-	var n C.size_t
-	return blobResult(C.cshim_key_blob(k.k, t.p, &data, &n), data, n)
+	var n, cp C.size_t
+	return blobResult(C.cshim_key_blob(k.k, t.p, &data, &n, &cp), data, n, n)
 }
 
-func blobResult(rc C.int, data *C.uchar, n C.size_t) ([]byte, bool, error) {
+// blobResult views n bytes at data; with cp > n the slice's capacity reaches cp (the
+// block's usable size) so that a writer may rewrite the value in place.
+func blobResult(rc C.int, data *C.uchar, n, cp C.size_t) ([]byte, bool, error) {
 	switch rc {
 	case C.CSHIM_OK:
-		return unsafe.Slice((*byte)(unsafe.Pointer(data)), int(n)), true, nil
+		return unsafe.Slice((*byte)(unsafe.Pointer(data)), int(max(cp, n)))[:int(n)], true, nil
 	case C.CSHIM_WRONGTYPE:
 		return nil, false, ErrWrongType
 	default:
@@ -117,7 +119,9 @@ func blobResult(rc C.int, data *C.uchar, n C.size_t) ([]byte, bool, error) {
 }
 
 // OpenBlobWrite opens name for writing and returns its value of type t, in one
-// crossing. On error (ErrWrongType) the key is already closed; otherwise the caller
+// crossing. The value's capacity is the block's usable size: bytes up to it may be
+// written, and StoreBlob of a slice starting at the value's first byte then keeps
+// them in place instead of copying. On error (ErrWrongType) the key is already closed; otherwise the caller
 // closes it.
 func (c Ctx) OpenBlobWrite(name String, t *Type) (k WriteKey, val []byte, found bool, err error) {
 	k.k, val, found, err = c.openBlob(name, t, C.CSHIM_WRITE)
@@ -133,9 +137,12 @@ func (c Ctx) OpenBlobRead(name String, t *Type) (k ReadKey, val []byte, found bo
 func (c Ctx) openBlob(name String, t *Type, mode C.int) (*C.RedisModuleKey, []byte, bool, error) {
 	var k *C.RedisModuleKey
 	var data *C.uchar
-	var n C.size_t
-	rc := C.cshim_open_blob(c.p, name.p, mode, t.p, &k, &data, &n)
-	val, found, err := blobResult(rc, data, n)
+	var n, cp C.size_t
+	rc := C.cshim_open_blob(c.p, name.p, mode, t.p, &k, &data, &n, &cp)
+	if mode != C.CSHIM_WRITE {
+		cp = n
+	}
+	val, found, err := blobResult(rc, data, n, cp)
 	if err != nil {
 		C.cshim_close_key(k)
 		return nil, nil, false, err

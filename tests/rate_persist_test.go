@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -631,8 +632,9 @@ func TestRateCorruptRestore(t *testing.T) {
 	require.True(t, s.LogContains("corrupt charon-rl value"), "refusals are logged")
 }
 
-// TestRateEncodingVersion: a payload whose module id carries encver 2 (newer than the
-// module) or 0 is refused by RESTORE with a clear log line.
+// TestRateEncodingVersion: a payload whose module id carries an encver newer than the
+// module's, or 0, is refused by RESTORE with a clear log line; a version 1 value (the
+// previous encoding) still loads and is converted by its first write.
 func TestRateEncodingVersion(t *testing.T) {
 	t.Parallel()
 	s := harness.Start(t, harness.Options{Config: []string{"rdbcompression no"}})
@@ -640,8 +642,8 @@ func TestRateEncodingVersion(t *testing.T) {
 	ctx := context.Background()
 	rtRate(t, c, 3, rtCmd("rl:{e}:a", rtNow()+3_600_000, rtPenalty...)...)
 	_, d := rtDumpOf(t, c, "rl:{e}:a")
-	require.Equal(t, uint64(1), d.id&1023)
-	for _, enc := range []uint64{2, 0, 1023} {
+	require.Equal(t, uint64(rate.EncVer), d.id&1023)
+	for _, enc := range []uint64{rate.EncVer + 1, 0, 1023} {
 		p := rtBuildDump(d.id&^1023|enc, d.val, d.ver)
 		err := c.Restore(ctx, "rl:{e}:new", 0, string(p)).Err()
 		require.Error(t, err, "encver %d", enc)
@@ -655,6 +657,31 @@ func TestRateEncodingVersion(t *testing.T) {
 	// The current version loads.
 	require.NoError(t, c.Restore(ctx, "rl:{e}:new", 0, string(rtBuildDump(d.id, d.val, d.ver))).Err())
 	require.NoError(t, c.Ping(ctx).Err())
+
+	// Version 1: newest time at (an hour from now), one tier (L=5 W=100 A=100 C=0)
+	// entered then, one hit then. It loads under encver 1 (RESTORE) and through
+	// CHARON.LOADVALUE, reads the same, and the first grant rewrites it in the current
+	// version.
+	at := rtNow() + 3_600_000
+	v1 := binary.AppendUvarint([]byte{1, 1}, uint64(at))
+	v1 = append(v1, 1, 5, 100, 100, 0, 2, 0, 1, 0, 0)
+	ats := func(d int64) string { return strconv.FormatInt(at+d, 10) }
+	require.NoError(t, c.Restore(ctx, "rl:{e}:v1", 0, string(rtBuildDump(d.id&^1023|1, v1, d.ver))).Err())
+	require.Equal(t, "OK", c.Do(ctx, "CHARON.LOADVALUE", "rl:{e}:v1b", string(v1)).Val())
+	for _, k := range []string{"rl:{e}:v1", "rl:{e}:v1b"} {
+		require.Equal(t, v1, rtValueOf(t, c, k))
+		info := rtInspect(t, c, k, at)
+		require.Equal(t, int64(1), rtInt(t, info, "domain_hits"), k)
+		// A rejection changes nothing; a grant converts.
+		rtRate(t, c, 3, "CHARON.RATE", k, "AT", ats(0), "MAX", "5", "TIER", "5", "100", "100", "0")
+		require.Equal(t, v1, rtValueOf(t, c, k))
+		r := rtRate(t, c, 3, "CHARON.RATE", k, "AT", ats(1), "MAX", "2", "TIER", "5", "100", "100", "0")
+		require.Equal(t, int64(2), r[rate.FieldGranted])
+		require.Equal(t, int64(3), r[rate.FieldDomainHits])
+		got := rtValueOf(t, c, k)
+		require.Equal(t, byte(rate.EncVer), got[0], "converted on write")
+		require.NoError(t, rate.Validate(got))
+	}
 }
 
 // TestRateLoadValue: CHARON.LOADVALUE refuses anything the format check refuses

@@ -44,8 +44,7 @@ const (
 	MaxStoredCount = 1 << 46
 
 	headerLen  = 2 // version 1's fixed prefix
-	trailerLen = 2 // version 2: the header's length, u16 little-endian, ends the value
-	formBits   = 2
+	trailerLen = 3 // version 2: the header's length ends the value (at most 3 bytes)
 	slotBits   = 5
 	maxHeader  = 1 << 16
 	flagSkip   = 1
@@ -150,13 +149,6 @@ func appendUvarint(b []byte, v uint64) []byte {
 }
 
 
-// Event forms: the low formBits of an event's first varint (FORMAT.md).
-const (
-	formOne    = 0 // one hit in slot 0
-	formSingle = 1 // one slot, count in the next varint
-	formMulti  = 2 // consecutive slots, trimmed
-)
-
 // cursor marks the oldest event that still counts in a window (tier j: the first event
 // at or after the window's lower bound holding hits in slot j; second log: the first
 // event at or after t-1000) and the sum of the counts from there to the newest event.
@@ -215,22 +207,47 @@ func (e *event) slotCount(j int) int64 {
 	return e.count(j)
 }
 
+// Event forms (FORMAT.md). The first byte b of an event picks its form:
+//   - b < 0x40: one hit in slot 0, step b;
+//   - b >= 0x80: one hit in slot 0, step (b&0x7f)<<8 | next byte;
+//   - otherwise b = 0x40 | form<<4 | s, step s when s < 15, else 15 + a varint that
+//     follows; then the form's payload: none (formOne), a slot-and-count varint
+//     (formSingle) or a slot-range varint and the counts (formMulti).
+const (
+	formOne    = 0 // one hit in slot 0
+	formSingle = 1 // one slot, count in the next varint
+	formMulti  = 2 // consecutive slots, trimmed
+)
+
 // readEvent decodes the event at b[off:end]: its stored step d (ts - previous ts) and
 // its counts. It checks the form, the slots and the counts, not the time.
 func readEvent(b []byte, off, end int, e *event) (next int, d uint64, f fault) {
-	var v uint64
-	if off < end && b[off] < 0x80 {
-		v = uint64(b[off])
-		off++
-	} else {
-		var n int
-		if v, n = uvarint(b[:end], off); n == 0 {
+	if off >= end {
+		return off, 0, faultTime
+	}
+	c0 := b[off]
+	off++
+	if c0 < 0x40 {
+		e.lo, e.k, e.c[0], e.total = 0, 1, 1, 1
+		return off, uint64(c0), faultNone
+	}
+	if c0 >= 0x80 {
+		if off >= end {
+			return off, 0, faultTime
+		}
+		e.lo, e.k, e.c[0], e.total = 0, 1, 1, 1
+		return off + 1, uint64(c0&0x7f)<<8 | uint64(b[off]), faultNone
+	}
+	d = uint64(c0 & 15)
+	if d == 15 {
+		x, n := uvarint(b[:end], off)
+		if n == 0 {
 			return off, 0, faultTime
 		}
 		off += n
+		d += x
 	}
-	d = v >> formBits
-	switch v & (1<<formBits - 1) {
+	switch (c0 >> 4) & 3 {
 	case formOne:
 		e.lo, e.k, e.c[0], e.total = 0, 1, 1, 1
 		return off, d, faultNone
@@ -275,8 +292,16 @@ func readEvent(b []byte, off, end int, e *event) (next int, d uint64, f fault) {
 	return off, d, faultHeader
 }
 
-// appendEvent appends the canonical encoding of one event: step d, then the counts c
-// (at least one non-zero).
+// appendStep appends the first byte (and step varint) of an event of the given form.
+func appendStep(b []byte, d int64, form byte) []byte {
+	if d < 15 {
+		return append(b, 0x40|form<<4|byte(d))
+	}
+	return appendUvarint(append(b, 0x40|form<<4|15), uint64(d-15))
+}
+
+// appendEvent appends the encoding of one event: step d, then the counts c (at least
+// one non-zero), in the shortest form.
 func appendEvent(b []byte, d int64, c *[Slots]int64) []byte {
 	lo, hi := -1, -1
 	for j := 0; j < Slots; j++ {
@@ -290,14 +315,20 @@ func appendEvent(b []byte, d int64, c *[Slots]int64) []byte {
 	switch {
 	case lo < 0:
 		// Unreachable from Apply (granted > 0); an invalid event makes Encode fail.
-		return append(appendUvarint(b, uint64(d)<<formBits|3), 0)
+		return append(b, 0x70)
 	case lo == 0 && hi == 0 && c[0] == 1:
-		return appendUvarint(b, uint64(d)<<formBits|formOne)
+		switch {
+		case d < 0x40:
+			return append(b, byte(d))
+		case d < 0x8000:
+			return append(b, 0x80|byte(d>>8), byte(d))
+		}
+		return appendStep(b, d, formOne)
 	case lo == hi:
-		b = appendUvarint(b, uint64(d)<<formBits|formSingle)
+		b = appendStep(b, d, formSingle)
 		return appendUvarint(b, uint64(c[lo]-1)<<slotBits|uint64(lo))
 	}
-	b = appendUvarint(b, uint64(d)<<formBits|formMulti)
+	b = appendStep(b, d, formMulti)
 	b = appendUvarint(b, uint64(hi-lo-1)<<slotBits|uint64(lo))
 	for j := lo; j <= hi; j++ {
 		b = appendUvarint(b, uint64(c[j]))
@@ -348,8 +379,7 @@ func parseHeader(b []byte, v *view) error {
 		}
 		return fmt.Errorf("%w: unknown encoding version %d", ErrCorrupt, int(b[0]))
 	}
-	lim := len(b) - trailerLen
-	hl := int(b[lim]) | int(b[lim+1])<<8
+	lim, hl := trailer(b)
 	end := lim - hl
 	if hl < 1 || end < 2 {
 		return corrupt(lim, "bad header length")
@@ -380,7 +410,7 @@ func parseHeader(b []byte, v *view) error {
 		return corrupt(r.off, "bad newest event")
 	}
 	v.newest = end - int(nl)
-	if !r.cursor(v, &v.sec) {
+	if !r.cursor(v, &v.sec, false) {
 		return corrupt(r.off, "bad second-log cursor")
 	}
 	v.n = 0
@@ -422,7 +452,7 @@ func parseHeader(b []byte, v *view) error {
 				}
 				st.entry = v.last - int64(back)
 			}
-			if !r.cursor(v, &st.cu) {
+			if !r.cursor(v, &st.cu, true) {
 				return corrupt(r.off, "bad tier cursor")
 			}
 		}
@@ -433,27 +463,59 @@ func parseHeader(b []byte, v *view) error {
 	return nil
 }
 
-// cursor reads one cursor: offset from the log start, distance back from the newest
-// time, sum. A cursor past the newest event has time and sum 0.
-func (r *hreader) cursor(v *view, cu *cursor) bool {
-	rel, back, sum := r.u(), r.u(), r.u()
-	if r.bad || rel > uint64(v.end-v.start) || back > uint64(v.last) || sum > hitSumCap {
+// trailer reads the header length at the end of b: one byte below 0xff, or 0xff
+// preceded by a u16 little-endian of at least 0xff. lim is where the trailer starts.
+func trailer(b []byte) (lim, hl int) {
+	n := len(b)
+	if b[n-1] != 0xff {
+		return n - 1, int(b[n-1])
+	}
+	if n < 4 {
+		return 0, 0
+	}
+	hl = int(b[n-3]) | int(b[n-2])<<8
+	if hl < 0xff {
+		return 0, 0
+	}
+	return n - 3, hl
+}
+
+func appendTrailer(b []byte, hl int) []byte {
+	if hl < 0xff {
+		return append(b, byte(hl))
+	}
+	return append(b, byte(hl), byte(hl>>8), 0xff)
+}
+
+// cursor reads one cursor: offset from the log start, time (from the first event's
+// for tier cursors, back from the newest for the second log's), sum. A cursor past
+// the newest event has time and sum 0.
+func (r *hreader) cursor(v *view, cu *cursor, fromFirst bool) bool {
+	rel, x, sum := r.u(), r.u(), r.u()
+	if r.bad || rel > uint64(v.end-v.start) || x > uint64(v.last-v.first) || sum > hitSumCap {
 		return false
 	}
-	cu.off, cu.ts, cu.sum = v.start+int(rel), v.last-int64(back), int64(sum)
+	cu.off, cu.ts, cu.sum = v.start+int(rel), v.last-int64(x), int64(sum)
+	if fromFirst {
+		cu.ts = v.first + int64(x)
+	}
 	if cu.off == v.end {
 		cu.ts = 0
-		return back == 0 && sum == 0
+		return x == 0 && sum == 0
 	}
 	return true
 }
 
-func appendCursor(b []byte, cu *cursor, start, end int, last int64) []byte {
-	if cu.off >= end {
-		return append(appendUvarint(b, uint64(end-start)), 0, 0)
+func appendCursor(b []byte, cu *cursor, v *view, fromFirst bool) []byte {
+	if cu.off >= v.end {
+		return append(appendUvarint(b, uint64(v.end-v.start)), 0, 0)
 	}
-	b = appendUvarint(b, uint64(cu.off-start))
-	b = appendUvarint(b, uint64(last-cu.ts))
+	b = appendUvarint(b, uint64(cu.off-v.start))
+	if fromFirst {
+		b = appendUvarint(b, uint64(cu.ts-v.first))
+	} else {
+		b = appendUvarint(b, uint64(v.last-cu.ts))
+	}
 	return appendUvarint(b, uint64(cu.sum))
 }
 
@@ -465,7 +527,7 @@ func appendHeader(b []byte, v *view) []byte {
 	b = appendUvarint(b, uint64(v.start))
 	b = appendUvarint(b, uint64(v.last-v.first))
 	b = appendUvarint(b, uint64(v.end-v.newest))
-	b = appendCursor(b, &v.sec, v.start, v.end, v.last)
+	b = appendCursor(b, &v.sec, v, false)
 	if v.kind == KindDomain {
 		var t1 uint64
 		if v.has1 {
@@ -491,11 +553,10 @@ func appendHeader(b []byte, v *view) []byte {
 			if st.entered {
 				b = appendUvarint(b, uint64(v.last-st.entry))
 			}
-			b = appendCursor(b, &st.cu, v.start, v.end, v.last)
+			b = appendCursor(b, &st.cu, v, true)
 		}
 	}
-	hl := len(b) - h0
-	return append(b, byte(hl), byte(hl>>8))
+	return appendTrailer(b, len(b)-h0)
 }
 
 // evWalk walks events forward from a known event (offset and time).
