@@ -15,27 +15,6 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// serverCPU is the server's own CPU time (user + sys) in microseconds, from INFO cpu.
-func serverCPU(b *testing.B, rdb *redis.Client) float64 {
-	b.Helper()
-	info, err := rdb.Info(context.Background(), "cpu").Result()
-	if err != nil {
-		b.Fatalf("INFO cpu: %v", err)
-	}
-	var total float64
-	for _, line := range strings.Split(info, "\r\n") {
-		name, val, ok := strings.Cut(line, ":")
-		if ok && (name == "used_cpu_user" || name == "used_cpu_sys") {
-			f, err := strconv.ParseFloat(val, 64)
-			if err != nil {
-				b.Fatalf("INFO cpu %s=%q: %v", name, val, err)
-			}
-			total += f
-		}
-	}
-	return total * 1e6
-}
-
 // runRedisBenchmark runs redis-benchmark with 50 clients, pipeline 16, over 100k
 // random keys, and returns the server CPU microseconds per request it cost.
 func runRedisBenchmark(b *testing.B, s *harness.Server, rdb *redis.Client, requests int, cmd ...string) float64 {

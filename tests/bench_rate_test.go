@@ -1,0 +1,445 @@
+//go:build integration
+
+package tests
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/charon-redis/charon/module/rate"
+	"github.com/charon-redis/charon/tests/harness"
+)
+
+// The CHARON.RATE cost benchmarks (make bench). Every number is server CPU (INFO cpu,
+// user + sys) per request, measured with redis-benchmark, every case side by side in
+// one run, repeated in rounds; ratios are taken within a round (the machine is shared,
+// so rounds differ) and reported as min / median / max. BenchmarkRateInstructions
+// counts instructions under valgrind (cachegrind) for the cases where the cost must
+// not grow. Environment: CHARON_BENCH_ROUNDS (default 3), CHARON_BENCH_REQUESTS
+// (default 200000 per case and round), CHARON_BENCH_OUT (a file that receives the
+// markdown tables, for docs/benchmarks.md), CHARON_BENCH_LUA (charon.lua, the Lua
+// design CHARON.RATE replaces; skipped when absent).
+
+// The 3-tier configuration of every case, in both forms, and as charon.lua's ARGV.
+var (
+	benchTiers = []string{"TIER", "10", "1000", "1000", "0", "TIER", "50", "5000", "5000", "15000",
+		"TIER", "1000", "60000", "60000", "600000"}
+	benchLimits = []string{"LIMITS", "10/1s,50/5s/5s/15s,1000/1m/1m/10m"}
+	benchLuaArg = []string{"*", "1", "1", "10", "1000", "1000", "0", "50", "5000", "5000", "15000",
+		"1000", "60000", "60000", "600000"}
+)
+
+// growthTier is the one tier of the growth cases: never full, a 10-year window.
+var growthTier = []string{"TIER", "1000000000000", "315360000000", "315360000000", "0"}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// benchCase is one redis-benchmark command over a key space (-r).
+type benchCase struct {
+	name string
+	keys int // -r: random keys; 0: one key
+	cmd  []string
+}
+
+// growthValue is a domain value with n hits at n distinct ms ending at last, under
+// growthTier, entered at the first hit.
+func growthValue(b testing.TB, n int, last int64) []byte {
+	v := &rate.Value{Kind: rate.KindDomain, Last: last}
+	first := last - int64(n) + 1
+	v.Tiers = []rate.StoredTier{{Tier: rate.Tier{Limit: 1_000_000_000_000, Window: 315360000000, Active: 315360000000},
+		Entered: true, EnteredAt: first}}
+	v.Events = make([]rate.Event, n)
+	for i := range v.Events {
+		v.Events[i].At = first + int64(i)
+		v.Events[i].Counts[0] = 1
+	}
+	enc, err := rate.Encode(nil, v)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return enc
+}
+
+// rateCases sets up the keys and script the cases need on rdb and returns the cases
+// (the compact form only when the server's module knows LIMITS).
+func rateCases(b testing.TB, rdb *redis.Client) []benchCase {
+	ctx := context.Background()
+	// The Lua baseline is not part of the repository: CHARON_BENCH_LUA names it.
+	luaPath := os.Getenv("CHARON_BENCH_LUA")
+	if luaPath == "" {
+		luaPath = "/work/shared/bench/charon.lua"
+	}
+	script, err := os.ReadFile(luaPath)
+	var sha string
+	if err == nil {
+		sha, err = rdb.ScriptLoad(ctx, string(script)).Result()
+		if err != nil {
+			b.Fatalf("SCRIPT LOAD charon.lua: %v", err)
+		}
+	}
+	now := time.Now().UnixMilli()
+	at := strconv.FormatInt(now, 10)
+	cases := []benchCase{
+		{"INCR", 100000, []string{"INCR", "k:__rand_int__"}},
+		{"3-tier TIER form", 100000, append([]string{"CHARON.RATE", "rl:{a}:__rand_int__", "MAX", "1"}, benchTiers...)},
+	}
+	if rdb.Do(ctx, append([]any{"CHARON.RATE", "rl:{probe}"}, toAny(benchLimits)...)...).Err() == nil {
+		cases = append(cases, benchCase{"3-tier compact LIMITS form", 100000, append([]string{"CHARON.RATE", "rl:{b}:__rand_int__"}, benchLimits...)})
+	}
+	cases = append(cases,
+		benchCase{"DRYRUN (TIER form)", 100000, append([]string{"CHARON.RATE", "rl:{a}:__rand_int__", "DRYRUN", "MAX", "1"}, benchTiers...)},
+		benchCase{"reject (1/h, 1,000 keys)", 1000, []string{"CHARON.RATE", "rj:__rand_int__", "MAX", "1", "TIER", "1", "3600000", "3600000", "0"}},
+		benchCase{"GLOBAL shared by 100k domains", 100000, append([]string{"CHARON.RATE", "rl:{g}:__rand_int__", "GLOBAL", "rl:{g}", "1000000000", "MAX", "1"}, benchTiers...)},
+	)
+	for _, n := range []int{10, 1000, 100000} {
+		key := fmt.Sprintf("grow:%d", n)
+		if err := rdb.Do(ctx, "CHARON.LOADVALUE", key, string(growthValue(b, n, now-1))).Err(); err != nil {
+			b.Fatalf("LOADVALUE %s: %v", key, err)
+		}
+		cases = append(cases, benchCase{fmt.Sprintf("key with %d distinct-ms hits in window", n), 0,
+			append([]string{"CHARON.RATE", key, "AT", at, "MAX", "1"}, growthTier...)})
+	}
+	if sha != "" {
+		cases = append(cases, benchCase{"Lua charon.lua (EVALSHA, 3 tiers)", 100000,
+			append([]string{"EVALSHA", sha, "1", "charon:{r:__rand_int__}"}, benchLuaArg...)})
+	}
+	return cases
+}
+
+func toAny(s []string) []any {
+	out := make([]any, len(s))
+	for i := range s {
+		out[i] = s[i]
+	}
+	return out
+}
+
+// redisBenchmark runs one case and returns the server CPU us per request.
+func redisBenchmark(b testing.TB, port int, rdb *redis.Client, requests int, c benchCase) float64 {
+	bin := filepath.Join(filepath.Dir(harness.RedisCLIPath(b)), "redis-benchmark")
+	args := []string{"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-c", "50", "-P", "16", "-n", strconv.Itoa(requests), "-q"}
+	if c.keys > 0 {
+		args = append(args, "-r", strconv.Itoa(c.keys))
+	}
+	before := serverCPU(b, rdb)
+	out, err := exec.Command(bin, append(args, c.cmd...)...).CombinedOutput()
+	if err != nil {
+		b.Fatalf("redis-benchmark %v: %v\n%s", c.cmd, err, out)
+	}
+	if strings.Contains(string(out), "ERR") || strings.Contains(string(out), "WRONGTYPE") {
+		b.Fatalf("redis-benchmark %v: %s", c.cmd, out)
+	}
+	return (serverCPU(b, rdb) - before) / float64(requests)
+}
+
+func serverCPU(b testing.TB, rdb *redis.Client) float64 {
+	info, err := rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatalf("INFO cpu: %v", err)
+	}
+	var total float64
+	for _, line := range strings.Split(info, "\r\n") {
+		name, val, ok := strings.Cut(line, ":")
+		if ok && (name == "used_cpu_user" || name == "used_cpu_sys") {
+			f, err := strconv.ParseFloat(val, 64)
+			if err != nil {
+				b.Fatalf("INFO cpu %s=%q: %v", name, val, err)
+			}
+			total += f
+		}
+	}
+	return total * 1e6
+}
+
+// stats is min / median / max.
+func stats(xs []float64) (lo, med, hi float64) {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[0], s[len(s)/2], s[len(s)-1]
+}
+
+func fmtStats(xs []float64, digits int) string {
+	lo, med, hi := stats(xs)
+	f := "%." + strconv.Itoa(digits) + "f"
+	return fmt.Sprintf(f+" / "+f+" / "+f, lo, med, hi)
+}
+
+// benchReport prints a table and appends it to CHARON_BENCH_OUT when set.
+func benchReport(b testing.TB, text string) {
+	fmt.Print(text)
+	if p := os.Getenv("CHARON_BENCH_OUT"); p != "" {
+		f, err := os.OpenFile(p, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteString(text); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRateCost: server CPU per request of every case, side by side, in rounds.
+func BenchmarkRateCost(b *testing.B) {
+	rounds := envInt("CHARON_BENCH_ROUNDS", 3)
+	requests := envInt("CHARON_BENCH_REQUESTS", 200000)
+	s := harness.Start(b, harness.Options{})
+	rdb := s.Client(b)
+	cases := rateCases(b, rdb)
+	us := make([][]float64, len(cases))
+	for i := 0; i < b.N; i++ {
+		for r := 0; r < rounds; r++ {
+			for k, c := range cases {
+				us[k] = append(us[k], redisBenchmark(b, s.Port(), rdb, requests, c))
+			}
+		}
+	}
+	idx := func(prefix string) int {
+		for k, c := range cases {
+			if strings.HasPrefix(c.name, prefix) {
+				return k
+			}
+		}
+		return -1
+	}
+	ratio := func(a, base int) []float64 {
+		if a < 0 || base < 0 {
+			return nil
+		}
+		out := make([]float64, len(us[a]))
+		for i := range out {
+			out[i] = us[a][i] / us[base][i]
+		}
+		return out
+	}
+	incr := idx("INCR")
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n#### Server CPU per request (%d rounds of %d requests per case; redis-benchmark -c 50 -P 16)\n\n", rounds, requests)
+	sb.WriteString("| case | server CPU us/request, min / median / max | vs INCR, min / median / max |\n|---|---|---|\n")
+	for k, c := range cases {
+		fmt.Fprintf(&sb, "| %s | %s | %sx |\n", c.name, fmtStats(us[k], 3), fmtStats(ratio(k, incr), 2))
+	}
+	sb.WriteString("\n| acceptance ratio (within each round) | min / median / max | bound |\n|---|---|---|\n")
+	for _, a := range []struct {
+		name, num, den, bound string
+	}{
+		{"key with 100,000 hits / key with 10 hits", "key with 100000", "key with 10 ", "<= 1.2"},
+		{"GLOBAL over 100k domains / same without GLOBAL", "GLOBAL", "3-tier TIER", "<= 1.3"},
+		{"3-tier TIER form / INCR", "3-tier TIER", "INCR", "<= 2.0"},
+		{"3-tier compact LIMITS form / INCR", "3-tier compact", "INCR", "<= 1.6"},
+		{"Lua charon.lua / compact LIMITS form", "Lua", "3-tier compact", ">= 15"},
+	} {
+		if rs := ratio(idx(a.num), idx(a.den)); len(rs) > 0 {
+			fmt.Fprintf(&sb, "| %s | %s | %s |\n", a.name, fmtStats(rs, 2), a.bound)
+		}
+	}
+	benchReport(b, sb.String())
+}
+
+// BenchmarkRateMemory1M: memory per domain with 1M domain keys of the 3-tier form,
+// each holding one hit: MEMORY USAGE of sampled keys and used_memory per key.
+func BenchmarkRateMemory1M(b *testing.B) {
+	const domains = 1_000_000
+	s := harness.Start(b, harness.Options{})
+	rdb := s.Client(b)
+	ctx := context.Background()
+	for i := 0; i < b.N; i++ {
+		must := func(err error) {
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		must(rdb.FlushAll(ctx).Err())
+		used := func() int64 {
+			v, err := strconv.ParseInt(s.Info(b, "memory")["used_memory"], 10, 64)
+			must(err)
+			return v
+		}
+		before := used()
+		// One pipelined burst per 10k keys: every key name exists exactly once.
+		at := time.Now().UnixMilli()
+		for lo := 0; lo < domains; lo += 10000 {
+			pipe := rdb.Pipeline()
+			for k := lo; k < lo+10000; k++ {
+				pipe.Do(ctx, append([]any{"CHARON.RATE", "rl:{m}:" + strconv.Itoa(k), "AT", at + int64(k/1000)}, toAny(benchTiers)...)...)
+			}
+			_, err := pipe.Exec(ctx)
+			must(err)
+		}
+		n, err := rdb.DBSize(ctx).Result()
+		must(err)
+		perKey := float64(used()-before) / float64(n)
+		var mem []float64
+		for k := 0; k < domains; k += domains / 200 {
+			m, err := rdb.MemoryUsage(ctx, "rl:{m}:"+strconv.Itoa(k)).Result()
+			must(err)
+			mem = append(mem, float64(m))
+		}
+		benchReport(b, fmt.Sprintf("\n#### Memory at %d domains (3 tiers, one hit each)\n\n| measure | bytes |\n|---|---|\n"+
+			"| MEMORY USAGE per key (200 samples), min / median / max | %s |\n| used_memory growth / keys | %.0f |\n",
+			n, fmtStats(mem, 0), perKey))
+	}
+}
+
+// BenchmarkRateInstructions: instructions per request under valgrind (cachegrind) for
+// the cases whose cost must not grow, from two runs per case (setup + k1 requests,
+// setup + k2 requests) so that start-up and setup cancel out.
+func BenchmarkRateInstructions(b *testing.B) {
+	if _, err := exec.LookPath("valgrind"); err != nil {
+		b.Skip("valgrind is not installed")
+	}
+	const k1, k2 = 2000, 12000
+	now := time.Now().UnixMilli()
+	at := strconv.FormatInt(now, 10)
+	type icase struct {
+		name  string
+		setup func(rdb *redis.Client)
+		c     benchCase
+	}
+	grow := func(n int) icase {
+		key := fmt.Sprintf("grow:%d", n)
+		return icase{fmt.Sprintf("key with %d distinct-ms hits in window", n), func(rdb *redis.Client) {
+			if err := rdb.Do(context.Background(), "CHARON.LOADVALUE", key, string(growthValue(b, n, now-1))).Err(); err != nil {
+				b.Fatal(err)
+			}
+		}, benchCase{keys: 0, cmd: append([]string{"CHARON.RATE", key, "AT", at, "MAX", "1"}, growthTier...)}}
+	}
+	cases := []icase{
+		{"INCR", nil, benchCase{keys: 100000, cmd: []string{"INCR", "k:__rand_int__"}}},
+		{"3-tier TIER form", nil, benchCase{keys: 100000, cmd: append([]string{"CHARON.RATE", "rl:{a}:__rand_int__", "MAX", "1"}, benchTiers...)}},
+		{"3-tier compact LIMITS form", nil, benchCase{keys: 100000, cmd: append([]string{"CHARON.RATE", "rl:{b}:__rand_int__"}, benchLimits...)}},
+		grow(10), grow(1000), grow(100000),
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "\n#### Instructions per request under valgrind (cachegrind; (run with %d - run with %d requests) / %d)\n\n| case | instructions / request | vs INCR |\n|---|---|---|\n", k2, k1, k2-k1)
+	var incr float64
+	res := map[string]float64{}
+	for i := 0; i < b.N; i++ {
+		for _, ic := range cases {
+			var ir [2]float64
+			for j, k := range []int{k1, k2} {
+				v, ok := cachegrindRun(b, ic.setup, ic.c, k)
+				if !ok {
+					break
+				}
+				ir[j] = v
+			}
+			if ir[1] == 0 {
+				fmt.Fprintf(&sb, "| %s | (not supported by this build) | |\n", ic.name)
+				continue
+			}
+			per := (ir[1] - ir[0]) / float64(k2-k1)
+			if ic.name == "INCR" {
+				incr = per
+			}
+			res[ic.name] = per
+			fmt.Fprintf(&sb, "| %s | %.0f | %.2fx |\n", ic.name, per, per/incr)
+		}
+	}
+	if a, d := res["key with 100000 distinct-ms hits in window"], res["key with 10 distinct-ms hits in window"]; d > 0 {
+		fmt.Fprintf(&sb, "\nkey with 100,000 hits / key with 10 hits: %.3fx instructions (bound 1.2)\n", a/d)
+	}
+	benchReport(b, sb.String())
+}
+
+var summaryRE = regexp.MustCompile(`(?m)^summary: (\d+)`)
+
+// cachegrindRun starts redis-server with the module under cachegrind, runs setup and
+// k requests of c (redis-benchmark, one client, pipeline 16), shuts the server down
+// and returns the instructions it executed. ok is false when the command fails.
+func cachegrindRun(b testing.TB, setup func(*redis.Client), c benchCase, k int) (float64, bool) {
+	dir := b.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	out := filepath.Join(dir, "cachegrind.out")
+	cmd := exec.Command("valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file="+out,
+		harness.RedisServerPath(b), "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--dir", dir,
+		"--loadmodule", harness.ModulePath(b))
+	cmd.Env = append(os.Environ(), "GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off")
+	log, err := os.Create(filepath.Join(dir, "valgrind.log"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer log.Close()
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:" + strconv.Itoa(port), Protocol: 2, ReadTimeout: time.Minute})
+	defer rdb.Close()
+	ctx := context.Background()
+	up := false
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if rdb.Ping(ctx).Err() == nil {
+			up = true
+			break
+		}
+	}
+	if !up {
+		_ = cmd.Process.Kill()
+		<-done
+		b.Fatalf("redis-server under valgrind did not answer")
+	}
+	ok := true
+	if setup != nil {
+		setup(rdb)
+	}
+	if len(c.cmd) > 0 && c.cmd[0] == "CHARON.RATE" {
+		probe := append([]any{}, toAny(c.cmd)...)
+		probe[1] = "probe:key"
+		if err := rdb.Do(ctx, probe...).Err(); err != nil {
+			ok = false
+		}
+	}
+	if ok {
+		bin := filepath.Join(filepath.Dir(harness.RedisCLIPath(b)), "redis-benchmark")
+		args := []string{"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-c", "1", "-P", "16", "-n", strconv.Itoa(k), "-q"}
+		if c.keys > 0 {
+			args = append(args, "-r", strconv.Itoa(c.keys))
+		}
+		if o, err := exec.Command(bin, append(args, c.cmd...)...).CombinedOutput(); err != nil {
+			b.Fatalf("redis-benchmark under valgrind: %v\n%s", err, o)
+		}
+	}
+	_ = rdb.Do(ctx, "SHUTDOWN", "NOSAVE").Err()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		_ = cmd.Process.Kill()
+		<-done
+		b.Fatalf("redis-server under valgrind did not exit")
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		b.Fatalf("cachegrind output: %v", err)
+	}
+	m := summaryRE.FindSubmatch(data)
+	if m == nil {
+		b.Fatalf("no summary in cachegrind output")
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	return v, ok
+}
