@@ -148,7 +148,6 @@ func appendUvarint(b []byte, v uint64) []byte {
 	return append(b, byte(v))
 }
 
-
 // cursor marks the oldest event that still counts in a window (tier j: the first event
 // at or after the window's lower bound holding hits in slot j; second log: the first
 // event at or after t-1000) and the sum of the counts from there to the newest event.

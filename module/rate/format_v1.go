@@ -255,7 +255,6 @@ func (it *v1iter) error() error {
 	return corrupt(it.at, it.fault.String())
 }
 
-
 // v1parseView checks a whole version-1 value.
 func v1parseView(b []byte, v *v1view) error {
 	if err := v1parseHeader(b, v); err != nil {
