@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -384,7 +386,7 @@ func TestRateErrorTexts(t *testing.T) {
 // does, and is replicated as sent (with AT made explicit).
 func TestRateLimitsForm(t *testing.T) {
 	t.Parallel()
-	primary, replica := harness.StartPrimaryReplica(t, harness.Options{})
+	primary, replica := harness.StartPrimaryReplica(t, harness.Options{Config: []string{"appendonly yes"}})
 	c := primary.Client(t)
 	ctx := context.Background()
 	base := rtNow() + 60_000
@@ -401,4 +403,18 @@ func TestRateLimitsForm(t *testing.T) {
 	require.Equal(t, rtPExpireTime(t, c, "rl:{l}:tier"), rtPExpireTime(t, c, "rl:{l}:limits"))
 	harness.WaitReplicaSync(t, primary, replica)
 	require.Equal(t, rtDigest(t, c), rtDigest(t, replica.Client(t)))
+	// The AOF (fed like the replicas) holds the compact form as sent, AT made explicit.
+	incr, err := filepath.Glob(filepath.Join(primary.Dir(), "appendonlydir", "*.incr.aof"))
+	require.NoError(t, err)
+	require.NotEmpty(t, incr)
+	var aof []byte
+	for _, f := range incr {
+		b, err := os.ReadFile(f)
+		require.NoError(t, err)
+		aof = append(aof, b...)
+	}
+	require.Contains(t, string(aof), "$6\r\nLIMITS\r\n$35\r\n10/1s, 50/5s/5s/15s, 1000/1m/1m/10m\r\n$2\r\nAT\r\n")
+	nl, nt := strings.Count(string(aof), "$6\r\nLIMITS\r\n"), strings.Count(string(aof), "$4\r\nTIER\r\n$2\r\n10\r\n")
+	require.Positive(t, nl)
+	require.Equal(t, nt, nl, "the same grants are propagated in either form")
 }
