@@ -123,10 +123,20 @@ test-integration: build redis
 
 test: lint test-unit test-integration
 
-# Benchmarks print numbers; nothing here asserts a timing.
+# Benchmarks print numbers; nothing here asserts a timing. The CHARON.RATE tables
+# (server CPU per request side by side in rounds, memory at 1M domains, cachegrind
+# instruction counts) also go to $(BENCH_OUT) for docs/benchmarks.md; BENCH_ROUNDS and
+# BENCH_REQUESTS size them, BENCH_LUA names the Lua baseline (charon.lua).
+BENCH_OUT ?= $(BUILD)/benchmarks.md
+BENCH_ROUNDS ?= 3
+BENCH_REQUESTS ?= 200000
+BENCH_LUA ?= /work/shared/bench/charon.lua
 bench: build redis
 	$(GO) test -run '^$$' -bench . -benchmem ./module/...
-	$(GO) test -tags integration -run '^$$' -bench 'ServerCPU' -benchtime 1x ./tests/
+	rm -f $(BENCH_OUT)
+	CHARON_BENCH_OUT=$(BENCH_OUT) CHARON_BENCH_ROUNDS=$(BENCH_ROUNDS) CHARON_BENCH_REQUESTS=$(BENCH_REQUESTS) \
+	CHARON_BENCH_LUA=$(BENCH_LUA) $(GO) test -tags integration -run '^$$' \
+		-bench 'ServerCPU|RateCost|RateMemory1M|RateInstructions' -benchtime 1x -timeout 40m ./tests/
 	$(GO) test -tags integration -run '^$$' -bench 'Unread|Ratelimit' -benchtime 2s ./tests/
 
 clean:

@@ -35,7 +35,7 @@ func rateCommands(c rm.Ctx) ([]rm.Command, error) {
 			// spec, so cluster slot checks, ACLs and COMMAND GETKEYS see both.
 			FirstKey: 1, LastKey: 1, Step: 1,
 			Summary:    "Asks Charon's tiered rate limiter for between MIN and MAX hits on a (resource, domain) key.",
-			Complexity: "O(T + E) where T is the number of tiers and E the number of log entries still in a window.",
+			Complexity: "O(T) amortized, where T is the number of tiers, whatever the number of hits in a window or on the GLOBAL key.",
 			Since:      "0.1.0",
 			KeySpecs: []rm.KeySpec{
 				{Flags: keyRW, Index: 1, LastKey: 0, KeyStep: 1},

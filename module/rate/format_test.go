@@ -308,3 +308,39 @@ func BenchmarkParseRequest(b *testing.B) {
 		}
 	}
 }
+
+// benchGrowth: a key holding n distinct-ms hits in its (10-year) window, one request
+// per ms after them, written in place as the glue does: the cost must not depend on n.
+func benchGrowth(b *testing.B, n int) {
+	v := &Value{Kind: KindDomain, Last: base + int64(n) - 1}
+	v.Tiers = []StoredTier{{Tier: Tier{Limit: MaxCount, Window: MaxDuration, Active: MaxDuration}, Entered: true, EnteredAt: base}}
+	v.Events = make([]Event, n)
+	for i := range v.Events {
+		v.Events[i].At = base + int64(i)
+		v.Events[i].Counts[0] = 1
+	}
+	enc, err := Encode(nil, v)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var req Request
+	if err := ParseRequest(words("MAX 1 TIER 1000000000000 315360000000 315360000000 0"), &req); err != nil {
+		b.Fatal(err)
+	}
+	val := append(make([]byte, 0, len(enc)+4*b.N+4096), enc...)
+	now := v.Last
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		now++
+		res, nv, _, err := ApplyInPlace(val, nil, &req, now, nil, nil)
+		if err != nil || !res.Write {
+			b.Fatal(err)
+		}
+		val = nv
+	}
+}
+
+func BenchmarkApplyGrowth10(b *testing.B)     { benchGrowth(b, 10) }
+func BenchmarkApplyGrowth1000(b *testing.B)   { benchGrowth(b, 1000) }
+func BenchmarkApplyGrowth100000(b *testing.B) { benchGrowth(b, 100000) }
