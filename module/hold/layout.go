@@ -177,13 +177,25 @@ func (v View) Latest() int64 {
 	return 0
 }
 
-// link puts slot s into the deadline list: after every hold whose deadline is <= d,
-// searching back from the tail (O(1) when d is the latest, the common case).
+// link puts slot s into the deadline list: after every hold whose deadline is <= d.
+// It searches from both ends at once, so the cost is the distance to the nearer end:
+// O(1) when d is the latest (one lease per resource, the common case) or the earliest
+// (a short TRANSFER TTL among long leases).
 func (v View) link(s int, d int64) {
 	v.setRec(s, fDeadline, uint64(d))
-	after := v.Tail()
+	after := v.Tail() // back from the tail: the last hold with deadline <= d
+	fwd := v.Head()   // forward from the head: every hold before fwd has deadline <= d
 	for after >= 0 && int64(v.rec(after, fDeadline)) > d {
 		after = int(v.rec(after, fPrev)) - 1
+		if fwd < 0 {
+			after = v.Tail()
+			break
+		}
+		if int64(v.rec(fwd, fDeadline)) > d {
+			after = int(v.rec(fwd, fPrev)) - 1
+			break
+		}
+		fwd = v.Next(fwd)
 	}
 	var next int
 	if after < 0 {

@@ -282,10 +282,10 @@ func Parse(cmd Cmd, args [][]byte, req *Request) error {
 			return err
 		}
 	}
+	if !seenMin {
+		req.Min = req.Max
+	}
 	if cmd == Reserve {
-		if !seenMin {
-			req.Min = req.Max
-		}
 		if req.Min > req.Max {
 			return argErr("MIN", "must not exceed MAX ("+strconv.FormatInt(req.Max, 10)+")")
 		}
