@@ -8,12 +8,10 @@ import (
 
 // store runs requests the way the glue does, over in-memory keys.
 type store struct {
-	keys  map[string]View
-	req   Request
-	res   Result
-	views [][]byte
-	kv    []View
-	next  uint64
+	keys map[string]View
+	req  Request
+	res  Result
+	next uint64
 }
 
 func newStore() *store { return &store{keys: map[string]View{}, next: 0x1000} }

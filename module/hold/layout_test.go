@@ -8,10 +8,9 @@ import (
 )
 
 type modelHold struct {
-	id             uint64
-	copies, dl     int64
-	seq            int // insertion order among equal deadlines
-	removedOrMoved bool
+	id         uint64
+	copies, dl int64
+	seq        int // insertion order among equal deadlines
 }
 
 // check verifies every invariant of a View against the model.
