@@ -25,17 +25,3 @@ int cshim_reply_mixed_fields(RedisModuleCtx *ctx, const char *const *names, cons
     }
     return REDISMODULE_OK;
 }
-
-int cshim_from_primary(RedisModuleCtx *ctx) {
-    return (RedisModule_GetContextFlags(ctx) & (REDISMODULE_CTX_FLAGS_REPLICATED | REDISMODULE_CTX_FLAGS_LOADING)) != 0;
-}
-
-/* Signals each written key as modified (WATCH, client-side caching) and raises a
- * keyspace notification of class MODULE ('d') named event. Called only after a write,
- * so a request that writes nothing signals nothing. */
-void cshim_signal_written(RedisModuleCtx *ctx, RedisModuleString **names, int n, const char *event) {
-    for (int i = 0; i < n; i++) {
-        RedisModule_SignalModifiedKey(ctx, names[i]);
-        RedisModule_NotifyKeyspaceEvent(ctx, REDISMODULE_NOTIFY_MODULE, event, names[i]);
-    }
-}

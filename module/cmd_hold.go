@@ -32,11 +32,13 @@ type holdHandler struct {
 	reserveF, releaseF, xferF *rm.Fields
 	atS, idS, lagS            rm.String
 	rng                       *rand.ChaCha8
+	events                    [5]*rm.Event
+	loadEv                    *rm.Event
+	reported                  [maxHoldKeys]bool
 	req                       hold.Request
 	res                       hold.Result
 	views                     [][]byte
 	names                     [maxHoldKeys]rm.String
-	rkeys                     [maxHoldKeys]rm.ReadKey
 	wkeys                     [maxHoldKeys]rm.WriteKey
 	kv                        [maxHoldKeys]hold.View
 	scratch                   []byte
@@ -67,6 +69,10 @@ func holdCommands(c rm.Ctx) ([]rm.Command, error) {
 		lagS:     c.NewString([]byte("LAG")),
 		rng:      rand.NewChaCha8(seed),
 	}
+	for i, name := range []string{"charon.reserve", "charon.release", "charon.renew", "charon.transfer", "charon.seize"} {
+		h.events[i] = rm.NewEvent(name)
+	}
+	h.loadEv = rm.NewEvent("charon.loadhold")
 	holdInspect = h.inspect
 	// The domain key by index; GLOBAL's key by keyword; the group keys run from the
 	// GROUP keyword to the end (every other argument for RESERVE, whose keys carry
@@ -143,7 +149,7 @@ func (h *holdHandler) run(c rm.Ctx, args rm.Args, cmd hold.Cmd) error {
 	if err := req.CheckKeys(h.views[1], rest); err != nil {
 		return holdErr(err)
 	}
-	fromPrimary := c.FromPrimary()
+	clock, fromPrimary := c.ClientClock()
 	if req.HasID && !fromPrimary {
 		return errHoldID
 	}
@@ -159,21 +165,22 @@ func (h *holdHandler) run(c rm.Ctx, args rm.Args, cmd hold.Cmd) error {
 		k++
 	}
 
-	// Decide on keys opened for reading: a request that changes nothing must not
-	// even open a key for writing (closing one signals it as modified).
+	// The module signals nothing implicitly (NO_IMPLICIT_SIGNAL_MODIFIED), so keys
+	// opened for writing stay untouched, unsignalled and unreplicated unless commit
+	// writes them: a request that changes nothing leaves every WATCH intact.
 	keys := hold.Keys(h.kv[:n])
 	opened := 0
 	defer func() {
 		for i := 0; i < opened; i++ {
-			h.rkeys[i].Close()
+			h.wkeys[i].Close()
 		}
 	}()
 	for i := 0; i < n; i++ {
-		key, val, found, err := c.OpenBlobRead(h.names[i], h.typ)
+		key, val, found, err := c.OpenBlobWrite(h.names[i], h.typ)
 		if err != nil {
 			return err
 		}
-		h.rkeys[i] = key
+		h.wkeys[i] = key
 		opened++
 		keys[i] = nil
 		if found {
@@ -182,7 +189,7 @@ func (h *holdHandler) run(c rm.Ctx, args rm.Args, cmd hold.Cmd) error {
 	}
 	now := req.At
 	if !req.HasAt {
-		now = rm.Milliseconds()
+		now = clock
 	}
 	var id uint64
 	if cmd == hold.Reserve || cmd == hold.Transfer {
@@ -205,11 +212,7 @@ func (h *holdHandler) run(c rm.Ctx, args rm.Args, cmd hold.Cmd) error {
 				return errTooManyHolds
 			}
 		}
-		for i := 0; i < opened; i++ {
-			h.rkeys[i].Close()
-		}
-		opened = 0
-		if err := h.commit(c, args, keys, fromPrimary); err != nil {
+		if err := h.commit(c, args, keys, clock, fromPrimary); err != nil {
 			return err
 		}
 	}
@@ -217,32 +220,17 @@ func (h *holdHandler) run(c rm.Ctx, args rm.Args, cmd hold.Cmd) error {
 	return nil
 }
 
-// commit reopens the keys for writing, applies the planned request, sets each key's
+// commit grows or creates the values that need room, applies the planned request, sets each key's
 // expiry (or deletes an empty key), signals the keys and replicates the request with
 // its effective time and new id made explicit.
-func (h *holdHandler) commit(c rm.Ctx, args rm.Args, keys hold.Keys, fromPrimary bool) error {
+func (h *holdHandler) commit(c rm.Ctx, args rm.Args, keys hold.Keys, clock int64, fromPrimary bool) error {
 	req, res := &h.req, &h.res
 	n := len(keys)
-	defer func() {
-		for i := 0; i < n; i++ {
-			h.wkeys[i].Close()
-		}
-	}()
+	ev := h.events[req.Cmd]
 	for i := 0; i < n; i++ {
-		key, val, found, err := c.OpenBlobWrite(h.names[i], h.typ)
-		if err != nil {
-			// Checked while reading: unreachable.
-			for j := 0; j < i; j++ {
-				h.wkeys[j].Close()
-			}
-			n = 0
-			return err
-		}
-		h.wkeys[i] = key
-		v := hold.View(nil)
-		if found {
-			v = hold.View(val)
-		}
+		key := h.wkeys[i]
+		v := keys[i]
+		h.reported[i] = false
 		if v == nil || hold.NeedsRoom(req, res, v) {
 			newCap := hold.MinCap
 			if v != nil {
@@ -258,10 +246,11 @@ func (h *holdHandler) commit(c rm.Ctx, args rm.Args, keys hold.Keys, fromPrimary
 			} else {
 				nv = v.Rebuild(buf, newCap)
 			}
-			if err := key.SetBlob(h.typ, nv); err != nil {
+			if err := key.SetBlob(h.typ, nv, ev); err != nil {
 				return err
 			}
-			val, _, _ = key.Blob(h.typ)
+			h.reported[i] = true // SetBlob reported the write
+			val, _, _ := key.Blob(h.typ)
 			v = hold.View(val)
 		}
 		keys[i] = v
@@ -272,7 +261,7 @@ func (h *holdHandler) commit(c rm.Ctx, args rm.Args, keys hold.Keys, fromPrimary
 	if !fromPrimary && req.Lag == 0 {
 		// Deadlines are on the request's clock; a request from the past must not
 		// store a key that the server's clock has already expired.
-		lag = max(rm.Milliseconds()-res.T, 0)
+		lag = max(clock-res.T, 0)
 	}
 	for i := 0; i < n; i++ {
 		if exp := hold.ExpireAt(keys[i], lag); exp == 0 {
@@ -282,12 +271,12 @@ func (h *holdHandler) commit(c rm.Ctx, args rm.Args, keys hold.Keys, fromPrimary
 		} else if err := h.wkeys[i].SetAbsExpire(exp); err != nil {
 			return err
 		}
+		if !h.reported[i] {
+			h.wkeys[i].Written(ev)
+		}
 	}
-	c.SignalWritten(holdEvents[req.Cmd], h.names[:n])
 	return h.replicate(c, args, lag)
 }
-
-var holdEvents = [...]string{"charon.reserve\x00", "charon.release\x00", "charon.renew\x00", "charon.transfer\x00", "charon.seize\x00"}
 
 // replicate sends the command with AT (the effective time), ID (a new hold's id) and
 // LAG made explicit, ahead of the GROUP clause that runs to the end.
@@ -412,7 +401,7 @@ func (h *holdHandler) loadHold(c rm.Ctx, args rm.Args) error {
 	if t := k.Type(); t != rm.KeyEmpty && t != rm.KeyModule {
 		return rm.ErrWrongType
 	}
-	if err := k.SetBlob(h.typ, v); err != nil {
+	if err := k.SetBlob(h.typ, v, h.loadEv); err != nil {
 		return err
 	}
 	c.ReplicateVerbatim()

@@ -34,16 +34,3 @@ func (c Ctx) ReplyMixedFields(f *Fields, kinds []byte, vals []int64, strs []byte
 	C.cshim_reply_mixed_fields(c.p, f.names, (*C.uchar)(unsafe.Pointer(&kinds[0])),
 		(*C.int64_t)(unsafe.Pointer(&vals[0])), sp, C.int(f.n))
 }
-
-// FromPrimary reports whether the command comes from the primary's replication
-// stream or from the AOF being loaded (not from a client).
-func (c Ctx) FromPrimary() bool { return C.cshim_from_primary(c.p) != 0 }
-
-// SignalWritten signals each key as modified and raises the keyspace event (class
-// MODULE) for it, in one crossing. event must be NUL-terminated ("name\x00").
-func (c Ctx) SignalWritten(event string, keys []String) {
-	if len(keys) == 0 {
-		return
-	}
-	C.cshim_signal_written(c.p, (**C.RedisModuleString)(unsafe.Pointer(&keys[0])), C.int(len(keys)), cstr(event))
-}
