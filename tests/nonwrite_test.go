@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -84,7 +85,7 @@ func nwParse(r *bufio.Reader) (any, error) {
 			return nil, err
 		}
 		buf := make([]byte, n+2)
-		if _, err := io_ReadFull(r, buf); err != nil {
+		if _, err := io.ReadFull(r, buf); err != nil {
 			return nil, err
 		}
 		return string(buf[:n]), nil
@@ -102,18 +103,6 @@ func nwParse(r *bufio.Reader) (any, error) {
 		return out, nil
 	}
 	return nil, fmt.Errorf("unexpected RESP line %q", line)
-}
-
-func io_ReadFull(r *bufio.Reader, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		m, err := r.Read(buf[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // nwProbe watches a server for signals: a REDIRECT target of a BCAST tracking client
