@@ -183,9 +183,9 @@ type view struct {
 	t1     int64
 }
 
-// event is one decoded log entry: counts for slots lo..lo+k-1 at ts.
+// event is one decoded log entry's counts, for slots lo..lo+k-1 (its time is kept by
+// the walker that read it).
 type event struct {
-	ts    int64
 	lo, k int
 	c     [Slots]int64
 	total int64

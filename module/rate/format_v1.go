@@ -27,13 +27,6 @@ type v1event struct {
 	total int64
 }
 
-func (e *v1event) count(j int) int64 {
-	if j >= e.lo && j < e.lo+e.k {
-		return e.c[j-e.lo]
-	}
-	return 0
-}
-
 // v1readEvent decodes and checks the v1event at b[off:]. prev is the previous v1event's time
 // (ignored when first), ntiers the number of tier slots that may hold hits.
 func v1readEvent(b []byte, off int, first bool, prev, last int64, ntiers int, e *v1event) (int, fault) {
