@@ -134,7 +134,7 @@ func rlcResultFields(r *ratelimit.Result) map[string]int64 {
 		return 0
 	}
 	retry := r.RetryAfter.Milliseconds()
-	if r.RetryAfter < 0 {
+	if r.RetryAfter == ratelimit.Never {
 		retry = -1
 	}
 	return map[string]int64{
@@ -213,7 +213,7 @@ func rlcCompareWithServer(t *testing.T, rdb redis.UniversalClient, tmpl ratelimi
 			min, max = 1000, 1000 // more than any tier can ever give
 		}
 		dry := rng.IntN(10) == 0
-		r, err := l.RequestArgs(ctx, resC, dom, ratelimit.RequestArgs{Min: min, Max: max, DryRun: dry})
+		r, err := l.RequestWith(ctx, resC, dom, ratelimit.RequestArgs{Min: min, Max: max, DryRun: dry})
 		require.NoError(t, err, "step %d", step)
 		key, gkey := ratelimit.KeyNames("rl", resR.Name, dom, resR.Global > 0)
 		v, err := rdb.Do(ctx, rlcRawArgs(key, gkey, resR, min, max, clk.Now().UnixMilli(), dry)...).Result()
@@ -223,7 +223,7 @@ func rlcCompareWithServer(t *testing.T, rdb redis.UniversalClient, tmpl ratelimi
 		require.Equal(t, ratelimit.OverrideNone, r.Override)
 		require.Equal(t, 1, r.Attempts)
 		switch {
-		case r.RetryAfter < 0:
+		case r.RetryAfter == ratelimit.Never:
 			seen["never"]++
 		case r.Granted == 0:
 			seen["rejected"]++
@@ -303,20 +303,20 @@ func TestRatelimitClientWaiting(t *testing.T) {
 		clk := rlcNewClock()
 		l := ratelimit.NewLimiter(rdb, &ratelimit.Options{Clock: clk})
 		res := ratelimit.PerSecond("wait-simple", 5)
-		r, err := l.Request(ctx, &res, "u", 5, 5)
+		r, err := l.Request(ctx, res, "u", 5, 5)
 		require.NoError(t, err)
 		require.Equal(t, int64(5), r.Granted)
 		start := clk.Now()
 
 		// Without MaxWait: rejected at once, with the server's RetryAfter.
-		r, err = l.Allow(ctx, &res, "u")
+		r, err = l.Allow(ctx, res, "u")
 		require.NoError(t, err)
 		require.Zero(t, r.Granted)
 		first := r.RetryAfter
 		require.Positive(t, first)
 		require.LessOrEqual(t, first, 1001*time.Millisecond)
 
-		r, err = l.RequestArgs(ctx, &res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 2 * time.Second})
+		r, err = l.RequestWith(ctx, res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 2 * time.Second})
 		require.NoError(t, err)
 		require.Equal(t, int64(1), r.Granted)
 		require.GreaterOrEqual(t, r.Attempts, 2)
@@ -327,8 +327,8 @@ func TestRatelimitClientWaiting(t *testing.T) {
 		require.LessOrEqual(t, clk.Now().Sub(start), 2*time.Second)
 		require.Equal(t, clk.Now().Sub(start), r.Waited)
 		// The server agrees: one more hit was recorded at the fake time.
-		key, _ := l.Keys(&res, "u")
-		require.Equal(t, int64(1), rlcUsed(t, rdb, key, &res, 5, clk.Now().UnixMilli()))
+		key, _ := l.Keys(res, "u")
+		require.Equal(t, int64(1), rlcUsed(t, rdb, key, res, 5, clk.Now().UnixMilli()))
 	})
 
 	t.Run("gives up at once when RetryAfter exceeds MaxWait", func(t *testing.T) {
@@ -339,7 +339,7 @@ func TestRatelimitClientWaiting(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, int64(6), r.Granted)
 		require.Equal(t, 2, r.Tier)
-		r, err = l.RequestArgs(ctx, res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: time.Second})
+		r, err = l.RequestWith(ctx, res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: time.Second})
 		require.NoError(t, err)
 		require.Zero(t, r.Granted)
 		require.Greater(t, r.RetryAfter, time.Second, "prison: about 15s")
@@ -352,9 +352,9 @@ func TestRatelimitClientWaiting(t *testing.T) {
 		clk := rlcNewClock()
 		l := ratelimit.NewLimiter(rdb, &ratelimit.Options{Clock: clk})
 		res := ratelimit.PerSecond("wait-never", 5)
-		r, err := l.RequestArgs(ctx, &res, "u", ratelimit.RequestArgs{Min: 6, Max: 6, MaxWait: time.Hour})
+		r, err := l.RequestWith(ctx, res, "u", ratelimit.RequestArgs{Min: 6, Max: 6, MaxWait: time.Hour})
 		require.NoError(t, err)
-		require.Equal(t, time.Duration(-1), r.RetryAfter)
+		require.Equal(t, ratelimit.Never, r.RetryAfter)
 		require.Equal(t, 1, r.Attempts)
 		require.Empty(t, clk.Slept())
 	})
@@ -364,18 +364,18 @@ func TestRatelimitClientWaiting(t *testing.T) {
 		l := ratelimit.NewLimiter(rdb, &ratelimit.Options{Clock: clk, MinBackoff: 50 * time.Millisecond})
 		rival := ratelimit.NewLimiter(rdb, &ratelimit.Options{Clock: clk})
 		res := ratelimit.Simple("wait-contention", 3, 2*time.Second)
-		r, err := l.Request(ctx, &res, "u", 3, 3)
+		r, err := l.Request(ctx, res, "u", 3, 3)
 		require.NoError(t, err)
 		require.Equal(t, int64(3), r.Granted)
 		// Whenever the waiter sleeps, a rival takes whatever was freed meanwhile.
 		stolen := int64(0)
 		clk.onSleep = func() {
-			r, err := rival.Request(ctx, &res, "u", 1, 3)
+			r, err := rival.Request(ctx, res, "u", 1, 3)
 			require.NoError(t, err)
 			stolen += r.Granted
 		}
 		start := clk.Now()
-		r, err = l.RequestArgs(ctx, &res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 7 * time.Second})
+		r, err = l.RequestWith(ctx, res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 7 * time.Second})
 		require.NoError(t, err)
 		require.Zero(t, r.Granted, "the rival always wins")
 		require.Positive(t, stolen)
@@ -395,10 +395,10 @@ func TestRatelimitClientWaiting(t *testing.T) {
 		rlcNoLeak(t, func() {
 			l := ratelimit.NewLimiter(rdb, nil)
 			res := ratelimit.Simple("wait-real", 1, 300*time.Millisecond)
-			r, err := l.Allow(ctx, &res, "u")
+			r, err := l.Allow(ctx, res, "u")
 			require.NoError(t, err)
 			require.Equal(t, int64(1), r.Granted)
-			r, err = l.RequestArgs(ctx, &res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 10 * time.Second})
+			r, err = l.RequestWith(ctx, res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 10 * time.Second})
 			require.NoError(t, err)
 			require.Equal(t, int64(1), r.Granted)
 			require.GreaterOrEqual(t, r.Attempts, 2)
@@ -409,11 +409,11 @@ func TestRatelimitClientWaiting(t *testing.T) {
 	t.Run("context deadline bounds the wait", func(t *testing.T) {
 		l := ratelimit.NewLimiter(rdb, nil)
 		res := ratelimit.Simple("wait-ctx", 1, time.Hour)
-		_, err := l.Allow(ctx, &res, "u")
+		_, err := l.Allow(ctx, res, "u")
 		require.NoError(t, err)
 		cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		defer cancel()
-		r, err := l.RequestArgs(cctx, &res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 2 * time.Hour})
+		r, err := l.RequestWith(cctx, res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 2 * time.Hour})
 		require.NoError(t, err)
 		require.Zero(t, r.Granted)
 		require.Equal(t, 1, r.Attempts, "an hour's RetryAfter does not fit in the context")
@@ -458,8 +458,8 @@ func TestRatelimitClientOutcomeUnknownNotResent(t *testing.T) {
 	})
 	res := ratelimit.PerHour("unknown", 10)
 	at := rlcNewClock().Now()
-	keyTx, _ := l.Keys(&res, "tx")
-	keyDo, _ := l.Keys(&res, "do")
+	keyTx, _ := l.Keys(res, "tx")
+	keyDo, _ := l.Keys(res, "do")
 
 	blocker := s.Client(t, func(o *redis.Options) { o.ReadTimeout = 30 * time.Second; o.MaxRetries = -1 })
 	slept := make(chan error, 1)
@@ -468,7 +468,7 @@ func TestRatelimitClientOutcomeUnknownNotResent(t *testing.T) {
 		return rlcFrozen(s.Addr()), "server not frozen by DEBUG SLEEP yet"
 	})
 
-	r, err := l.RequestArgs(ctx, &res, "tx", ratelimit.RequestArgs{Max: 1, At: at})
+	r, err := l.RequestWith(ctx, res, "tx", ratelimit.RequestArgs{Max: 1, At: at})
 	require.Nil(t, r)
 	require.ErrorIs(t, err, ratelimit.ErrOutcomeUnknown, "precondition: the server must still be frozen")
 	var ne net.Error
@@ -476,14 +476,14 @@ func TestRatelimitClientOutcomeUnknownNotResent(t *testing.T) {
 	require.True(t, ne.Timeout())
 	require.Zero(t, failOpens)
 
-	ctrl := rdb.Do(ctx, rlcRawArgs(keyDo, "", &res, 1, 1, at.UnixMilli(), false)...).Err()
+	ctrl := rdb.Do(ctx, rlcRawArgs(keyDo, "", res, 1, 1, at.UnixMilli(), false)...).Err()
 	require.Error(t, ctrl, "precondition: the control must time out too")
 
 	require.NoError(t, <-slept, "DEBUG SLEEP")
 	var usedTx, usedDo int64
 	harness.Eventually(t, 10*time.Second, func() (bool, string) {
-		usedTx = rlcUsed(t, ctl, keyTx, &res, 10, at.UnixMilli())
-		usedDo = rlcUsed(t, ctl, keyDo, &res, 10, at.UnixMilli())
+		usedTx = rlcUsed(t, ctl, keyTx, res, 10, at.UnixMilli())
+		usedDo = rlcUsed(t, ctl, keyDo, res, 10, at.UnixMilli())
 		return usedTx >= 1 && usedDo >= 2, fmt.Sprintf("client counted %d, control counted %d", usedTx, usedDo)
 	})
 	require.Equal(t, int64(1), usedTx, "the client's request must be counted exactly once")
@@ -515,12 +515,12 @@ func TestRatelimitClientKillSwitch(t *testing.T) {
 	clk := rlcNewClock()
 	l := ratelimit.NewLimiter(rdb, &ratelimit.Options{Clock: clk})
 	res := ratelimit.PerHour("kill", 2)
-	key, _ := l.Keys(&res, "u")
+	key, _ := l.Keys(res, "u")
 
-	r, err := l.Request(ctx, &res, "u", 2, 2)
+	r, err := l.Request(ctx, res, "u", 2, 2)
 	require.NoError(t, err)
 	require.Equal(t, int64(2), r.Granted)
-	r, err = l.Request(ctx, &res, "u", 1, 3)
+	r, err = l.Request(ctx, res, "u", 1, 3)
 	require.NoError(t, err)
 	require.Zero(t, r.Granted)
 	require.Equal(t, ratelimit.OverrideNone, r.Override)
@@ -533,7 +533,7 @@ func TestRatelimitClientKillSwitch(t *testing.T) {
 	before := digest()
 
 	l.SetKillSwitch(true)
-	r, err = l.RequestArgs(ctx, &res, "u", ratelimit.RequestArgs{Min: 1, Max: 3, MaxWait: time.Minute})
+	r, err = l.RequestWith(ctx, res, "u", ratelimit.RequestArgs{Min: 1, Max: 3, MaxWait: time.Minute})
 	require.NoError(t, err)
 	require.Equal(t, int64(1), r.Granted, "the kill switch grants Min (at least 1)")
 	require.Equal(t, ratelimit.OverrideKillSwitch, r.Override)
@@ -541,15 +541,15 @@ func TestRatelimitClientKillSwitch(t *testing.T) {
 	require.Equal(t, rejected.TierHits, r.TierHits)
 	require.Equal(t, 1, r.Attempts, "no waiting while the kill switch is on")
 	require.Equal(t, before, digest(), "nothing recorded")
-	require.Equal(t, int64(2), rlcUsed(t, rdb, key, &res, 2, clk.Now().UnixMilli()))
+	require.Equal(t, int64(2), rlcUsed(t, rdb, key, res, 2, clk.Now().UnixMilli()))
 
 	// Grants are unaffected by the switch.
-	r, err = l.Allow(ctx, &res, "other")
+	r, err = l.Allow(ctx, res, "other")
 	require.NoError(t, err)
 	require.Equal(t, ratelimit.OverrideNone, r.Override)
 
 	l.SetKillSwitch(false)
-	r, err = l.Allow(ctx, &res, "u")
+	r, err = l.Allow(ctx, res, "u")
 	require.NoError(t, err)
 	require.Zero(t, r.Granted)
 	require.Equal(t, ratelimit.OverrideNone, r.Override)
@@ -579,12 +579,12 @@ func TestRatelimitClientFailOpen(t *testing.T) {
 		}})
 		closed := ratelimit.NewLimiter(rdb, nil)
 
-		r, err := open.Allow(ctx, &res, "u")
+		r, err := open.Allow(ctx, res, "u")
 		require.NoError(t, err)
 		require.Equal(t, ratelimit.OverrideNone, r.Override, "server up: a real answer")
 
 		s.Kill(t)
-		r, err = open.Request(ctx, &res, "u", 2, 4)
+		r, err = open.Request(ctx, res, "u", 2, 4)
 		require.NoError(t, err)
 		require.Equal(t, int64(2), r.Granted, "fail-open grants Min")
 		require.Equal(t, ratelimit.OverrideFailOpen, r.Override)
@@ -592,13 +592,13 @@ func TestRatelimitClientFailOpen(t *testing.T) {
 		require.Error(t, reported[0])
 		require.NotErrorIs(t, reported[0], ratelimit.ErrOutcomeUnknown)
 
-		_, err = closed.Allow(ctx, &res, "u")
+		_, err = closed.Allow(ctx, res, "u")
 		require.Error(t, err, "without FailOpen an unreachable Redis is an error")
 		require.NotErrorIs(t, err, ratelimit.ErrOutcomeUnknown, "nothing was sent: %v", err)
 
 		s.Start(t)
 		harness.Eventually(t, 20*time.Second, func() (bool, string) {
-			r, err := closed.Allow(ctx, &res, "u")
+			r, err := closed.Allow(ctx, res, "u")
 			if err != nil {
 				return false, err.Error()
 			}
@@ -618,7 +618,7 @@ func TestRatelimitClientMiddleware(t *testing.T) {
 		res := ratelimit.PerHour("http", 2)
 		res.Hard = 10
 		mw, err := l.Middleware(ratelimit.MiddlewareOptions{
-			Resource: &res,
+			Resource: res,
 			Domain:   func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil },
 		})
 		require.NoError(t, err)
@@ -660,8 +660,8 @@ func TestRatelimitClientMiddleware(t *testing.T) {
 		require.Equal(t, `"t1";r=1, "hard";r=9`, resp.Header.Get("RateLimit"))
 
 		// The server holds what the headers said: alice used both hits.
-		key, _ := l.Keys(&res, "alice")
-		require.Equal(t, int64(2), rlcUsed(t, rdb, key, &res, 2, time.Now().UnixMilli()))
+		key, _ := l.Keys(res, "alice")
+		require.Equal(t, int64(2), rlcUsed(t, rdb, key, res, 2, time.Now().UnixMilli()))
 	})
 }
 
@@ -714,9 +714,9 @@ func TestRatelimitClientCluster(t *testing.T) {
 		l := ratelimit.NewLimiter(cc, &ratelimit.Options{Clock: clk})
 		res := ratelimit.PerSecond("cwait", 3)
 		res.Global = 100
-		_, err := l.Request(ctx, &res, "u", 3, 3)
+		_, err := l.Request(ctx, res, "u", 3, 3)
 		require.NoError(t, err)
-		r, err := l.RequestArgs(ctx, &res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 3 * time.Second})
+		r, err := l.RequestWith(ctx, res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 3 * time.Second})
 		require.NoError(t, err)
 		require.Equal(t, int64(1), r.Granted)
 		require.GreaterOrEqual(t, r.Attempts, 2)
@@ -754,8 +754,8 @@ func testRatelimitMidMigration(t *testing.T, cl *harness.Cluster) {
 		OnFailOpen: func(_ context.Context, _, _ string, err error) { failOpens = append(failOpens, err) }})
 	res := ratelimit.PerHour("migrating", 100)
 	res.Global = 1000
-	key, gkey := strict.Keys(&res, "old")
-	r, err := strict.Allow(ctx, &res, "old")
+	key, gkey := strict.Keys(res, "old")
+	r, err := strict.Allow(ctx, res, "old")
 	require.NoError(t, err)
 	require.Equal(t, int64(1), r.Granted)
 
@@ -773,14 +773,14 @@ func testRatelimitMidMigration(t *testing.T, cl *harness.Cluster) {
 	notRun := func(err error) bool {
 		return redis.HasErrorPrefix(err, "TRYAGAIN") || redis.HasErrorPrefix(err, "EXECABORT")
 	}
-	r, err = strict.Allow(ctx, &res, "old")
+	r, err = strict.Allow(ctx, res, "old")
 	require.Nil(t, r)
 	require.Error(t, err)
 	require.True(t, notRun(err), "want TRYAGAIN or EXECABORT after the retries, got %v", err)
 	require.NotErrorIs(t, err, ratelimit.ErrOutcomeUnknown)
 	t.Logf("split pair mid-migration: %v", err)
 
-	r, err = open.Allow(ctx, &res, "old")
+	r, err = open.Allow(ctx, res, "old")
 	require.NoError(t, err)
 	require.Equal(t, ratelimit.OverrideFailOpen, r.Override)
 	require.Equal(t, 1+ratelimit.DefaultTransientRetries, r.Attempts)
@@ -791,7 +791,7 @@ func testRatelimitMidMigration(t *testing.T, cl *harness.Cluster) {
 	// go-redis cannot follow inside MULTI. Whatever the client answers, it must not be
 	// "unknown", and nothing may be counted twice.
 	m.MoveKeys(t, gkey)
-	r, err = strict.Allow(ctx, &res, "old")
+	r, err = strict.Allow(ctx, res, "old")
 	t.Logf("both keys on the importing node: result %+v, error %v", r, err)
 	if err != nil {
 		require.True(t, notRun(err), "%v", err)
@@ -802,11 +802,11 @@ func testRatelimitMidMigration(t *testing.T, cl *harness.Cluster) {
 	}
 
 	m.Finish(t)
-	r, err = strict.Allow(ctx, &res, "old")
+	r, err = strict.Allow(ctx, res, "old")
 	require.NoError(t, err)
 	require.Equal(t, int64(1), r.Granted)
 	// The dry run is sent without GLOBAL: it counts only the domain's own hits.
-	noGlobal := res
+	noGlobal := *res
 	noGlobal.Global = 0
 	used := rlcUsed(t, cc, key, &noGlobal, 100, clk.Now().UnixMilli())
 	require.Equal(t, 2+asked, used, "hits recorded for the domain: the grants, each once")
@@ -823,13 +823,13 @@ func BenchmarkRatelimitClient(b *testing.B) {
 		l := ratelimit.NewLimiter(rdb, nil)
 		b.Run(fmt.Sprintf("RESP%d/limiter-Allow", proto), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				r, err := l.Allow(ctx, &res, "u")
+				r, err := l.Allow(ctx, res, "u")
 				if err != nil || r.Granted != 1 {
 					b.Fatal(r, err)
 				}
 			}
 		})
-		key, _ := l.Keys(&res, "u")
+		key, _ := l.Keys(res, "u")
 		b.Run(fmt.Sprintf("RESP%d/raw-Do", proto), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				if err := rdb.Do(ctx, "CHARON.RATE", key, "MAX", 1, "MIN", 1, "TIER", ratelimit.MaxCount, 1000, 1000, 0).Err(); err != nil {

@@ -22,7 +22,7 @@ func ExampleNewLimiter() {
 	limiter := ratelimit.NewLimiter(rdb, nil)
 
 	api := ratelimit.PerSecond("api", 5)
-	res, err := limiter.Allow(context.Background(), &api, "user-1234")
+	res, err := limiter.Allow(context.Background(), api, "user-1234")
 	switch {
 	case errors.Is(err, ratelimit.ErrOutcomeUnknown):
 		fmt.Println("no answer; the hit may have been counted, do not retry blindly")
@@ -72,7 +72,7 @@ func ExampleResource_punishment() {
 		{Limit: 1, Window: 15 * time.Second, Active: 15 * time.Second},
 	}}
 	// Wait up to 2s for a rejection to clear before giving up.
-	res, err := limiter.RequestArgs(context.Background(), &login, "203.0.113.9", ratelimit.RequestArgs{Max: 1, MaxWait: 2 * time.Second})
+	res, err := limiter.RequestWith(context.Background(), &login, "203.0.113.9", ratelimit.RequestArgs{Max: 1, MaxWait: 2 * time.Second})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -111,9 +111,9 @@ func ExampleResource_global() {
 
 	partner := ratelimit.PerMinute("partner-api", 600)
 	partner.Hard, partner.Global = 20, 1000
-	key, globalKey := limiter.Keys(&partner, "alice")
+	key, globalKey := limiter.Keys(partner, "alice")
 	fmt.Println(key, globalKey) // rl:{partner-api}:alice rl:{partner-api}
-	res, err := limiter.Allow(context.Background(), &partner, "alice")
+	res, err := limiter.Allow(context.Background(), partner, "alice")
 	if err == nil {
 		fmt.Println(res.GlobalHits, res.GlobalLimited)
 	}
@@ -132,7 +132,7 @@ func ExampleOptions_failOpen() {
 	limiter.SetKillSwitch(true) // observe-only while new limits roll out
 
 	api := ratelimit.PerSecond("api", 5)
-	res, err := limiter.Allow(context.Background(), &api, "user-1")
+	res, err := limiter.Allow(context.Background(), api, "user-1")
 	if err != nil {
 		fmt.Println(err) // outcome unknown, or a server error: never turned into a grant
 		return
@@ -149,7 +149,7 @@ func ExampleLimiter_Middleware() {
 
 	api := ratelimit.PerMinute("http-api", 120)
 	mw, err := limiter.Middleware(ratelimit.MiddlewareOptions{
-		Resource: &api,
+		Resource: api,
 		Domain: func(r *http.Request) (string, error) {
 			if key := r.Header.Get("X-Api-Key"); key != "" {
 				return key, nil

@@ -51,30 +51,30 @@ func TestRequestValidatesBeforeSending(t *testing.T) {
 	}{
 		{"bad resource", &bad, "u", RequestArgs{Max: 1}},
 		{"nil resource", nil, "u", RequestArgs{Max: 1}},
-		{"empty domain", &good, "", RequestArgs{Max: 1}},
-		{"max too big", &good, "u", RequestArgs{Max: MaxCount + 1}},
-		{"negative max", &good, "u", RequestArgs{Max: -1}},
-		{"min above max", &good, "u", RequestArgs{Min: 3, Max: 2}},
-		{"negative min", &good, "u", RequestArgs{Min: -1, Max: 2}},
-		{"negative wait", &good, "u", RequestArgs{Max: 1, MaxWait: -time.Second}},
-		{"at before 1970", &good, "u", RequestArgs{Max: 1, At: time.UnixMilli(-1)}},
-		{"at beyond 2^53 ms", &good, "u", RequestArgs{Max: 1, At: time.UnixMilli(1<<53 + 1)}},
+		{"empty domain", good, "", RequestArgs{Max: 1}},
+		{"max too big", good, "u", RequestArgs{Max: MaxCount + 1}},
+		{"negative max", good, "u", RequestArgs{Max: -1}},
+		{"min above max", good, "u", RequestArgs{Min: 3, Max: 2}},
+		{"negative min", good, "u", RequestArgs{Min: -1, Max: 2}},
+		{"negative wait", good, "u", RequestArgs{Max: 1, MaxWait: -time.Second}},
+		{"at before 1970", good, "u", RequestArgs{Max: 1, At: time.UnixMilli(-1)}},
+		{"at beyond 2^53 ms", good, "u", RequestArgs{Max: 1, At: time.UnixMilli(1<<53 + 1)}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			r, err := l.RequestArgs(ctx, c.res, c.dom, c.a)
+			r, err := l.RequestWith(ctx, c.res, c.dom, c.a)
 			require.Nil(t, r)
 			require.ErrorIs(t, err, ErrInvalid)
 		})
 	}
-	_, err := l.Request(ctx, &good, "u", 0, 0)
+	_, err := l.Request(ctx, good, "u", 0, 0)
 	require.ErrorIs(t, err, ErrInvalid, "Request(min 0, max 0) is refused: max must be at least 1")
 }
 
 func TestUnreachableFailsClosedByDefault(t *testing.T) {
 	l := NewLimiter(unreachable(t), nil)
 	res := PerSecond("api", 5)
-	r, err := l.Allow(context.Background(), &res, "u")
+	r, err := l.Allow(context.Background(), res, "u")
 	require.Nil(t, r)
 	require.Error(t, err)
 	require.False(t, errors.Is(err, ErrOutcomeUnknown), "a refused dial proves nothing was sent: %v", err)
@@ -96,10 +96,10 @@ func TestFailOpenGrantsMinAndReports(t *testing.T) {
 		},
 	})
 	res := PerSecond("api", 5)
-	r, err := l.Request(context.Background(), &res, "alice", 3, 10)
+	r, err := l.Request(context.Background(), res, "alice", 3, 10)
 	require.NoError(t, err)
 	require.Equal(t, &Result{Granted: 3, GlobalHits: -1, Override: OverrideFailOpen, Attempts: 1}, r)
-	r, err = l.Request(context.Background(), &res, "bob", 0, 10)
+	r, err = l.Request(context.Background(), res, "bob", 0, 10)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), r.Granted, "Min 0 fails open with one hit, never zero")
 	require.Len(t, calls, 2)
@@ -110,13 +110,13 @@ func TestFailOpenGrantsMinAndReports(t *testing.T) {
 	// A context that ended is the caller giving up, not Redis being down.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	r, err = l.Allow(ctx, &res, "carol")
+	r, err = l.Allow(ctx, res, "carol")
 	require.Error(t, err)
 	require.Nil(t, r)
 	require.Len(t, calls, 2, "no fail-open for a canceled context")
 
 	// Validation errors are never turned into grants.
-	_, err = l.Request(context.Background(), &res, "", 1, 1)
+	_, err = l.Request(context.Background(), res, "", 1, 1)
 	require.ErrorIs(t, err, ErrInvalid)
 	require.Len(t, calls, 2)
 }
@@ -156,7 +156,7 @@ func TestNoGoroutineLeakOnFailure(t *testing.T) {
 		l := NewLimiter(c, &Options{FailOpen: true})
 		res := PerSecond("api", 5)
 		for i := 0; i < 20; i++ {
-			_, err := l.RequestArgs(context.Background(), &res, "u", RequestArgs{Max: 1, MaxWait: time.Second})
+			_, err := l.RequestWith(context.Background(), res, "u", RequestArgs{Max: 1, MaxWait: time.Second})
 			require.NoError(t, err)
 		}
 	}()
