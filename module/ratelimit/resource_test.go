@@ -209,4 +209,3 @@ func TestCompactLimitsCache(t *testing.T) {
 	require.Equal(t, "1/1h", cp.compactLimits())
 	require.Equal(t, "20/1s, 100/1m", res.compactLimits())
 }
-
