@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -605,6 +606,97 @@ func TestRatelimitClientFailOpen(t *testing.T) {
 			return r.Override == ratelimit.OverrideNone && r.Granted == 1, fmt.Sprintf("%+v", r)
 		})
 	})
+}
+
+// A stopped server with go-redis's default dial and retry settings: a FailOpen limiter
+// still decides within its own Timeout (DefaultTimeout), not after go-redis's dial
+// retries (about 2s per request). The figures are logged, never asserted.
+func TestRatelimitClientFailOpenDeadline(t *testing.T) {
+	s := harness.Start(t, harness.Options{})
+	ctx := context.Background()
+	res := ratelimit.PerHour("deadline", 5)
+	rlcNoLeak(t, func() {
+		o := rlcClientOptions(s, 3) // go-redis defaults for dialing and retries
+		o.ContextTimeoutEnabled = true
+		rdb := redis.NewClient(o)
+		defer rdb.Close()
+		obs := &rlcEvents{}
+		l := ratelimit.NewLimiter(rdb, &ratelimit.Options{FailOpen: true, Observer: obs})
+		// A real answer first (on this shared machine a cold connection can take longer
+		// than the Timeout: that request fails open, the next one finds the connection).
+		harness.Eventually(t, 10*time.Second, func() (bool, string) {
+			r, err := l.Allow(ctx, res, "u")
+			if err != nil {
+				return false, err.Error()
+			}
+			return r.Override == ratelimit.OverrideNone, fmt.Sprintf("%+v", r)
+		})
+
+		s.Kill(t)
+		var took []time.Duration
+		harness.Eventually(t, 10*time.Second, func() (bool, string) {
+			began := time.Now()
+			r, err := l.Allow(ctx, res, "u")
+			took = append(took, time.Since(began))
+			if err != nil {
+				return false, err.Error()
+			}
+			return r.Override == ratelimit.OverrideFailOpen && len(took) >= 20, fmt.Sprintf("%+v after %d calls", r, len(took))
+		})
+		slices.Sort(took)
+		t.Logf("FailOpen with the default Timeout (%v), server killed: %d calls, min %v, median %v, max %v",
+			ratelimit.DefaultTimeout, len(took), took[0], took[len(took)/2], took[len(took)-1])
+		ev := obs.take()
+		last := ev[len(ev)-1]
+		require.Equal(t, ratelimit.OutcomeFailOpen, last.Outcome)
+		require.Equal(t, "deadline", last.Resource)
+		require.Error(t, last.Err)
+
+		// For comparison, the same call with no Timeout waits for go-redis to give up.
+		slow := ratelimit.NewLimiter(rdb, &ratelimit.Options{FailOpen: true, Timeout: -1})
+		began := time.Now()
+		r, err := slow.Allow(ctx, res, "u")
+		require.NoError(t, err)
+		require.Equal(t, ratelimit.OverrideFailOpen, r.Override)
+		t.Logf("the same without a Timeout: %v", time.Since(began))
+
+		// With the go-redis options docs/go-client.md recommends for a limiter's client.
+		q := rlcClientOptions(s, 3)
+		q.DialerRetries, q.DialerRetryTimeout, q.MaxRetries, q.ContextTimeoutEnabled = 1, time.Millisecond, -1, true
+		quiet := redis.NewClient(q)
+		defer quiet.Close()
+		fast := ratelimit.NewLimiter(quiet, &ratelimit.Options{FailOpen: true})
+		took = took[:0]
+		for range 20 {
+			began := time.Now()
+			r, err := fast.Allow(ctx, res, "u")
+			took = append(took, time.Since(began))
+			require.NoError(t, err)
+			require.Equal(t, ratelimit.OverrideFailOpen, r.Override)
+		}
+		slices.Sort(took)
+		t.Logf("with DialerRetries 1, DialerRetryTimeout 1ms, MaxRetries -1: min %v, median %v, max %v", took[0], took[len(took)/2], took[len(took)-1])
+	})
+}
+
+// rlcEvents is a ratelimit.Observer that keeps every Event.
+type rlcEvents struct {
+	mu     sync.Mutex
+	events []ratelimit.Event
+}
+
+func (o *rlcEvents) Observe(_ context.Context, e ratelimit.Event) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.events = append(o.events, e)
+}
+
+func (o *rlcEvents) take() []ratelimit.Event {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	e := o.events
+	o.events = nil
+	return e
 }
 
 // The net/http middleware over a real Redis: RateLimit and RateLimit-Policy on every
