@@ -931,3 +931,86 @@ func BenchmarkRatelimitClient(b *testing.B) {
 		})
 	}
 }
+
+// The redis_rate-style calls on a real server, time driven by AT: AllowN is all or
+// nothing, AllowAtMost takes what is left, Remaining counts down, Reset forgets, and a
+// Closed resource is refused with RetryAfter Never. The client sends the compact
+// LIMITS form; a raw TIER-form dry run sees the same state.
+func TestRatelimitClientRedisRateShapes(t *testing.T) {
+	s := harness.Start(t, harness.Options{})
+	ctx := context.Background()
+	for _, proto := range []int{2, 3} {
+		t.Run(fmt.Sprintf("RESP%d", proto), func(t *testing.T) {
+			rdb := redis.NewClient(rlcClientOptions(s, proto))
+			defer rdb.Close()
+			clk := rlcNewClock()
+			l := ratelimit.NewLimiter(rdb, &ratelimit.Options{Clock: clk, Timeout: -1})
+			res := ratelimit.PerMinute(fmt.Sprintf("shapes%d", proto), 10)
+
+			r, err := l.Allow(ctx, res, "u")
+			require.NoError(t, err)
+			require.Equal(t, int64(1), r.Granted)
+			require.Equal(t, int64(9), r.Remaining)
+			require.Equal(t, time.Duration(0), r.RetryAfter)
+			require.Equal(t, ratelimit.LimitNone, r.RejectedBy)
+
+			r, err = l.AllowN(ctx, res, "u", 4)
+			require.NoError(t, err)
+			require.Equal(t, int64(4), r.Granted)
+			require.Equal(t, int64(5), r.Remaining)
+
+			r, err = l.AllowN(ctx, res, "u", 6)
+			require.NoError(t, err)
+			require.Equal(t, int64(0), r.Granted, "all or nothing")
+			require.Equal(t, ratelimit.LimitTier, r.RejectedBy)
+			require.Positive(t, r.RetryAfter)
+			require.NotEqual(t, ratelimit.Never, r.RetryAfter)
+
+			r, err = l.AllowAtMost(ctx, res, "u", 8)
+			require.NoError(t, err)
+			require.Equal(t, int64(5), r.Granted, "what is left")
+			require.Equal(t, int64(0), r.Remaining)
+			key, _ := l.Keys(res, "u")
+			require.Equal(t, int64(10), rlcUsed(t, rdb, key, res, 10, clk.Now().UnixMilli()), "the TIER form sees the LIMITS form's hits")
+
+			r, err = l.AllowN(ctx, res, "u", 11)
+			require.NoError(t, err)
+			require.Equal(t, ratelimit.Never, r.RetryAfter, "more than the limit can ever give")
+
+			require.NoError(t, l.Reset(ctx, res, "u"))
+			require.Zero(t, rdb.Exists(ctx, key).Val())
+			r, err = l.Allow(ctx, res, "u")
+			require.NoError(t, err)
+			require.Equal(t, int64(9), r.Remaining, "reset forgot the hits")
+
+			// Inline limits, and a resource with a Hard cap that rejects first.
+			capped := ratelimit.PerMinute(res.Name+"-hard", 10)
+			capped.Hard = 2
+			r, err = l.AllowN(ctx, capped, "v", 2)
+			require.NoError(t, err)
+			require.Equal(t, int64(0), r.Remaining, "the Hard room is the smaller")
+			r, err = l.Allow(ctx, capped, "v")
+			require.NoError(t, err)
+			require.Equal(t, int64(0), r.Granted)
+			require.Equal(t, ratelimit.LimitHard, r.RejectedBy)
+
+			// Closed: refused, nothing stored; a Resource with no tiers is refused by
+			// the client before anything is sent.
+			closed := &ratelimit.Resource{Name: res.Name + "-closed", Closed: true}
+			r, err = l.Allow(ctx, closed, "u")
+			require.NoError(t, err)
+			require.Equal(t, int64(0), r.Granted)
+			require.Equal(t, ratelimit.Never, r.RetryAfter)
+			require.Equal(t, ratelimit.LimitClosed, r.RejectedBy)
+			ckey, _ := l.Keys(closed, "u")
+			require.Zero(t, rdb.Exists(ctx, ckey).Val())
+			_, err = l.Allow(ctx, &ratelimit.Resource{Name: "forgot"}, "u")
+			require.ErrorIs(t, err, ratelimit.ErrInvalid)
+			require.ErrorContains(t, err, "no tiers")
+			// The server agrees: no TIER and no CLOSED is an error naming TIER.
+			err = rdb.Do(ctx, "CHARON.RATE", "rl:forgot:{u}", "MAX", 1).Err()
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "TIER")
+		})
+	}
+}

@@ -204,7 +204,7 @@ func (r *Resource) appendLimitArgs(args []any) []any {
 
 // sendCompact chooses the form requests carry their tiers in: the compact LIMITS
 // argument (one argument for all tiers) or TIER clauses (five or six per tier).
-const sendCompact = false
+const sendCompact = true
 
 // compactLimits returns EncodeLimits(r.Tiers), from the cache when the tiers have not
 // changed since it was filled. The check is a comparison of T tiers; a hit allocates

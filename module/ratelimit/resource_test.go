@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/charon-redis/charon/module/rate"
 	"github.com/stretchr/testify/require"
 )
 
@@ -190,6 +191,15 @@ func TestEncodeLimitsRoundTrip(t *testing.T) {
 		require.NoError(t, res.Validate())
 		s := EncodeLimits(tiers)
 		require.Equal(t, tiers, decodeCompact(t, s), s)
+		// The server's own parser reads the same tiers.
+		var parsed [rate.MaxTiers]rate.Tier
+		n, err := rate.ParseLimits([]byte(s), &parsed)
+		require.NoError(t, err, s)
+		require.Equal(t, len(tiers), n, s)
+		for j, tr := range tiers {
+			require.Equal(t, rate.Tier{Limit: tr.Limit, Window: tr.Window.Milliseconds(), Active: tr.Active.Milliseconds(),
+				Cooldown: tr.Cooldown.Milliseconds(), Skippable: tr.Skippable}, parsed[j], "%s tier %d", s, j+1)
+		}
 	}
 }
 
