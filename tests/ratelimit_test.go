@@ -754,6 +754,29 @@ func TestRatelimitClientMiddleware(t *testing.T) {
 		// The server holds what the headers said: alice used both hits.
 		key, _ := l.Keys(res, "alice")
 		require.Equal(t, int64(2), rlcUsed(t, rdb, key, res, 2, time.Now().UnixMilli()))
+
+		// No X-User header: the client's mistake, 400, nothing asked of Redis.
+		resp = get("")
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+		require.Empty(t, resp.Header.Get("RateLimit"))
+
+		// A Global cap that rejects before the tiers do: RateLimit leads with it.
+		shared := ratelimit.PerHour("http-global", 100)
+		shared.Hard, shared.Global = 50, 3
+		gmw, err := l.Middleware(ratelimit.MiddlewareOptions{Resource: shared,
+			Domain: func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil }})
+		require.NoError(t, err)
+		rec := httptest.NewRecorder()
+		for _, user := range []string{"a", "b", "c", "d"} {
+			rec = httptest.NewRecorder()
+			req := httptest.NewRequest(http.MethodGet, "/", nil)
+			req.Header.Set("X-User", user)
+			gmw(http.NotFoundHandler()).ServeHTTP(rec, req)
+		}
+		require.Equal(t, http.StatusTooManyRequests, rec.Code, "the fourth domain meets the global cap")
+		rl := rec.Header().Get("RateLimit")
+		require.True(t, strings.HasPrefix(rl, `"global";r=0;t=1, "t1";r=100, "hard";r=50`), "RateLimit %q", rl)
+		require.Equal(t, "1", rec.Header().Get("Retry-After"))
 	})
 }
 
