@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/charon-redis/charon/module/ratelimit"
@@ -156,13 +157,81 @@ func ExampleLimiter_Middleware() {
 			}
 			return "", errors.New("missing API key")
 		},
+		// The default answers 400 Bad Request; choose 401 instead.
+		OnBadRequest: func(w http.ResponseWriter, r *http.Request, err error) {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+		},
 	})
 	if err != nil {
 		log.Fatal(err)
 	}
 	hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		res := ratelimit.ResultFromContext(r.Context())
-		fmt.Fprintf(w, "hello, %d hits left in this tier\n", res.TierLimit-res.TierHits)
+		fmt.Fprintf(w, "hello, %d hits left\n", res.Remaining)
 	})
 	log.Fatal(http.ListenAndServe("127.0.0.1:8080", mw(hello)))
+}
+
+// redis_rate's shapes: an inline limit, n hits all or nothing, up to n hits, and Reset.
+func ExampleLimiter_AllowN() {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	limiter := ratelimit.NewLimiter(rdb, nil)
+	ctx := context.Background()
+
+	res, err := limiter.AllowN(ctx, ratelimit.PerMinute("uploads", 10), "user-2", 4)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(res.Granted, res.Remaining) // 4 6
+
+	res, err = limiter.AllowAtMost(ctx, ratelimit.PerMinute("uploads", 10), "user-2", 8)
+	if err == nil {
+		fmt.Println(res.Granted, res.Remaining) // 6 0
+	}
+	_ = limiter.Reset(ctx, ratelimit.PerMinute("uploads", 10), "user-2") // forget user-2's hits
+}
+
+// A closed resource refuses every request (RetryAfter Never) without forgetting to
+// say so: a Resource with neither tiers nor Closed is an error.
+func ExampleResource_closed() {
+	maintenance := &ratelimit.Resource{Name: "billing", Closed: true}
+	fmt.Println(maintenance.Validate(), maintenance)
+
+	forgot := &ratelimit.Resource{Name: "billing"}
+	fmt.Println(errors.Is(forgot.Validate(), ratelimit.ErrInvalid))
+	// Output:
+	// <nil> billing: CLOSED
+	// true
+}
+
+// The compact form requests carry: one LIMITS argument for all tiers.
+func ExampleEncodeLimits() {
+	fmt.Println(ratelimit.EncodeLimits([]ratelimit.Tier{
+		{Limit: 10, Window: time.Second, Active: time.Second},
+		{Limit: 50, Window: 5 * time.Second, Active: 5 * time.Second, Cooldown: 15 * time.Second},
+		{Limit: 1000, Window: time.Minute, Active: time.Minute, Cooldown: 10 * time.Minute, Skippable: true},
+	}))
+	// Output: 10/1s, 50/5s/5s/15s, 1000/1m/1m/10m?
+}
+
+// Count outcomes per resource and outcome, and sum latencies: the shape of a wiring to
+// any metrics library (see docs/go-client.md for Prometheus).
+func ExampleObserver() {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	var mu sync.Mutex
+	counts := map[string]int{}
+	limiter := ratelimit.NewLimiter(rdb, &ratelimit.Options{
+		Observer: ratelimit.ObserverFunc(func(ctx context.Context, e ratelimit.Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			counts[e.Resource+" "+e.Outcome.String()]++
+			if e.Outcome == ratelimit.OutcomeRejected {
+				counts[e.Resource+" rejected by "+e.RejectedBy.String()]++
+			}
+		}),
+	})
+	_, _ = limiter.Allow(context.Background(), ratelimit.PerSecond("api", 5), "user-1")
 }

@@ -1,6 +1,14 @@
-// Package unread answers "how many conversations with unread messages does each of
-// these users have" from Redis, correctly on a single node, a primary with replicas and
-// a Redis Cluster, including while the cluster moves slots.
+// Package unread is the Go client of the UNREAD.* commands: the package a Go server
+// imports to answer "how many conversations with unread messages does each of these
+// users have" from Redis, correctly on a single node, a primary with replicas and a
+// Redis Cluster, including while the cluster moves slots.
+//
+//	import "github.com/charon-redis/charon/module/unread"
+//
+// (Its subpackage wire is the commands' contract, shared with the module; servers do
+// not need it.) Options.Observer sees every call: keys, commands, round trips, resends
+// while slots move, fallbacks to plain commands, latency. docs/go-client.md is the
+// guide.
 //
 // Each user has a sorted set named by Key (user_id{ID}) whose members are the
 // conversations with unread messages and whose scores are the numbers of unread
