@@ -952,6 +952,35 @@ func BenchmarkRatelimitClient(b *testing.B) {
 				}
 			}
 		})
+		// Three tiers: the client sends one LIMITS argument (cached per Resource)
+		// instead of 15 TIER arguments; the raw forms show what that saves.
+		three := &ratelimit.Resource{Name: "bench3", Tiers: []ratelimit.Tier{
+			{Limit: ratelimit.MaxCount, Window: time.Second, Active: time.Second},
+			{Limit: ratelimit.MaxCount, Window: 5 * time.Second, Active: 5 * time.Second, Cooldown: 15 * time.Second},
+			{Limit: ratelimit.MaxCount, Window: time.Minute, Active: time.Minute, Cooldown: 10 * time.Minute},
+		}}
+		b.Run(fmt.Sprintf("RESP%d/limiter-Allow-3tiers", proto), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if r, err := l.Allow(ctx, three, "u"); err != nil || r.Granted != 1 {
+					b.Fatal(r, err)
+				}
+			}
+		})
+		key3, _ := l.Keys(three, "u")
+		tierArgs := []any{"CHARON.RATE", key3, "MAX", 1, "MIN", 1}
+		for _, t := range three.Tiers {
+			tierArgs = append(tierArgs, "TIER", t.Limit, t.Window.Milliseconds(), t.Active.Milliseconds(), t.Cooldown.Milliseconds())
+		}
+		limitsArgs := []any{"CHARON.RATE", key3, "MAX", 1, "MIN", 1, "LIMITS", ratelimit.EncodeLimits(three.Tiers)}
+		for name, args := range map[string][]any{"TIER": tierArgs, "LIMITS": limitsArgs} {
+			b.Run(fmt.Sprintf("RESP%d/raw-Do-3tiers-%s", proto, name), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					if err := rdb.Do(ctx, args...).Err(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }
 

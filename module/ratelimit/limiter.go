@@ -304,7 +304,11 @@ func (l *Limiter) requestWith(ctx context.Context, res *Resource, domain string,
 	}
 
 	key, gkey := l.Keys(res, domain)
-	args := make([]any, 0, 16+6*len(res.Tiers))
+	n := 20 // CHARON.RATE key MAX n MIN n HARD n GLOBAL k n DRYRUN LIMITS s AT t
+	if !sendCompact {
+		n += 6 * len(res.Tiers)
+	}
+	args := make([]any, 0, n)
 	args = append(args, "CHARON.RATE", key, "MAX", a.Max, "MIN", a.Min)
 	if res.Hard > 0 {
 		args = append(args, "HARD", res.Hard)
