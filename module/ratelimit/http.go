@@ -30,7 +30,7 @@ type MiddlewareOptions struct {
 	// by OnBadRequest, with an error wrapping ErrNoDomain.
 	Domain func(r *http.Request) (string, error)
 	// Hits is the number of hits an HTTP request costs (at least 1); nil means 1. A
-	// value below 1 is answered by OnBadRequest.
+	// value outside [1, MaxCount] is answered by OnBadRequest.
 	Hits func(r *http.Request) int64
 	// MaxWait lets a request wait that long for a rejection to clear (RequestArgs).
 	MaxWait time.Duration
@@ -38,7 +38,7 @@ type MiddlewareOptions struct {
 	// RateLimit-Policy and Retry-After fields are set. nil writes 429 Too Many Requests.
 	OnReject func(w http.ResponseWriter, r *http.Request, res *Result)
 	// OnBadRequest writes the response when the HTTP request itself cannot be limited:
-	// no domain (Domain failed or returned ""), or a hit count below 1. The error wraps
+	// no domain (Domain failed or returned ""), or a hit count outside [1, MaxCount]. The error wraps
 	// ErrNoDomain or ErrInvalid. nil writes 400 Bad Request, since it is the client's
 	// mistake and must not page anyone; to let such requests through, call the next
 	// handler from here.
@@ -127,7 +127,13 @@ func middleware(l requester, o MiddlewareOptions) (func(http.Handler) http.Handl
 				}
 			}
 			result, err := l.RequestWith(r.Context(), res, domain, RequestArgs{Min: hits, Max: hits, MaxWait: o.MaxWait})
-			if err != nil {
+			switch {
+			case errors.Is(err, ErrInvalid):
+				// The resource was validated above: what is left is the request's own
+				// (a hit count above MaxCount).
+				onBad(w, r, err)
+				return
+			case err != nil:
 				onError(w, r, err)
 				return
 			}

@@ -170,6 +170,11 @@ func TestMiddlewareErrors(t *testing.T) {
 	require.ErrorIs(t, got, ErrInvalid)
 	require.Empty(t, f.calls, "a request costing 0 hits is a bug, not a free pass")
 
+	// An argument error from the limiter (a hit count it refuses) is a bad request too.
+	f = &fakeRequester{err: invalid("max %d is outside", MaxCount+1)}
+	rec, _ = serve(t, f, MiddlewareOptions{Resource: &penalty, Hits: func(*http.Request) int64 { return MaxCount + 1 }})
+	require.Equal(t, http.StatusBadRequest, rec.Code)
+
 	_, err = middleware(f, MiddlewareOptions{})
 	require.ErrorIs(t, err, ErrInvalid, "nil resource")
 	_, err = middleware(f, MiddlewareOptions{Resource: &penalty, MaxWait: -1})
