@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -218,4 +219,21 @@ func TestCompactLimitsCache(t *testing.T) {
 	cp.Tiers = []Tier{{Limit: 1, Window: time.Hour, Active: time.Hour}}
 	require.Equal(t, "1/1h", cp.compactLimits())
 	require.Equal(t, "20/1s, 100/1m", res.compactLimits())
+
+	// Many requests share one Resource: the first uses fill the cache concurrently.
+	shared := PerMinute("shared", 7)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 100 {
+				if got := shared.compactLimits(); got != "7/1m" {
+					t.Errorf("got %q", got)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 }
