@@ -368,3 +368,29 @@ func FuzzLimits(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParseForms: the request parse of the TIER form, the LIMITS form through
+// the cache (a hit) and the LIMITS form parsed every time (ParseRequest, no cache).
+func BenchmarkParseForms(b *testing.B) {
+	tier := words("MAX 2 TIER 10 1000 1000 0 TIER 50 5000 5000 15000 TIER 1000 60000 60000 600000")
+	limits := [][]byte{[]byte("MAX"), []byte("2"), []byte("LIMITS"), []byte("10/1s, 50/5s/5s/15s, 1000/1m/1m/10m")}
+	var req Request
+	var p Parser
+	for _, c := range []struct {
+		name  string
+		parse func() error
+	}{
+		{"tier", func() error { return ParseRequest(tier, &req) }},
+		{"limits-cached", func() error { return p.Parse(limits, &req) }},
+		{"limits-uncached", func() error { return ParseRequest(limits, &req) }},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := c.parse(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
