@@ -130,7 +130,7 @@ test: lint test-unit test-integration
 BENCH_OUT ?= $(BUILD)/benchmarks.md
 BENCH_ROUNDS ?= 3
 BENCH_REQUESTS ?= 200000
-BENCH_LUA ?= /work/shared/bench/charon.lua
+BENCH_LUA ?= $(abspath $(CURDIR)/../shared/bench/charon.lua)
 bench: build redis
 	$(GO) test -run '^$$' -bench . -benchmem ./module/...
 	rm -f $(BENCH_OUT)
