@@ -142,6 +142,7 @@ func (h *rateHandler) rate(c rm.Ctx, args rm.Args) error {
 		}
 		h.out, h.gout = keepScratch(h.out, val), keepScratch(h.gout, gval)
 	}
+	countRate(req, &res)
 	c.ReplyIntFields(h.fields, res.Fields[:])
 	return nil
 }
