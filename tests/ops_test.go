@@ -367,3 +367,27 @@ func TestActiveDefragKeepsValues(t *testing.T) {
 	v := mustDo(t, c, "CHARON.INSPECT", "rl:1", "AT", opsT0+1).([]any)
 	require.NotEmpty(t, v)
 }
+
+// A crash report prints every module's INFO from a signal handler: the counters are
+// there (read from C memory) and the Go runtime section is not (no Go in a signal
+// handler), and writing it does not hang the dying server.
+func TestInfoInCrashReport(t *testing.T) {
+	s := harness.Start(t, harness.Options{Config: []string{"crash-memcheck-enabled no"}})
+	c := s.Client(t, harness.Protocol(2))
+	mustDo(t, c, "UNREAD.COUNT", "a", "b")
+	mustDo(t, c, "CHARON.RATE", "rl:crash", "AT", opsT0, "TIER", 5, 1000, 1000, 0)
+	_, err := do(t, c, "DEBUG", "SEGFAULT")
+	require.Error(t, err, "DEBUG SEGFAULT kills the server")
+	harness.Eventually(t, 30*time.Second, func() (bool, string) {
+		return s.LogContains("CONFIG DEBUG OUTPUT"), "crash report not written past the modules' INFO yet"
+	})
+	log := s.Log(t)
+	i := strings.Index(log, "MODULES INFO OUTPUT")
+	require.GreaterOrEqual(t, i, 0, "crash report has the modules' INFO")
+	report := log[i:]
+	for _, want := range []string{"# charon_module", "charon_ver:", "charon_rate_requests:1", "charon_rate_granted:1",
+		"charon_unread_count_calls:1", "charon_unread_count_keys:2"} {
+		require.Contains(t, report, want)
+	}
+	require.NotContains(t, report, "charon_go_version", "no Go runtime section in a crash report")
+}
