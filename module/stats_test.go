@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/charon-redis/charon/module/rate"
+	"github.com/charon-redis/charon/rm"
 )
 
 func TestImpliedACLCategories(t *testing.T) {
@@ -61,4 +62,29 @@ func TestCounterDefsComplete(t *testing.T) {
 		}
 		seen[d.Name] = true
 	}
+}
+
+// BenchmarkCountingOverhead is what the counters add to one CHARON.RATE call: the
+// counting wrapper around the handler plus countRate, against a handler that does
+// nothing (compare with the server CPU per CHARON.RATE that make bench prints).
+func BenchmarkCountingOverhead(b *testing.B) {
+	cmds := []rm.Command{{Name: "charon.rate", Handler: func(rm.Ctx, rm.Args) error { return nil }}}
+	bare := cmds[0].Handler
+	countCommands(cmds)
+	counted := cmds[0].Handler
+	req := rate.Request{NTiers: 3}
+	var res rate.Result
+	res.Granted, res.Write = true, true
+	res.Fields[rate.FieldGranted] = 1
+	b.Run("bare", func(b *testing.B) {
+		for b.Loop() {
+			_ = bare(rm.Ctx{}, rm.Args{})
+		}
+	})
+	b.Run("counted", func(b *testing.B) {
+		for b.Loop() {
+			_ = counted(rm.Ctx{}, rm.Args{})
+			countRate(&req, &res)
+		}
+	})
 }
