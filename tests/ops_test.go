@@ -269,15 +269,15 @@ func TestACLCategories(t *testing.T) {
 	}
 
 	as := func(user string) *redis.Client {
-		return s.Client(t, harness.Protocol(2), func(o *redis.Options) { o.Username = user })
+		return s.Client(t, harness.Protocol(2), func(o *redis.Options) { o.Username, o.Password = user, "pw" })
 	}
 	rateArgs := []any{"CHARON.RATE", "rl:acl", "AT", opsT0, "TIER", 5, 1000, 1000, 0}
 	if addCat {
 		members, err := cat("charon")
 		require.NoError(t, err)
 		require.ElementsMatch(t, all, members, "ACL CAT charon")
-		mustDo(t, c, "ACL", "SETUSER", "only", "on", "nopass", "~*", "+@charon")
-		mustDo(t, c, "ACL", "SETUSER", "without", "on", "nopass", "~*", "+@all", "-@charon")
+		mustDo(t, c, "ACL", "SETUSER", "only", "on", ">pw", "~*", "+@charon")
+		mustDo(t, c, "ACL", "SETUSER", "without", "on", ">pw", "~*", "+@all", "-@charon")
 
 		only := as("only")
 		require.NoError(t, only.Do(ctx, rateArgs...).Err(), "+@charon may run CHARON.RATE")
@@ -287,11 +287,11 @@ func TestACLCategories(t *testing.T) {
 		without := as("without")
 		require.ErrorContains(t, without.Do(ctx, rateArgs...).Err(), "NOPERM")
 		require.ErrorContains(t, without.Do(ctx, "UNREAD.MARK", "u", "c").Err(), "NOPERM")
-		require.NoError(t, without.Do(ctx, "GET", "k").Err())
+		require.ErrorIs(t, without.Do(ctx, "GET", "k").Err(), redis.Nil, "-@charon keeps the rest")
 	} else {
 		_, err := cat("charon")
 		require.ErrorContains(t, err, "charon", "no charon category before AddACLCategory")
-		_, err = do(t, c, "ACL", "SETUSER", "only", "on", "nopass", "~*", "+@charon")
+		_, err = do(t, c, "ACL", "SETUSER", "only", "on", ">pw", "~*", "+@charon")
 		require.ErrorContains(t, err, "+@charon", "no charon category to grant")
 	}
 	// Whatever the server, the default user runs every command.
