@@ -110,7 +110,7 @@ func countCommands(cmds []rm.Command) {
 }
 
 // countRate records a CHARON.RATE decision (errors are counted by the wrapper). A
-// rejection is attributed to the first of: closed (no tier), HARD, GLOBAL, the tiers.
+// rejection is attributed to the first of: CLOSED, HARD, GLOBAL, the tiers.
 func countRate(req *rate.Request, res *rate.Result) {
 	if req.DryRun {
 		stats[rateDryRuns]++
@@ -124,7 +124,7 @@ func countRate(req *rate.Request, res *rate.Result) {
 	}
 	stats[rateRejected]++
 	switch {
-	case req.NTiers == 0:
+	case req.Closed:
 		stats[rateRejectedClosed]++
 	case res.Fields[rate.FieldHardLimited] != 0:
 		stats[rateRejectedHard]++

@@ -36,7 +36,7 @@ func TestCountRate(t *testing.T) {
 	countRate(&req, &hard)
 	countRate(&req, &global)
 	countRate(&req, &tier)
-	countRate(&rate.Request{}, &rate.Result{}) // no tier: closed
+	countRate(&rate.Request{Closed: true}, &rate.Result{})
 	want := map[counter]uint64{
 		rateGranted: 2, rateHitsGranted: 3, rateDryRuns: 1, rateRejected: 4,
 		rateRejectedHard: 1, rateRejectedGlobal: 1, rateRejectedTier: 1, rateRejectedClosed: 1,
