@@ -67,6 +67,11 @@ func setup(c rm.Ctx, args []rm.ModuleArg) ([]rm.Command, error) {
 	}
 	cmds = append(cmds, rateCmds...)
 	cmds = append(cmds, unreadCommands()...)
+	holdCmds, err := holdCommands(c)
+	if err != nil {
+		return nil, err
+	}
+	cmds = append(cmds, holdCmds...)
 	if err := registerStats(); err != nil {
 		return nil, err
 	}
@@ -103,7 +108,8 @@ func setACLCategories(c rm.Ctx, cmds []rm.Command) error {
 }
 
 // impliedACLCategories maps command flags to ACL categories as Redis does for its own
-// commands: write -> @write, readonly -> @read, fast -> @fast, else @slow.
+// commands: write -> @write, readonly -> @read, admin -> @admin @dangerous,
+// fast -> @fast, else @slow.
 func impliedACLCategories(flags string) string {
 	var cats []string
 	fast := false
@@ -113,6 +119,8 @@ func impliedACLCategories(flags string) string {
 			cats = append(cats, "write")
 		case "readonly":
 			cats = append(cats, "read")
+		case "admin":
+			cats = append(cats, "admin", "dangerous")
 		case "fast":
 			fast = true
 		}

@@ -34,8 +34,12 @@ const (
 	unreadReadCalls
 	unreadErrors
 
-	// Reserved copies (CHARON.RESERVE and friends) add their counters here, in
-	// section "reserve".
+	reserveCalls
+	releaseCalls
+	renewCalls
+	transferCalls
+	seizeCalls
+	holdErrors
 
 	numCounters
 )
@@ -57,6 +61,13 @@ var counterDefs = [numCounters]rm.Counter{
 	unreadMarkCalls:  {Section: "unread", Name: "unread_mark_calls"},
 	unreadReadCalls:  {Section: "unread", Name: "unread_read_calls"},
 	unreadErrors:     {Section: "unread", Name: "unread_errors"},
+
+	reserveCalls:  {Section: "reserve", Name: "reserve_calls"},
+	releaseCalls:  {Section: "reserve", Name: "release_calls"},
+	renewCalls:    {Section: "reserve", Name: "renew_calls"},
+	transferCalls: {Section: "reserve", Name: "transfer_calls"},
+	seizeCalls:    {Section: "reserve", Name: "seize_calls"},
+	holdErrors:    {Section: "reserve", Name: "reserve_errors"},
 }
 
 // stats holds the counters. Until OnLoad points it at the C slots it counts into a
@@ -84,6 +95,12 @@ var countedCommands = map[string]countedCommand{
 	"unread.count": {calls: unreadCountCalls, keys: unreadCountKeys, errors: unreadErrors},
 	"unread.mark":  {calls: unreadMarkCalls, keys: -1, errors: unreadErrors},
 	"unread.read":  {calls: unreadReadCalls, keys: -1, errors: unreadErrors},
+
+	"charon.reserve":  {calls: reserveCalls, keys: -1, errors: holdErrors},
+	"charon.release":  {calls: releaseCalls, keys: -1, errors: holdErrors},
+	"charon.renew":    {calls: renewCalls, keys: -1, errors: holdErrors},
+	"charon.transfer": {calls: transferCalls, keys: -1, errors: holdErrors},
+	"charon.seize":    {calls: seizeCalls, keys: -1, errors: holdErrors},
 }
 
 // countCommands wraps the handlers of countedCommands with their counters, once at

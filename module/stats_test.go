@@ -14,6 +14,7 @@ func TestImpliedACLCategories(t *testing.T) {
 		"readonly fast":       "read fast",
 		"write deny-oom fast": "write fast",
 		"":                    "slow",
+		"admin":               "admin dangerous slow",
 	} {
 		if got := impliedACLCategories(flags); got != want {
 			t.Errorf("impliedACLCategories(%q) = %q, want %q", flags, got, want)
