@@ -166,6 +166,9 @@ uint64_t *cshim_info_counters(void);
 int cshim_info_register(RedisModuleCtx *ctx);
 /* Values moved by active defrag, counted by the types' defrag callbacks. */
 extern uint64_t cshim_defrag_moves;
+/* The defrag callback of both data types (one block per value), in type_rate.c. */
+struct RedisModuleDefragCtx;
+int cshim_defrag_block(struct RedisModuleDefragCtx *ctx, RedisModuleString *key, void **value);
 
 /* The Go runtime's figures for INFO, filled by rm's charonGoRuntimeStats. */
 typedef struct cshim_runtime_stats {

@@ -105,6 +105,8 @@ int cshim_hold_type_create(RedisModuleCtx *ctx) {
         .digest = hold_digest,
         .free_effort = hold_free_effort,
         .copy = hold_copy,
+        /* RedisModule_DefragAlloc is present since 6.2; without it, no defrag. */
+        .defrag = RedisModule_DefragAlloc ? cshim_defrag_block : NULL,
     };
     RedisModuleType *t = RedisModule_CreateDataType(ctx, CHARON_HOLD_TYPE_NAME, CHARON_HOLD_ENC_CURRENT, &methods);
     if (t == NULL) return REDISMODULE_ERR;

@@ -85,10 +85,10 @@ static void *rate_copy(RedisModuleString *fromkey, RedisModuleString *tokey, con
     return b;
 }
 
-/* Active defrag: move the value's one block if the allocator would rather have it
- * elsewhere (RedisModule_DefragAlloc returns NULL when it would not). One block, so
- * the work is always done in one call (returns 0). */
-static int rate_defrag(RedisModuleDefragCtx *ctx, RedisModuleString *key, void **value) {
+/* Active defrag for both types (each value is one block): move the block if the
+ * allocator would rather have it elsewhere (RedisModule_DefragAlloc returns NULL
+ * when it would not). One block, so the work is always done in one call (returns 0). */
+int cshim_defrag_block(RedisModuleDefragCtx *ctx, RedisModuleString *key, void **value) {
     (void)key;
     void *moved = RedisModule_DefragAlloc(ctx, *value);
     if (moved != NULL) {
@@ -110,7 +110,7 @@ int cshim_rate_type_create(RedisModuleCtx *ctx) {
         .free_effort = rate_free_effort,
         .copy = rate_copy,
         /* RedisModule_DefragAlloc is present since 6.2; without it, no defrag. */
-        .defrag = RedisModule_DefragAlloc ? rate_defrag : NULL,
+        .defrag = RedisModule_DefragAlloc ? cshim_defrag_block : NULL,
     };
     RedisModuleType *t = RedisModule_CreateDataType(ctx, CHARON_RATE_TYPE_NAME, CHARON_RATE_ENC_CURRENT, &methods);
     if (t == NULL) return REDISMODULE_ERR;

@@ -325,13 +325,24 @@ func TestActiveDefragKeepsValues(t *testing.T) {
 			require.NoError(t, err)
 		}
 	}
+	// One key in eight is a charon-hd value (CHARON.RESERVE): both types defragment.
+	key := func(i int) string {
+		if i%8 == 3 {
+			return fmt.Sprintf("hd:%d", i)
+		}
+		return fmt.Sprintf("rl:%d", i)
+	}
 	for i := 0; i < n; i++ {
-		pipe.Do(ctx, "CHARON.RATE", fmt.Sprintf("rl:%d", i), "MAX", 1+i%4, "AT", opsT0+int64(i%997),
-			"TIER", 10, 1000, 1000, 0, "TIER", 100, 60000, 60000, 0)
+		if i%8 == 3 {
+			pipe.Do(ctx, "CHARON.RESERVE", key(i), "MAX", 1+i%4, "LIMIT", 10, "LEASE", 3600000, "AT", opsT0+int64(i%997))
+		} else {
+			pipe.Do(ctx, "CHARON.RATE", key(i), "MAX", 1+i%4, "AT", opsT0+int64(i%997),
+				"TIER", 10, 1000, 1000, 0, "TIER", 100, 60000, 60000, 0)
+		}
 		flush()
 	}
 	for i := 0; i < n; i += 2 {
-		pipe.Del(ctx, fmt.Sprintf("rl:%d", i))
+		pipe.Del(ctx, key(i))
 		flush()
 	}
 	_, err := pipe.Exec(ctx)
@@ -339,7 +350,7 @@ func TestActiveDefragKeepsValues(t *testing.T) {
 	digest := mustDo(t, c, "DEBUG", "DIGEST")
 	var sample []any
 	for i := 1; i < n; i += 4000 {
-		sample = append(sample, mustDo(t, c, "DEBUG", "DIGEST-VALUE", fmt.Sprintf("rl:%d", i)))
+		sample = append(sample, mustDo(t, c, "DEBUG", "DIGEST-VALUE", key(i), key(i+2)))
 	}
 	hitsBefore, _ := strconv.ParseInt(s.Info(t, "stats")["active_defrag_hits"], 10, 64)
 
@@ -366,7 +377,7 @@ func TestActiveDefragKeepsValues(t *testing.T) {
 	require.Equal(t, digest, mustDo(t, c, "DEBUG", "DIGEST"), "dataset digest kept across defrag")
 	j := 0
 	for i := 1; i < n; i += 4000 {
-		require.Equal(t, sample[j], mustDo(t, c, "DEBUG", "DIGEST-VALUE", fmt.Sprintf("rl:%d", i)), "rl:%d", i)
+		require.Equal(t, sample[j], mustDo(t, c, "DEBUG", "DIGEST-VALUE", key(i), key(i+2)), "%s %s", key(i), key(i+2))
 		j++
 	}
 	require.EqualValues(t, n/2, mustDo(t, c, "DBSIZE"))
