@@ -42,6 +42,11 @@ type Options struct {
 	// default `save ""`.
 	Config []string
 
+	// Pre70 leaves out the directives a server older than 7.0 rejects
+	// (enable-debug-command, enable-module-command); used to show the module's
+	// refusal on an old server.
+	Pre70 bool
+
 	cluster bool // cluster-enabled yes, ports with a free bus port
 }
 
@@ -137,11 +142,12 @@ func (s *Server) writeConfig(t testing.TB) {
 		"daemonize no",
 		"dir " + quote(s.dir),
 		"logfile " + quote(filepath.Join(s.dir, "redis.log")),
-		"enable-debug-command yes",
-		"enable-module-command yes",
 		"appendonly " + yesNo(s.opts.AppendOnly),
 		// The 7.0 default waits 5s before a diskless full sync starts.
 		"repl-diskless-sync-delay 0",
+	}
+	if !s.opts.Pre70 {
+		lines = append(lines, "enable-debug-command yes", "enable-module-command yes")
 	}
 	if !hasDirective(s.opts.Config, "save") {
 		lines = append(lines, `save ""`)
