@@ -17,8 +17,11 @@ import (
 // "[handle-io-errors]".
 func moduleOptions(t *testing.T, s *harness.Server) string {
 	t.Helper()
-	for k, v := range s.Info(t, "modules") {
-		if k != "module" || !strings.HasPrefix(v, "name=charon,") {
+	txt, err := s.Client(t, harness.Protocol(2)).Info(context.Background(), "modules").Result()
+	require.NoError(t, err)
+	for _, line := range strings.Split(txt, "\n") {
+		v, ok := strings.CutPrefix(strings.TrimSpace(line), "module:name=charon,")
+		if !ok {
 			continue
 		}
 		for _, f := range strings.Split(v, ",") {
@@ -26,9 +29,9 @@ func moduleOptions(t *testing.T, s *harness.Server) string {
 				return o
 			}
 		}
-		t.Fatalf("INFO modules: no options= in %q", v)
+		t.Fatalf("INFO modules: no options= in %q", line)
 	}
-	t.Fatalf("INFO modules has no charon line")
+	t.Fatalf("INFO modules has no charon line:\n%s", txt)
 	return ""
 }
 
