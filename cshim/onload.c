@@ -35,6 +35,7 @@ static const char *const required_apis[] = {
     "RedisModule_SaveStringBuffer", "RedisModule_LoadStringBuffer", "RedisModule_EmitAOF",
     "RedisModule_DigestAddStringBuffer", "RedisModule_DigestEndSequence", "RedisModule_MallocSize",
     "RedisModule_GetServerVersion", "RedisModule_IsKeysPositionRequest", "RedisModule_KeyAtPosWithFlags",
+    "RedisModule_SignalModifiedKey", "RedisModule_NotifyKeyspaceEvent",
 };
 
 /* Valkey 9's atomic slot migration (CLUSTER MIGRATESLOTS) runs only when every loaded
@@ -57,8 +58,17 @@ static int atomic_slot_migration_option(void) {
 }
 
 int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
-    if (RedisModule_Init(ctx, CHARON_MODULE_NAME, CHARON_MODULE_VERSION, REDISMODULE_APIVER_1) == REDISMODULE_ERR)
+    if (RedisModule_Init(ctx, CHARON_MODULE_NAME, CHARON_MODULE_VERSION, REDISMODULE_APIVER_1) == REDISMODULE_ERR) {
+        /* Init fails silently when the name is taken: say why. */
+        if (RedisModule_IsModuleNameBusy && RedisModule_IsModuleNameBusy(CHARON_MODULE_NAME))
+            RedisModule_Log(ctx, "warning",
+                            "charon: refusing to load: a module named '%s' is already loaded; a server runs one copy "
+                            "(one Go runtime, which cannot be unloaded): restart the server to load another",
+                            CHARON_MODULE_NAME);
+        else
+            RedisModule_Log(ctx, "warning", "charon: refusing to load: RedisModule_Init failed");
         return REDISMODULE_ERR;
+    }
 
     int ver = cshim_server_version();
     if (ver < MIN_SERVER_VERSION) {
@@ -73,7 +83,13 @@ int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) 
         }
     }
 
-    RedisModule_SetModuleOptions(ctx, REDISMODULE_OPTIONS_HANDLE_IO_ERRORS | atomic_slot_migration_option());
+    /* NO_IMPLICIT_SIGNAL_MODIFIED (Redis >= 6.2, kept by every newer server and Valkey):
+     * closing a key opened for writing no longer counts as a change. Without it every
+     * rejected, DRYRUN or failed request would abort other clients' WATCH and send
+     * client-side-caching invalidations. Each command signals, and notifies, only the
+     * keys it really wrote (cshim_key_written). */
+    RedisModule_SetModuleOptions(ctx, REDISMODULE_OPTIONS_HANDLE_IO_ERRORS | REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED |
+                                         atomic_slot_migration_option());
 
     if (cshim_rate_type_create(ctx) != REDISMODULE_OK) {
         RedisModule_Log(ctx, "warning", "charon: refusing to load: cannot create data type %s", CHARON_RATE_TYPE_NAME);

@@ -18,13 +18,23 @@ func FuzzParse(f *testing.F) {
 		"AT 9007199254740993",
 		"GLOBAL",
 		"FOO\r\nBAR",
+		"MAX 3 CLOSED",
+		"CLOSED TIER 1 1 1 0",
+		"GLOBAL g 5 LIMITS 10/1s,50/5s/5s/15s?",
+		"LIMITS 10/1s TIER 1 1 1 0",
+		"AT 5 CLOCK 9 LIMITS 1/1d/1h/10m",
 	} {
 		f.Add([]byte(strings.ReplaceAll(s, " ", "\x00")))
 	}
+	var p Parser
 	f.Fuzz(func(t *testing.T, data []byte) {
 		args := bytes.Split(data, []byte{0})
-		var req Request
+		var req, cached Request
 		err := ParseRequest(args, &req)
+		// The LIMITS cache never changes an answer.
+		if cerr := p.Parse(args, &cached); (err == nil) != (cerr == nil) || err != nil && err.Error() != cerr.Error() || err == nil && req != cached {
+			t.Fatalf("Parser: %+v %v; ParseRequest: %+v %v", cached, cerr, req, err)
+		}
 		if err != nil {
 			var ae *ArgError
 			if !errors.As(err, &ae) {
@@ -54,6 +64,13 @@ func FuzzParse(f *testing.F) {
 		if req.HasGlobal != (req.GlobalKeyIdx >= 1) || req.HasGlobal && !eqFold(args[req.GlobalKeyIdx-1], "GLOBAL") {
 			t.Fatalf("GLOBAL %+v", req)
 		}
+		if req.HasClock != (req.ClockIdx >= 0) || req.HasClock && !eqFold(args[req.ClockIdx], "CLOCK") {
+			t.Fatalf("CLOCK %+v", req)
+		}
+		// Rule 9: tiers, or CLOSED, never both, never neither.
+		if req.Closed == (req.NTiers > 0) {
+			t.Fatalf("CLOSED %v with %d tiers", req.Closed, req.NTiers)
+		}
 	})
 }
 
@@ -65,7 +82,7 @@ func fuzzRequests(t *testing.T) []*Request {
 		"MAX 7 MIN 0 HARD 20 TIER 5 1000 1000 0 TIER 50 5000 5000 15000 SKIPPABLE TIER 1 15000 15000 0",
 		"MAX 3 GLOBAL g 10 TIER 0 1 1 0 TIER 2 100 100 100",
 		"MAX 1000000000000 MIN 0 TIER 1000000000000 315360000000 315360000000 315360000000 TIER 1000000000000 1 1 0",
-		"MAX 1",
+		"MAX 1 CLOSED",
 	} {
 		var req Request
 		if err := ParseRequest(words(s), &req); err != nil {
