@@ -14,8 +14,8 @@
 MATRIX_SERVERS ?= \
 	redis:$(REDIS_VERSION):pinned \
 	redis:8.0.6:763bf3005bcbf77c1d8145016a9627e45219665f99cf5a736bc73ec70faf0c8e \
-	valkey:8.1.1:d9bbd82eecb82f359e649a0007ad3dc1b47cc15afa626348ca86b73c4ae2c7ee \
 	valkey:9.1.2:8e8557da7426a51b4e0fb514a65ef6241dc7c85cb408243af389070abf379cec \
+	valkey:8.1.1:d9bbd82eecb82f359e649a0007ad3dc1b47cc15afa626348ca86b73c4ae2c7ee \
 	refuse=redis:6.0.16:8bea58a468bb67bedc92d8c2e44c170e42e6ea02527cbc5d233e92e8d78d1b99
 
 .PHONY: test-matrix matrix-servers

@@ -22,6 +22,15 @@ cache=${XDG_CACHE_HOME:-$HOME/.cache}/charon/servers
 dir=$cache/$name-$version-${sha:0:12}
 bin=$dir/bin
 
+# One build of a server at a time: a second caller waits for the first and then finds
+# the binaries in the cache.
+mkdir -p "$cache"
+exec 9>"$dir.lock"
+if ! flock -n 9; then
+	say "$name $version: another build of it is running; waiting"
+	flock 9
+fi
+
 if [ -x "$bin/redis-server" ] && [ -x "$bin/redis-cli" ] && [ -f "$dir/sha256" ] && [ "$(cat "$dir/sha256")" = "$sha" ]; then
 	say "$name $version: cached in $bin"
 	echo "$bin"
