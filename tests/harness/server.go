@@ -311,7 +311,11 @@ func (s *Server) cleanup(t testing.TB) {
 	if s.ctl != nil {
 		_ = s.ctl.Close()
 	}
-	if err := s.stop("NOSAVE", "NOW"); err != nil {
+	args := []string{"NOSAVE", "NOW"}
+	if s.opts.Pre70 {
+		args = args[:1] // SHUTDOWN NOW is 7.0's
+	}
+	if err := s.stop(args...); err != nil {
 		t.Errorf("harness: %v", err)
 	}
 	s.mu.Lock()
