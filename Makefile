@@ -38,6 +38,7 @@ redis: $(REDIS_SERVER)
 
 # Fetch (local file, upstream URL, or Debian source package, in that order), verify
 # the SHA-256 against the accepted values, then build. A mismatch stops the build.
+# Every long step prints what it does and, when done, how long it took.
 $(REDIS_SERVER):
 	@mkdir -p $(BUILD)
 	@set -euo pipefail; \
@@ -45,12 +46,13 @@ $(REDIS_SERVER):
 	if [ -z "$$tarball" ]; then \
 	  tarball="$(REDIS_TARBALL_CACHE)"; \
 	  if [ ! -s "$$tarball" ]; then \
-	    echo "redis: fetching $(REDIS_URL)"; \
+	    start=$$SECONDS; echo "redis: fetching $(REDIS_URL)"; \
 	    if ! curl -fsSL --connect-timeout 10 --max-time 120 -o "$$tarball.part" "$(REDIS_URL)" 2>/dev/null; then \
 	      echo "redis: upstream unreachable, using Debian's source package of $(REDIS_VERSION)"; \
 	      $(MAKE) --no-print-directory -s redis-debian-source DEST="$$tarball.part"; \
 	    fi; \
 	    mv "$$tarball.part" "$$tarball"; \
+	    echo "redis: fetched in $$((SECONDS - start))s"; \
 	  fi; \
 	fi; \
 	actual=$$(sha256sum "$$tarball" | cut -d' ' -f1); \
@@ -64,31 +66,19 @@ $(REDIS_SERVER):
 	src="$(BUILD)/redis-src"; rm -rf "$$src"; mkdir -p "$$src"; \
 	tar xzf "$$tarball" -C "$$src" --strip-components=1; \
 	cp "$$tarball" "$(BUILD)/redis-verified.tar.gz"; \
+	start=$$SECONDS; echo "redis: building $(REDIS_VERSION) (about 2 minutes on 2 cores; log: $(BUILD)/redis-build.log)"; \
 	$(MAKE) -C "$$src" -j$$(nproc) BUILD_TLS=no USE_SYSTEMD=no >"$(BUILD)/redis-build.log" 2>&1 || { tail -40 "$(BUILD)/redis-build.log"; exit 1; }; \
 	$(MAKE) -C "$$src" install PREFIX="$(REDIS_PREFIX)" >>"$(BUILD)/redis-build.log" 2>&1; \
+	echo "redis: built in $$((SECONDS - start))s"; \
 	"$(REDIS_SERVER)" --version
 
-# Debian's orig tarball of the same release, through apt-get source. The deb-src entry
-# is derived from the machine's own apt sources (no host name lives in this repo); the
-# suite is bookworm because that is the Debian release that carries 7.0.15.
+# Debian's orig tarball of the same release (suite bookworm carries 7.0.15), through
+# `apt-get source` with a private sources list, lists and cache in a temporary
+# directory (scripts/debian-source.sh): the mirror comes from the machine's own apt
+# sources, no host name lives in this repo, and nothing is written under /etc.
 .PHONY: redis-debian-source
 redis-debian-source:
-	@set -euo pipefail; \
-	command -v apt-get >/dev/null || { echo "redis: no apt-get; pass REDIS_TARBALL=path" >&2; exit 1; }; \
-	srcfile=/etc/apt/sources.list.d/charon-deb-src.sources; \
-	if ! grep -rqsE '^(Types:.*deb-src|deb-src )' /etc/apt/sources.list /etc/apt/sources.list.d/; then \
-	  uri=$$( { grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $$2}' || true; \
-	           grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list | \
-	             awk '{for(i=2;i<=NF;i++) if ($$i ~ /^[a-z]+:\/\//) {print $$i; break}}' || true; } \
-	         | grep -v security | head -n1 || true); \
-	  [ -n "$$uri" ] || { echo "redis: cannot find a Debian mirror in the apt sources" >&2; exit 1; }; \
-	  printf 'Types: deb-src\nURIs: %s\nSuites: bookworm\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' "$$uri" >"$$srcfile"; \
-	fi; \
-	apt-get update -qq; \
-	tmp=$$(mktemp -d); \
-	(cd "$$tmp" && apt-get source --download-only -qq "redis=$$(apt-cache showsrc redis | awk '/^Version: 5:$(REDIS_VERSION)/{print $$2; exit}')" >/dev/null 2>&1 || \
-	               (cd "$$tmp" && apt-get source --download-only -qq redis >/dev/null 2>&1)); \
-	cp "$$tmp"/redis_$(REDIS_VERSION).orig.tar.gz "$(DEST)"; rm -rf "$$tmp"
+	@$(CURDIR)/scripts/debian-source.sh redis $(REDIS_VERSION) $(REDIS_SHA256_DEBIAN) "$(DEST)" bookworm
 
 run: build redis
 	@mkdir -p $(BUILD)/run
@@ -141,6 +131,9 @@ bench: build redis
 
 clean:
 	rm -rf $(BUILD)
+
+# The version matrix (`make test-matrix`).
+include $(CURDIR)/mk/matrix.mk
 
 # ---------------------------------------------------------------------------
 # Docker. Keep this section last; it belongs to the Docker work.

@@ -39,6 +39,25 @@ static const char *const required_apis[] = {
     "RedisModule_SignalModifiedKey", "RedisModule_NotifyKeyspaceEvent",
 };
 
+/* Valkey 9's atomic slot migration (CLUSTER MIGRATESLOTS) runs only when every loaded
+ * module sets VALKEYMODULE_OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION (1 << 5), declaring that
+ * it copes with keys of a slot being loaded on the target before the slot is owned
+ * there. Charon keeps no state outside its keys and observes no keyspace or server
+ * events, so such keys are simply keys; the slot's snapshot reaches the target through
+ * the type's aof_rewrite (CHARON.LOADVALUE). The bit is set only where the server says
+ * it knows it: a Valkey server (its API names carry the ValkeyModule_ prefix) whose
+ * GetModuleOptionsAll mask holds it. Redis gives the same bit no such meaning, and 7.0
+ * has no GetModuleOptionsAll, so there the option is 0. */
+#define VALKEY_OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION (1 << 5)
+
+static int atomic_slot_migration_option(void) {
+    int (*options_all)(void) = NULL;
+    if (!cshim_has_api("ValkeyModule_GetModuleOptionsAll")) return 0;
+    if (RedisModule_GetApi("ValkeyModule_GetModuleOptionsAll", (void *)&options_all) != REDISMODULE_OK || !options_all)
+        return 0;
+    return options_all() & VALKEY_OPTIONS_HANDLE_ATOMIC_SLOT_MIGRATION;
+}
+
 int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     if (RedisModule_Init(ctx, CHARON_MODULE_NAME, CHARON_MODULE_VERSION, REDISMODULE_APIVER_1) == REDISMODULE_ERR) {
         /* Init fails silently when the name is taken: say why. */
@@ -70,7 +89,8 @@ int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) 
      * rejected, DRYRUN or failed request would abort other clients' WATCH and send
      * client-side-caching invalidations. Each command signals, and notifies, only the
      * keys it really wrote (cshim_key_written). */
-    RedisModule_SetModuleOptions(ctx, REDISMODULE_OPTIONS_HANDLE_IO_ERRORS | REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED);
+    RedisModule_SetModuleOptions(ctx, REDISMODULE_OPTIONS_HANDLE_IO_ERRORS | REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED |
+                                         atomic_slot_migration_option());
 
     if (cshim_rate_type_create(ctx) != REDISMODULE_OK) {
         RedisModule_Log(ctx, "warning", "charon: refusing to load: cannot create data type %s", CHARON_RATE_TYPE_NAME);

@@ -63,11 +63,17 @@ func TestModuleLoads(t *testing.T) {
 	for _, proto := range []int{2, 3} {
 		v, err := s.Client(t, harness.Protocol(proto)).Do(context.Background(), "MODULE", "LIST").Slice()
 		require.NoError(t, err)
-		require.Len(t, v, 1, "RESP%d MODULE LIST: %v", proto, v)
-		m, err := harness.ReplyMap(v[0])
-		require.NoError(t, err, "RESP%d", proto)
-		require.Equal(t, "charon", m["name"], "RESP%d", proto)
-		require.Equal(t, ver, m["ver"], "RESP%d", proto)
+		// Servers may list built-in modules too (Redis 8's vectorset): one entry is charon's.
+		var found []map[string]any
+		for _, e := range v {
+			m, err := harness.ReplyMap(e)
+			require.NoError(t, err, "RESP%d", proto)
+			if m["name"] == "charon" {
+				found = append(found, m)
+			}
+		}
+		require.Len(t, found, 1, "RESP%d MODULE LIST: %v", proto, v)
+		require.Equal(t, ver, found[0]["ver"], "RESP%d", proto)
 	}
 }
 

@@ -394,3 +394,73 @@ func (c *Cluster) OtherPrimary(t testing.TB, p *Server) *Server {
 	t.Fatalf("harness: no primary other than %s", p.Addr())
 	return nil
 }
+
+// HasAtomicSlotMigration reports whether the cluster's servers have Valkey 9's
+// atomic slot migration (CLUSTER MIGRATESLOTS).
+func (c *Cluster) HasAtomicSlotMigration(t testing.TB) bool {
+	t.Helper()
+	v, err := c.nodes[0].ctl.Do(context.Background(), "COMMAND", "INFO", "cluster|migrateslots").Slice()
+	if err != nil {
+		t.Fatalf("harness: COMMAND INFO cluster|migrateslots: %v", err)
+	}
+	return len(v) == 1 && v[0] != nil
+}
+
+// MigrateSlotAtomic moves one slot with atomic slot migration: CLUSTER MIGRATESLOTS
+// on the source, then polls the source's CLUSTER GETSLOTMIGRATIONS until the export
+// job of that slot succeeds, and waits until the cluster is healthy with the target
+// owning the slot. A refused command is returned; a failed job fails the test.
+func (c *Cluster) MigrateSlotAtomic(t testing.TB, slot int, from, to *Server) error {
+	t.Helper()
+	ctx := context.Background()
+	s := strconv.Itoa(slot)
+	if err := from.ctl.Do(ctx, "CLUSTER", "MIGRATESLOTS", "SLOTSRANGE", s, s, "NODE", to.NodeID(t)).Err(); err != nil {
+		return err
+	}
+	Eventually(t, clusterDeadline, func() (bool, string) {
+		jobs, err := from.ctl.Do(ctx, "CLUSTER", "GETSLOTMIGRATIONS").Slice()
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, j := range jobs {
+			m, err := ReplyMap(j)
+			if err != nil {
+				t.Fatalf("harness: CLUSTER GETSLOTMIGRATIONS entry: %v", err)
+			}
+			if m["operation"] != "EXPORT" || !slotRangesHold(fmt.Sprint(m["slot_ranges"]), slot) {
+				continue
+			}
+			switch m["state"] {
+			case "success":
+				return true, ""
+			case "failed", "cancelled":
+				t.Fatalf("harness: atomic migration of slot %d %s: %v", slot, m["state"], m["message"])
+			}
+			return false, fmt.Sprintf("slot %d migration state %v", slot, m["state"])
+		}
+		return false, fmt.Sprintf("no export job for slot %d on %s yet", slot, from.Addr())
+	})
+	Eventually(t, clusterDeadline, func() (bool, string) {
+		owner := c.NodeForSlot(t, slot)
+		return owner == to, fmt.Sprintf("slot %d still owned by %s", slot, owner.Addr())
+	})
+	c.WaitHealthy(t)
+	return nil
+}
+
+// slotRangesHold reports whether a GETSLOTMIGRATIONS slot_ranges text ("1-5 9")
+// holds slot.
+func slotRangesHold(ranges string, slot int) bool {
+	for _, r := range strings.Fields(ranges) {
+		lo, hi, found := strings.Cut(r, "-")
+		if !found {
+			hi = lo
+		}
+		a, err1 := strconv.Atoi(lo)
+		b, err2 := strconv.Atoi(hi)
+		if err1 == nil && err2 == nil && a <= slot && slot <= b {
+			return true
+		}
+	}
+	return false
+}
