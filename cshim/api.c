@@ -27,6 +27,11 @@ void cshim_log(RedisModuleCtx *ctx, const char *level, const char *msg, size_t l
 
 long long cshim_milliseconds(void) { return RedisModule_Milliseconds(); }
 
+long long cshim_client_clock(RedisModuleCtx *ctx) {
+    if (RedisModule_GetContextFlags(ctx) & (REDISMODULE_CTX_FLAGS_REPLICATED | REDISMODULE_CTX_FLAGS_LOADING)) return -1;
+    return RedisModule_Milliseconds();
+}
+
 int cshim_context_flags(RedisModuleCtx *ctx) { return RedisModule_GetContextFlags(ctx); }
 
 int cshim_is_resp3(RedisModuleCtx *ctx) {
@@ -157,11 +162,19 @@ int cshim_set_abs_expire(RedisModuleKey *k, long long unixms) { return RedisModu
 
 long long cshim_get_abs_expire(RedisModuleKey *k) { return k ? RedisModule_GetAbsExpire(k) : REDISMODULE_NO_EXPIRE; }
 
-int cshim_zset_incrby(RedisModuleKey *k, RedisModuleString *member, double delta, double *newscore) {
+void cshim_key_written(RedisModuleCtx *ctx, RedisModuleString *name, const char *event) {
+    RedisModule_SignalModifiedKey(ctx, name);
+    RedisModule_NotifyKeyspaceEvent(ctx, REDISMODULE_NOTIFY_MODULE, event, name);
+}
+
+int cshim_zset_incrby(RedisModuleCtx *ctx, RedisModuleKey *k, RedisModuleString *name, const char *event,
+                      RedisModuleString *member, double delta, double *newscore) {
     if (RedisModule_KeyType(k) != REDISMODULE_KEYTYPE_EMPTY && RedisModule_KeyType(k) != REDISMODULE_KEYTYPE_ZSET)
         return CSHIM_WRONGTYPE;
     int flags = 0;
-    return RedisModule_ZsetIncrby(k, delta, member, &flags, newscore) == REDISMODULE_OK ? CSHIM_OK : CSHIM_ERR;
+    if (RedisModule_ZsetIncrby(k, delta, member, &flags, newscore) != REDISMODULE_OK) return CSHIM_ERR;
+    cshim_key_written(ctx, name, event);
+    return CSHIM_OK;
 }
 
 int cshim_zset_rem(RedisModuleKey *k, RedisModuleString *member, int *deleted) {
@@ -191,7 +204,7 @@ int cshim_open_blob(RedisModuleCtx *ctx, RedisModuleString *name, int mode, Redi
 }
 
 int cshim_set_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char *p, size_t n) {
-    if (n > CSHIM_BLOB_MAX) return CSHIM_ERR;
+    if (n > CSHIM_BLOB_MAX) return CSHIM_TOOBIG;
     int kt = RedisModule_KeyType(k);
     if (kt == REDISMODULE_KEYTYPE_MODULE && RedisModule_ModuleTypeGetType(k) == t) {
         /* Resize in place and swap the pointer without the free callback running. */
@@ -280,26 +293,37 @@ int cshim_set_acl_categories(RedisModuleCtx *ctx, const char *name, const char *
 
 /* ---- hot-path batches ---- */
 
-int cshim_store_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char *p, size_t n, long long expire_at) {
+int cshim_store_blob(RedisModuleCtx *ctx, RedisModuleKey *k, RedisModuleString *name, const char *event,
+                     RedisModuleType *t, const unsigned char *p, size_t n, long long expire_at) {
     int rc = cshim_set_blob(k, t, p, n);
     if (rc != CSHIM_OK) return rc;
+    /* The value is stored: whatever happens to the expiry, the key was written. */
+    cshim_key_written(ctx, name, event);
     if (expire_at > 0 && RedisModule_SetAbsExpire(k, expire_at) != REDISMODULE_OK) return CSHIM_ERR;
     return CSHIM_OK;
 }
 
 int cshim_replicate_with_option(RedisModuleCtx *ctx, const char *cmd, size_t cmdlen, RedisModuleString **argv,
-                                int argc, int skip, RedisModuleString *name, long long value) {
+                                int argc, int skip, RedisModuleString *name, long long value, int skip2,
+                                RedisModuleString *name2, long long value2) {
     RedisModuleString *stackv[64];
-    RedisModuleString **v = argc + 2 <= 64 ? stackv : RedisModule_Alloc(sizeof(*v) * ((size_t)argc + 2));
+    RedisModuleString **v = argc + 4 <= 64 ? stackv : RedisModule_Alloc(sizeof(*v) * ((size_t)argc + 4));
     int n = 0;
     for (int i = 1; i < argc; i++)
-        if (i != skip && i != skip + 1) v[n++] = argv[i];
+        if (i != skip && i != skip + 1 && i != skip2 && i != skip2 + 1) v[n++] = argv[i];
     RedisModuleString *val = RedisModule_CreateStringFromLongLong(ctx, value);
+    RedisModuleString *val2 = NULL;
     v[n++] = name;
     v[n++] = val;
-    /* Replicate takes its own references, so val can go right away. */
+    if (name2 != NULL) {
+        val2 = RedisModule_CreateStringFromLongLong(ctx, value2);
+        v[n++] = name2;
+        v[n++] = val2;
+    }
+    /* Replicate takes its own references, so the values can go right away. */
     int rc = cshim_replicate_v(ctx, cmd, cmdlen, v, (size_t)n);
     RedisModule_FreeString(ctx, val);
+    if (val2) RedisModule_FreeString(ctx, val2);
     if (v != stackv) RedisModule_Free(v);
     return rc;
 }

@@ -27,6 +27,7 @@ typedef struct RedisModuleType RedisModuleType;
 #define CSHIM_ERR -1
 #define CSHIM_WRONGTYPE -2
 #define CSHIM_NOAPI -3
+#define CSHIM_TOOBIG -4 /* a value above CSHIM_BLOB_MAX */
 
 /* Go entry point exported by rm/dispatch.go. (charonGoOnLoad, exported by the
  * module's main package, is declared in onload.c.) */
@@ -67,6 +68,10 @@ int cshim_set_acl_categories(RedisModuleCtx *ctx, const char *name, const char *
 /* ---- thin wrappers ---- */
 void cshim_log(RedisModuleCtx *ctx, const char *level, const char *msg, size_t len);
 long long cshim_milliseconds(void);
+/* The server clock in Unix ms for a command a client sent; -1 for one replayed from a
+ * primary's replication stream or from the AOF being loaded, whose effects (and so any
+ * clock reading) were decided where it first ran. */
+long long cshim_client_clock(RedisModuleCtx *ctx);
 int cshim_is_resp3(RedisModuleCtx *ctx);
 int cshim_context_flags(RedisModuleCtx *ctx);
 
@@ -91,10 +96,13 @@ int cshim_reply_long_longs(RedisModuleCtx *ctx, const int64_t *vals, int n);
 int cshim_reply_int_fields(RedisModuleCtx *ctx, const char *const *names, const int64_t *vals, int n);
 
 int cshim_replicate_verbatim(RedisModuleCtx *ctx);
-/* Replicates cmd with argv[1..argc) less argv[skip] and argv[skip+1] (skip < 0: none),
- * plus name and the decimal value: "the same command with OPTION value made explicit". */
+/* Replicates cmd with argv[1..argc) less argv[skip] and argv[skip+1] (skip < 0: none)
+ * and less argv[skip2], argv[skip2+1], plus name and the decimal value, then (when
+ * name2 is not NULL) name2 and value2: "the same command with OPTION value made
+ * explicit". */
 int cshim_replicate_with_option(RedisModuleCtx *ctx, const char *cmd, size_t cmdlen, RedisModuleString **argv,
-                                int argc, int skip, RedisModuleString *name, long long value);
+                                int argc, int skip, RedisModuleString *name, long long value, int skip2,
+                                RedisModuleString *name2, long long value2);
 int cshim_replicate_v(RedisModuleCtx *ctx, const char *cmd, size_t cmdlen, RedisModuleString **argv, size_t argc);
 
 /* Reports n key positions (with REDISMODULE_CMD_KEY_* flags) for a getkeys-api request. */
@@ -110,7 +118,14 @@ size_t cshim_value_length(RedisModuleKey *k);
 int cshim_delete_key(RedisModuleKey *k);
 int cshim_set_abs_expire(RedisModuleKey *k, long long unixms);
 long long cshim_get_abs_expire(RedisModuleKey *k);
-int cshim_zset_incrby(RedisModuleKey *k, RedisModuleString *member, double delta, double *newscore);
+/* A real write to the key name: signals it as modified (WATCH, client-side caching)
+ * and raises the module keyspace event (class 'd') named event. The module loads with
+ * REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED, so nothing else signals a key: a
+ * command calls this once per key it changed, and never for a key it left alone. */
+void cshim_key_written(RedisModuleCtx *ctx, RedisModuleString *name, const char *event);
+/* ZsetIncrby, then cshim_key_written on success: one crossing. */
+int cshim_zset_incrby(RedisModuleCtx *ctx, RedisModuleKey *k, RedisModuleString *name, const char *event,
+                      RedisModuleString *member, double delta, double *newscore);
 int cshim_zset_rem(RedisModuleKey *k, RedisModuleString *member, int *deleted);
 
 /* Open + type-check + get the blob, one crossing. Returns CSHIM_OK (found: *data,*len set),
@@ -120,10 +135,13 @@ int cshim_open_blob(RedisModuleCtx *ctx, RedisModuleString *name, int mode, Redi
                     RedisModuleKey **key, const unsigned char **data, size_t *len);
 /* Get the blob of an open key. Same return codes as cshim_open_blob. */
 int cshim_key_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char **data, size_t *len);
-/* Store a copy of p[0:n] as the key's value (creating or resizing the block). */
+/* Store a copy of p[0:n] as the key's value (creating or resizing the block);
+ * CSHIM_TOOBIG when n > CSHIM_BLOB_MAX. */
 int cshim_set_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char *p, size_t n);
-/* cshim_set_blob, then the absolute expiry when expire_at > 0. */
-int cshim_store_blob(RedisModuleKey *k, RedisModuleType *t, const unsigned char *p, size_t n, long long expire_at);
+/* cshim_set_blob, then the absolute expiry when expire_at > 0, then cshim_key_written
+ * (ctx, name, event): the whole write of one key in one crossing. */
+int cshim_store_blob(RedisModuleCtx *ctx, RedisModuleKey *k, RedisModuleString *name, const char *event,
+                     RedisModuleType *t, const unsigned char *p, size_t n, long long expire_at);
 /* ValueLength of argv[0..n) into out; CSHIM_WRONGTYPE (and *bad = index) when a key
  * exists with a type other than want (a REDISMODULE_KEYTYPE_* value). */
 int cshim_lengths_of(RedisModuleCtx *ctx, RedisModuleString **argv, int n, int want, int64_t *out, int *bad);

@@ -35,6 +35,7 @@ static const char *const required_apis[] = {
     "RedisModule_SaveStringBuffer", "RedisModule_LoadStringBuffer", "RedisModule_EmitAOF",
     "RedisModule_DigestAddStringBuffer", "RedisModule_DigestEndSequence", "RedisModule_MallocSize",
     "RedisModule_GetServerVersion", "RedisModule_IsKeysPositionRequest", "RedisModule_KeyAtPosWithFlags",
+    "RedisModule_SignalModifiedKey", "RedisModule_NotifyKeyspaceEvent",
 };
 
 int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
@@ -54,7 +55,12 @@ int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) 
         }
     }
 
-    RedisModule_SetModuleOptions(ctx, REDISMODULE_OPTIONS_HANDLE_IO_ERRORS);
+    /* NO_IMPLICIT_SIGNAL_MODIFIED (Redis >= 6.2, kept by every newer server and Valkey):
+     * closing a key opened for writing no longer counts as a change. Without it every
+     * rejected, DRYRUN or failed request would abort other clients' WATCH and send
+     * client-side-caching invalidations. Each command signals, and notifies, only the
+     * keys it really wrote (cshim_key_written). */
+    RedisModule_SetModuleOptions(ctx, REDISMODULE_OPTIONS_HANDLE_IO_ERRORS | REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED);
 
     if (cshim_rate_type_create(ctx) != REDISMODULE_OK) {
         RedisModule_Log(ctx, "warning", "charon: refusing to load: cannot create data type %s", CHARON_RATE_TYPE_NAME);

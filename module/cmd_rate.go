@@ -24,7 +24,8 @@ func rateCommands(c rm.Ctx) ([]rm.Command, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &rateHandler{typ: typ, fields: rm.NewFields(rate.FieldNames[:]...), at: c.NewString([]byte("AT"))}
+	h := &rateHandler{typ: typ, fields: rm.NewFields(rate.FieldNames[:]...),
+		at: c.NewString([]byte("AT")), clock: c.NewString([]byte("CLOCK"))}
 	return []rm.Command{
 		{
 			Name:  "charon.rate",
@@ -67,6 +68,14 @@ func rateCommands(c rm.Ctx) ([]rm.Command, error) {
 	}, nil
 }
 
+// Module keyspace events (class 'd' of notify-keyspace-events): one per key a
+// request really wrote, named after the command; a request that changes nothing
+// raises none and signals nothing (no WATCH abort, no client-side-cache invalidation).
+var (
+	evRate      = rm.NewEvent("charon.rate")
+	evLoadValue = rm.NewEvent("charon.loadvalue")
+)
+
 // rateHandler holds CHARON.RATE's reusable scratch. Redis runs commands on its main
 // thread only, so one set of buffers serves every call and the hot path allocates
 // nothing once they have grown.
@@ -74,21 +83,39 @@ type rateHandler struct {
 	typ    *rm.Type
 	fields *rm.Fields
 	at     rm.String // "AT", for the replicated command
+	clock  rm.String // "CLOCK", likewise
 
-	req   rate.Request
-	views [][]byte
-	out   []byte
-	gout  []byte
+	parser rate.Parser // caches the parse of the last LIMITS strings
+	req    rate.Request
+	views  [][]byte
+	out    []byte
+	gout   []byte
 }
 
-var errGlobalIsKey = &argError{arg: "GLOBAL", reason: "the global key must differ from the key"}
+var (
+	errGlobalIsKey = &argError{arg: "GLOBAL", reason: "the global key must differ from the key"}
+	errClockClient = &argError{arg: "CLOCK", reason: "only accepted from a primary's replication stream or the AOF; " +
+		"the module adds it when it propagates a request whose AT lay behind the server clock"}
+)
 
-// CHARON.RATE key [MAX n] [MIN n] [HARD n] [GLOBAL gkey n] [AT ms] [DRYRUN] TIER ...
+// CHARON.RATE key [MAX n] [MIN n] [HARD n] [GLOBAL gkey n] [AT ms] [DRYRUN]
+// (TIER ... | LIMITS "..." | CLOSED)
 func (h *rateHandler) rate(c rm.Ctx, args rm.Args) error {
 	h.views = args.Views(h.views)
 	req := &h.req
-	if err := rate.ParseRequest(h.views[2:], req); err != nil {
+	if err := h.parser.Parse(h.views[2:], req); err != nil {
 		return rateErr(err)
+	}
+	// The clock the keys' expiry is measured on (rate.ExpireAt): this server's for a
+	// client's request, the primary's (CLOCK, else the request's time) for a replayed one.
+	serverNow, replayed := c.ClientClock()
+	if !replayed {
+		if req.HasClock {
+			return errClockClient
+		}
+		if err := req.CheckAt(serverNow); err != nil {
+			return rateErr(err)
+		}
 	}
 	gidx := -1
 	if req.HasGlobal {
@@ -115,29 +142,50 @@ func (h *rateHandler) rate(c rm.Ctx, args rm.Args) error {
 
 	now := req.At
 	if !req.HasAt {
-		now = rm.Milliseconds()
+		now = serverNow
+		if replayed {
+			now = rm.Milliseconds() // a bare command in an old AOF
+		}
 	}
 	res, val, gval, err := rate.Apply(cur, gcur, req, now, h.out[:0], h.gout[:0])
 	if err != nil {
 		return rateErr(err)
 	}
 	if res.Write {
-		// Each key expires at the moment it stops mattering.
-		if err := key.StoreBlob(h.typ, val, res.ExpireAt); err != nil {
+		if len(val) > rm.MaxBlob || len(gval) > rm.MaxBlob {
+			return rm.BlobTooBig(h.typ, max(len(val), len(gval)))
+		}
+		clock := serverNow
+		if replayed {
+			clock = res.T
+			if req.HasClock {
+				clock = req.Clock
+			}
+		}
+		// Each key expires at the moment it stops mattering, on the server's clock.
+		if err := key.StoreBlob(h.typ, val, rate.ExpireAt(res.ExpireAt, res.T, clock), evRate); err != nil {
 			return err
 		}
 		if gval != nil {
-			if err := gkey.StoreBlob(h.typ, gval, res.GlobalExpireAt); err != nil {
+			if err := gkey.StoreBlob(h.typ, gval, rate.ExpireAt(res.GlobalExpireAt, res.T, clock), evRate); err != nil {
 				return err
 			}
 		}
-		// Replicas and the AOF get the request with its effective time made
-		// explicit (AT replaced or appended), so they compute what the primary did.
-		skip := -1
+		// Replicas and the AOF get the request with its effective time made explicit
+		// (AT replaced or appended), and the clock reading when it moved the expiry
+		// (CLOCK), so they compute what the primary did and set the same expiry.
+		at := rm.Explicit{Skip: -1, Name: h.at, Value: res.T}
 		if req.HasAt {
-			skip = req.AtIdx + 2
+			at.Skip = req.AtIdx + 2
 		}
-		if err := c.ReplicateWithOption("CHARON.RATE", args, skip, h.at, res.T); err != nil {
+		clk := rm.Explicit{Skip: -1}
+		if req.HasClock {
+			clk.Skip = req.ClockIdx + 2
+		}
+		if clock > res.T {
+			clk.Name, clk.Value = h.clock, clock
+		}
+		if err := c.ReplicateWithOptions("CHARON.RATE", args, at, clk); err != nil {
 			return err
 		}
 		h.out, h.gout = keepScratch(h.out, val), keepScratch(h.gout, gval)
@@ -182,7 +230,7 @@ func (h *rateHandler) loadValue(c rm.Ctx, args rm.Args) error {
 	if t := k.Type(); t != rm.KeyEmpty && t != rm.KeyModule {
 		return rm.ErrWrongType
 	}
-	if err := k.SetBlob(h.typ, payload); err != nil {
+	if err := k.SetBlob(h.typ, payload, evLoadValue); err != nil {
 		return err
 	}
 	c.ReplicateVerbatim()

@@ -58,6 +58,14 @@ func unreadCommands() []rm.Command {
 	}
 }
 
+// Module keyspace events (class 'd' of notify-keyspace-events) raised once per key
+// that UNREAD.MARK or UNREAD.READ really changed; a request that changes nothing
+// raises none. Named after the command, like Redis's own "zincr" and "zrem".
+var (
+	evUnreadMark = rm.NewEvent("unread.mark")
+	evUnreadRead = rm.NewEvent("unread.read")
+)
+
 // countScratch receives UNREAD.COUNT's lengths without allocating per call. Redis
 // runs commands on its main thread only, so one buffer serves every call.
 var countScratch []int64
@@ -98,7 +106,7 @@ func unreadMark(c rm.Ctx, args rm.Args) error {
 	if t := k.Type(); t != rm.KeyEmpty && t != rm.KeyZset {
 		return rm.ErrWrongType
 	}
-	score, err := k.ZsetIncrBy(args.At(2), float64(req.Count))
+	score, err := k.ZsetIncrBy(args.At(2), float64(req.Count), evUnreadMark)
 	if err != nil {
 		return err
 	}
@@ -129,6 +137,7 @@ func unreadRead(c rm.Ctx, args rm.Args) error {
 		removed = removed || ok
 	}
 	if removed {
+		k.Written(evUnreadRead)
 		c.ReplicateVerbatim()
 	}
 	// An emptied set is deleted by Redis, and its length reads 0.

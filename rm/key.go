@@ -16,6 +16,7 @@ package rm
 #cgo nocallback cshim_open_key
 #cgo nocallback cshim_close_key
 #cgo nocallback cshim_set_abs_expire
+#cgo nocallback cshim_key_written
 #include "cshim.h"
 */
 import "C"
@@ -73,7 +74,39 @@ func (t *Type) Check(b []byte) bool {
 type ReadKey struct{ k *C.RedisModuleKey }
 
 // WriteKey is a key opened for writing. Close it when done.
-type WriteKey struct{ ReadKey }
+//
+// Opening a key for writing changes nothing by itself: the module loads with
+// REDISMODULE_OPTION_NO_IMPLICIT_SIGNAL_MODIFIED, so a key is signalled as modified
+// (aborting other clients' WATCH, invalidating client-side caches) and a keyspace
+// event raised only by the methods that write and take an *Event, or by Written.
+type WriteKey struct {
+	ReadKey
+	ctx  *C.RedisModuleCtx
+	name *C.RedisModuleString
+}
+
+// Event is the name of a module keyspace event (class 'd' of
+// notify-keyspace-events), such as the command that wrote the key. Create events
+// once, at load.
+type Event struct{ p *C.char }
+
+// NewEvent makes a keyspace event name. Its C copy lives as long as the module.
+func NewEvent(name string) *Event { return &Event{C.CString(name)} }
+
+// Written reports a real write of the key: it signals the key as modified and raises
+// the module keyspace event ev. Call it once per key written, after the write, and
+// never for a request that changed nothing.
+func (k WriteKey) Written(ev *Event) { C.cshim_key_written(k.ctx, k.name, ev.p) }
+
+// MaxBlob is the largest value a blob type's key may hold (CSHIM_BLOB_MAX, 64 MiB),
+// the bound rdb_load also applies.
+const MaxBlob = C.CSHIM_BLOB_MAX
+
+// BlobTooBig is the error for a new value of n bytes above MaxBlob: it names the cap.
+func BlobTooBig(t *Type, n int) error {
+	return fmt.Errorf("value: the new %s value (%d bytes) would exceed the %d MiB cap on a value; nothing was written",
+		t.name, n, MaxBlob>>20)
+}
 
 // OpenRead opens a key for reading.
 func (c Ctx) OpenRead(name String) ReadKey {
@@ -82,7 +115,7 @@ func (c Ctx) OpenRead(name String) ReadKey {
 
 // OpenWrite opens a key for reading and writing.
 func (c Ctx) OpenWrite(name String) WriteKey {
-	return WriteKey{ReadKey{C.cshim_open_key(c.p, name.p, C.CSHIM_WRITE)}}
+	return WriteKey{ReadKey{C.cshim_open_key(c.p, name.p, C.CSHIM_WRITE)}, c.p, name.p}
 }
 
 // Close releases the key.
@@ -121,6 +154,7 @@ func blobResult(rc C.int, data *C.uchar, n C.size_t) ([]byte, bool, error) {
 // closes it.
 func (c Ctx) OpenBlobWrite(name String, t *Type) (k WriteKey, val []byte, found bool, err error) {
 	k.k, val, found, err = c.openBlob(name, t, C.CSHIM_WRITE)
+	k.ctx, k.name = c.p, name.p
 	return k, val, found, err
 }
 
@@ -146,23 +180,28 @@ func (c Ctx) openBlob(name String, t *Type, mode C.int) (*C.RedisModuleKey, []by
 // errWriteFailed reports an API call that Redis refused.
 var errWriteFailed = errors.New("the server refused the write")
 
-// SetBlob stores a copy of data as the key's value of type t.
-func (k WriteKey) SetBlob(t *Type, data []byte) error {
-	return k.StoreBlob(t, data, 0)
+// SetBlob stores a copy of data as the key's value of type t and reports the write
+// (Written(ev)).
+func (k WriteKey) SetBlob(t *Type, data []byte, ev *Event) error {
+	return k.StoreBlob(t, data, 0, ev)
 }
 
-// StoreBlob stores a copy of data as the key's value of type t and, when expireAt
-// is positive, sets the key's absolute expiry (Unix ms), in one crossing.
-func (k WriteKey) StoreBlob(t *Type, data []byte, expireAt int64) error {
+// StoreBlob stores a copy of data as the key's value of type t, sets the key's
+// absolute expiry (Unix ms) when expireAt is positive, and reports the write
+// (Written(ev)), in one crossing. A value above the cap is an error naming the cap,
+// and nothing is written.
+func (k WriteKey) StoreBlob(t *Type, data []byte, expireAt int64, ev *Event) error {
 	var p *C.uchar
 	if len(data) > 0 {
 		p = (*C.uchar)(unsafe.Pointer(&data[0]))
 	}
-	switch C.cshim_store_blob(k.k, t.p, p, C.size_t(len(data)), C.longlong(expireAt)) {
+	switch C.cshim_store_blob(k.ctx, k.k, k.name, ev.p, t.p, p, C.size_t(len(data)), C.longlong(expireAt)) {
 	case C.CSHIM_OK:
 		return nil
 	case C.CSHIM_WRONGTYPE:
 		return ErrWrongType
+	case C.CSHIM_TOOBIG:
+		return BlobTooBig(t, len(data))
 	default:
 		return fmt.Errorf("rm: storing a %s value: %w", t.name, errWriteFailed)
 	}
@@ -184,11 +223,11 @@ func (k WriteKey) Delete() error {
 	return nil
 }
 
-// ZsetIncrBy adds delta to member's score in the sorted set (created if absent)
-// and returns the new score.
-func (k WriteKey) ZsetIncrBy(member String, delta float64) (float64, error) {
+// ZsetIncrBy adds delta to member's score in the sorted set (created if absent),
+// reports the write (Written(ev)) and returns the new score, in one crossing.
+func (k WriteKey) ZsetIncrBy(member String, delta float64, ev *Event) (float64, error) {
 	var score C.double
-	switch C.cshim_zset_incrby(k.k, member.p, C.double(delta), &score) {
+	switch C.cshim_zset_incrby(k.ctx, k.k, k.name, ev.p, member.p, C.double(delta), &score) {
 	case C.CSHIM_OK:
 		return float64(score), nil
 	case C.CSHIM_WRONGTYPE:
@@ -199,6 +238,7 @@ func (k WriteKey) ZsetIncrBy(member String, delta float64) (float64, error) {
 }
 
 // ZsetRem removes member from the sorted set; removed reports whether it was there.
+// It does not report the write: call Written once after the last removal.
 func (k WriteKey) ZsetRem(member String) (removed bool, err error) {
 	var deleted C.int
 	switch C.cshim_zset_rem(k.k, member.p, &deleted) {

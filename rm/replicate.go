@@ -36,8 +36,24 @@ func (c Ctx) Replicate(cmd string, argv []String) error {
 // "name value" is appended: the same command with one option made explicit, such as
 // the time a clock-dependent command used. One crossing.
 func (c Ctx) ReplicateWithOption(cmd string, args Args, skip int, name String, value int64) error {
+	return c.ReplicateWithOptions(cmd, args, Explicit{Skip: skip, Name: name, Value: value}, Explicit{Skip: -1})
+}
+
+// Explicit is an option that ReplicateWithOptions makes explicit: the client's own
+// "Name x" at args[Skip] (Skip < 0: not given) is left out and, when Name is set,
+// "Name Value" is appended.
+type Explicit struct {
+	Skip  int
+	Name  String
+	Value int64
+}
+
+// ReplicateWithOptions is ReplicateWithOption for two options, a then b; a.Name must
+// be set, b.Name may be the zero String (b's option is then only left out). One
+// crossing.
+func (c Ctx) ReplicateWithOptions(cmd string, args Args, a, b Explicit) error {
 	if C.cshim_replicate_with_option(c.p, cstr(cmd), C.size_t(len(cmd)), args.argv, C.int(args.argc),
-		C.int(skip), name.p, C.longlong(value)) != 0 {
+		C.int(a.Skip), a.Name.p, C.longlong(a.Value), C.int(b.Skip), b.Name.p, C.longlong(b.Value)) != 0 {
 		return fmt.Errorf("rm: replicating %s: %w", cmd, errWriteFailed)
 	}
 	return nil

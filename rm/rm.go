@@ -126,6 +126,18 @@ func (c Ctx) FreeString(s String) { C.cshim_free_string(c.p, s.p) }
 // Milliseconds is the server's clock in Unix milliseconds.
 func Milliseconds() int64 { return int64(C.cshim_milliseconds()) }
 
+// ClientClock returns the server's clock in Unix ms for a command a client sent. For
+// a command replayed from a primary's replication stream or from the AOF being loaded
+// it returns replayed true (and 0): such a command must not read this server's clock,
+// its effects were decided where it first ran. One crossing.
+func (c Ctx) ClientClock() (ms int64, replayed bool) {
+	v := int64(C.cshim_client_clock(c.p))
+	if v < 0 {
+		return 0, true
+	}
+	return v, false
+}
+
 // IsRESP3 reports whether the calling client speaks RESP3.
 func (c Ctx) IsRESP3() bool { return C.cshim_is_resp3(c.p) != 0 }
 

@@ -386,14 +386,14 @@ func TestRule8MonotonicTime(t *testing.T) {
 	checkFields(t, "later", r, "granted=1")
 }
 
-// Rule 9: zero tiers close the resource.
+// Rule 9: CLOSED (no tiers) closes the resource.
 func TestRule9ZeroTiers(t *testing.T) {
-	l := newLim(t, "")
+	l := newLim(t, "CLOSED")
 	l.expect(0, "MAX 1", "granted=0 tier=0 tier_limit=0 tier_hits=0 retry_after=-1 reset_after=0")
 	// A key with state and zero tiers: still closed, state untouched.
 	l.cfg = "TIER 5 1000 1000 0"
 	l.expect(10, "MAX 2", "granted=2")
-	l.cfg = ""
+	l.cfg = "CLOSED"
 	l.expect(20, "MAX 1", "granted=0 domain_hits=2 retry_after=-1 reset_after=991")
 }
 

@@ -54,7 +54,20 @@ type Request struct {
 	AtIdx int
 	// DryRun asks for the answer without any change.
 	DryRun bool
-	// Tiers[:NTiers] are the TIER clauses in order.
+	// Closed is the CLOSED keyword: the resource is closed, every request is rejected
+	// with retry_after -1 (rule 9). It comes with no tiers.
+	Closed bool
+	// HasClock reports a CLOCK clause: the server clock reading (ms) that a primary
+	// measured the key's expiry against, which it adds when it propagates a request
+	// whose AT lay behind its clock, so that replicas and the AOF set the same
+	// absolute expiry (see ExpireAt). ClockIdx is the index of the CLOCK keyword in
+	// the args given to ParseRequest (else -1).
+	HasClock bool
+	Clock    int64
+	ClockIdx int
+	// HasLimits reports the compact form: the tiers came from one LIMITS string.
+	HasLimits bool
+	// Tiers[:NTiers] are the TIER clauses (or the LIMITS string's tiers) in order.
 	Tiers  [MaxTiers]Tier
 	NTiers int
 }
@@ -177,8 +190,13 @@ func tierArg(n int, part string) string {
 
 // ParseRequest parses the arguments of CHARON.RATE that follow the key (args[0] is the
 // first option) into req. It allocates nothing on success. Errors are *ArgError.
+// A Parser does the same and also caches the parse of LIMITS strings.
 func ParseRequest(args [][]byte, req *Request) error {
-	*req = Request{Max: 1, GlobalKeyIdx: -1, AtIdx: -1}
+	return parseRequest(args, req, nil)
+}
+
+func parseRequest(args [][]byte, req *Request, cache *LimitsCache) error {
+	*req = Request{Max: 1, GlobalKeyIdx: -1, AtIdx: -1, ClockIdx: -1}
 	hasMax, hasMin := false, false
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -209,11 +227,14 @@ func ParseRequest(args [][]byte, req *Request) error {
 				return argErr("GLOBAL", "given more than once")
 			}
 			if i+2 >= len(args) {
-				return argErr("GLOBAL", "expected a key and a limit")
+				return errGlobalArgs
 			}
 			v, ok := parseBounded(args[i+2], 0, MaxCount)
 			if !ok {
-				return rangeErr("GLOBAL", 0, MaxCount)
+				if _, isInt := parseInt(args[i+2]); isInt {
+					return argErr("GLOBAL", "takes a key and a limit; the limit must be an integer between 0 and "+strconv.FormatInt(MaxCount, 10))
+				}
+				return errGlobalArgs
 			}
 			req.GlobalLimit, req.HasGlobal, req.GlobalKeyIdx = v, true, i+1
 			i += 2
@@ -224,12 +245,48 @@ func ParseRequest(args [][]byte, req *Request) error {
 			}
 			req.At, req.HasAt, req.AtIdx = v, true, i
 			i++
+		case eqFold(a, "CLOCK"):
+			v, err := optionValue(args, i, "CLOCK", req.HasClock, 0, MaxAt)
+			if err != nil {
+				return err
+			}
+			req.Clock, req.HasClock, req.ClockIdx = v, true, i
+			i++
 		case eqFold(a, "DRYRUN"):
 			if req.DryRun {
 				return argErr("DRYRUN", "given more than once")
 			}
 			req.DryRun = true
+		case eqFold(a, "CLOSED"):
+			if req.Closed {
+				return argErr("CLOSED", "given more than once")
+			}
+			req.Closed = true
+		case eqFold(a, "LIMITS"):
+			if req.HasLimits {
+				return argErr("LIMITS", "given more than once")
+			}
+			if req.NTiers > 0 {
+				return errLimitsAndTier
+			}
+			if i+1 >= len(args) {
+				return argErr("LIMITS", `missing value, e.g. LIMITS "10/1s, 50/5s/5s/15s"`)
+			}
+			var err error
+			if cache != nil {
+				err = cache.parse(args[i+1], req)
+			} else {
+				req.NTiers, err = ParseLimits(args[i+1], &req.Tiers)
+			}
+			if err != nil {
+				return err
+			}
+			req.HasLimits = true
+			i++
 		case eqFold(a, "TIER"):
+			if req.HasLimits {
+				return errLimitsAndTier
+			}
 			n := req.NTiers + 1
 			if n > MaxTiers {
 				return argErr(tierArg(n, ""), "at most "+strconv.Itoa(MaxTiers)+" tiers are allowed")
@@ -268,7 +325,31 @@ func ParseRequest(args [][]byte, req *Request) error {
 	} else if req.Min > req.Max {
 		return argErr("MIN", "must not be greater than MAX")
 	}
+	// Rule 9: a closed resource says so; forgetting the limits is an error.
+	switch {
+	case req.Closed && req.NTiers > 0:
+		return argErr("CLOSED", "a closed resource takes no TIER or LIMITS")
+	case !req.Closed && req.NTiers == 0:
+		return argErr("TIER", "no limits given: add TIER clauses or LIMITS, or say CLOSED to reject every request")
+	}
 	return nil
+}
+
+var (
+	errGlobalArgs    = argErr("GLOBAL", "takes a key and a limit: GLOBAL gkey n")
+	errLimitsAndTier = argErr("LIMITS", "use either LIMITS or TIER clauses, not both")
+)
+
+// Parser parses CHARON.RATE requests like ParseRequest and keeps the parse of the
+// LIMITS strings it saw last, since servers send the same few strings over and over.
+// It is not safe for concurrent use; the zero value is ready.
+type Parser struct {
+	cache LimitsCache
+}
+
+// Parse is ParseRequest with the LIMITS cache. It allocates nothing.
+func (p *Parser) Parse(args [][]byte, req *Request) error {
+	return parseRequest(args, req, &p.cache)
 }
 
 // optionValue reads the value of the option name at args[i] (its value is args[i+1]):

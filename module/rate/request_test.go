@@ -14,7 +14,7 @@ func TestParseRequest(t *testing.T) {
 	}
 	want := Request{
 		Max: 10, Min: 2, HasHard: true, Hard: 50, HasGlobal: true, GlobalLimit: 100, GlobalKeyIdx: 7,
-		HasAt: true, At: 1234, AtIdx: 9, DryRun: true, NTiers: 3,
+		HasAt: true, At: 1234, AtIdx: 9, DryRun: true, NTiers: 3, ClockIdx: -1,
 	}
 	want.Tiers[0] = Tier{5, 1000, 1000, 0, false}
 	want.Tiers[1] = Tier{50, 5000, 5000, 15000, true}
@@ -26,14 +26,14 @@ func TestParseRequest(t *testing.T) {
 		t.Fatal("indexes")
 	}
 
-	// Defaults: MAX 1, MIN = MAX, no tiers allowed (rule 9), and a reused Request is reset.
-	if err := ParseRequest(nil, &req); err != nil {
+	// Defaults: MAX 1, MIN = MAX, CLOSED means no tiers (rule 9), and a reused Request is reset.
+	if err := ParseRequest(words("CLOSED"), &req); err != nil {
 		t.Fatal(err)
 	}
-	if req.Max != 1 || req.Min != 1 || req.NTiers != 0 || req.HasGlobal || req.GlobalKeyIdx != -1 || req.AtIdx != -1 || req.DryRun {
+	if req.Max != 1 || req.Min != 1 || req.NTiers != 0 || !req.Closed || req.HasGlobal || req.GlobalKeyIdx != -1 || req.AtIdx != -1 || req.DryRun {
 		t.Fatalf("defaults %+v", req)
 	}
-	if err := ParseRequest(words("MAX 7"), &req); err != nil || req.Min != 7 {
+	if err := ParseRequest(words("MAX 7 CLOSED"), &req); err != nil || req.Min != 7 {
 		t.Fatalf("MIN defaults to MAX: %+v %v", req, err)
 	}
 	if err := ParseRequest(words("MIN 0 MAX 1000000000000 AT 9007199254740992 TIER 1000000000000 315360000000 315360000000 315360000000"), &req); err != nil {
@@ -55,8 +55,21 @@ func TestParseRequestErrors(t *testing.T) {
 		{"MIN 3 MAX 2", "MIN: must not be greater than MAX"},
 		{"MIN 2", "MIN: must not be greater than MAX"},
 		{"HARD -5", "HARD: must be an integer between 0 and 1000000000000"},
-		{"GLOBAL g", "GLOBAL: expected a key and a limit"},
-		{"GLOBAL g x", "GLOBAL: must be an integer between 0 and 1000000000000"},
+		{"GLOBAL g", "GLOBAL: takes a key and a limit: GLOBAL gkey n"},
+		{"GLOBAL g x", "GLOBAL: takes a key and a limit: GLOBAL gkey n"},
+		{"GLOBAL rl:g TIER 5 1000 1000 0", "GLOBAL: takes a key and a limit: GLOBAL gkey n"},
+		{"GLOBAL 100 TIER 5 1000 1000 0", "GLOBAL: takes a key and a limit: GLOBAL gkey n"},
+		{"GLOBAL g -1 TIER 5 1000 1000 0", "GLOBAL: takes a key and a limit; the limit must be an integer between 0 and 1000000000000"},
+		{"MAX 5", "TIER: no limits given: add TIER clauses or LIMITS, or say CLOSED to reject every request"},
+		{"", "TIER: no limits given: add TIER clauses or LIMITS, or say CLOSED to reject every request"},
+		{"CLOSED TIER 5 1000 1000 0", "CLOSED: a closed resource takes no TIER or LIMITS"},
+		{"LIMITS 5/1s CLOSED", "CLOSED: a closed resource takes no TIER or LIMITS"},
+		{"CLOSED CLOSED", "CLOSED: given more than once"},
+		{"LIMITS 5/1s TIER 5 1000 1000 0", "LIMITS: use either LIMITS or TIER clauses, not both"},
+		{"TIER 5 1000 1000 0 LIMITS 5/1s", "LIMITS: use either LIMITS or TIER clauses, not both"},
+		{"LIMITS 5/1s LIMITS 5/1s", "LIMITS: given more than once"},
+		{"LIMITS", "LIMITS: missing value, e.g. LIMITS \"10/1s, 50/5s/5s/15s\""},
+		{"CLOCK 5 CLOCK 6 CLOSED", "CLOCK: given more than once"},
 		{"AT -1", "AT: must be an integer between 0 and 9007199254740992"},
 		{"AT 9007199254740993", "AT: must be an integer between 0 and 9007199254740992"},
 		{"DRYRUN DRYRUN", "DRYRUN: given more than once"},
