@@ -1,7 +1,7 @@
 # Charon for Redis: the pinned Redis release and charon.so, both built here from
 # source with pinned, checksum-verified inputs, so the image is the same from any host.
 #
-#   make docker          # passes the pins and GOPROXY (from `go env GOPROXY`)
+#   make docker          # stages the Go toolchain and modules, passes the pins
 #   docker build --build-arg GOPROXY="$(go env GOPROXY)" -t charon-redis .
 #
 # Build stage layers, slowest-changing first, so a source change rebuilds only the
@@ -43,45 +43,64 @@ RUN { [ -z "${REDIS_TARBALL}" ] || [ -f "/src/${REDIS_TARBALL##*/}" ] \
 
 # The Go toolchain, as the Go module proxy serves it (the module
 # golang.org/toolchain@v0.0.1-goVERSION.linux-ARCH), pinned by the SHA-256 of the zip.
-# GOPROXY is the machine's own proxy list (`go env GOPROXY`): no host is written here.
+# make docker stages the zip under build/docker-go/ (fetched by the host's `go mod
+# download`, so the build needs no network trust of its own); without it the zip is
+# fetched from GOPROXY, the machine's own proxy list (`go env GOPROXY`, passed as a
+# build arg: no host is written here). Either way the checksum below decides.
 ARG GO_VERSION=1.26.8
 ARG GO_SHA256_amd64=30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd5856b31de7
 ARG GO_SHA256_arm64=02b36b6787b3ac767668f630e2998df45a3b1f9ffee08d1bf3ef6487cd658d99
 ARG GOPROXY=
+# LICENSE is always there; the glob adds build/docker-go/'s files when staged.
+COPY LICENSE build/docker-g[o] /tmp/gostage/
 RUN set -eu; \
     arch=$(dpkg --print-architecture); \
     case "$arch" in \
       amd64) sum="${GO_SHA256_amd64}";; arm64) sum="${GO_SHA256_arm64}";; \
       *) echo "go: no pinned toolchain checksum for $arch" >&2; exit 1;; \
     esac; \
-    proxy=$(printf '%s\n' "${GOPROXY}" | tr ',|' '\n\n' | grep -m1 -E '^(https?|file)://' || true); \
-    [ -n "$proxy" ] || { echo "go: pass --build-arg GOPROXY=\"\$(go env GOPROXY)\" (a proxy URL is needed for the toolchain)" >&2; exit 1; }; \
     mod="v0.0.1-go${GO_VERSION}.linux-${arch}"; \
-    echo "go: fetching the go${GO_VERSION} linux-${arch} toolchain (about 70 MB) from the module proxy"; \
-    curl -fsS --retry 3 --connect-timeout 20 -o /tmp/go.zip "${proxy%/}/golang.org/toolchain/@v/${mod}.zip"; \
+    if [ -f "/tmp/gostage/${mod}.zip" ]; then \
+      echo "go: using the staged go${GO_VERSION} linux-${arch} toolchain (build/docker-go/${mod}.zip)"; \
+      mv "/tmp/gostage/${mod}.zip" /tmp/go.zip; \
+    else \
+      proxy=$(printf '%s\n' "${GOPROXY}" | tr ',|' '\n\n' | grep -m1 -E '^(https?|file)://' || true); \
+      [ -n "$proxy" ] || { echo "go: pass --build-arg GOPROXY=\"\$(go env GOPROXY)\", or stage ${mod}.zip under build/docker-go/ (make docker does)" >&2; exit 1; }; \
+      echo "go: fetching the go${GO_VERSION} linux-${arch} toolchain (about 70 MB) from the module proxy"; \
+      curl -fsS --retry 3 --connect-timeout 20 -o /tmp/go.zip "${proxy%/}/golang.org/toolchain/@v/${mod}.zip"; \
+    fi; \
     echo "$sum  /tmp/go.zip" | sha256sum -c --strict -; \
     echo "go: unpacking into /usr/local/go"; \
     unzip -q /tmp/go.zip -d /tmp/gotc; \
     mv "/tmp/gotc/golang.org/toolchain@${mod}" /usr/local/go; \
-    rm -rf /tmp/go.zip /tmp/gotc; \
+    rm -rf /tmp/go.zip /tmp/gotc /tmp/gostage; \
     /usr/local/go/bin/go version
 ENV PATH=/usr/local/go/bin:$PATH \
     GOTOOLCHAIN=local \
     GOFLAGS=-mod=readonly \
     CGO_ENABLED=1
 
-# Go modules: only go.mod and go.sum, so this layer survives source changes; every
-# download is checked against go.sum.
+# Go modules: only go.mod and go.sum, so this layer survives source changes. make
+# docker stages the module downloads under build/docker-gomod/ (a module proxy
+# directory); without it they come from GOPROXY. Every module is checked against go.sum.
 COPY go.mod go.sum /src/
-RUN echo "go: downloading the Go modules listed in go.sum" \
- && go mod download \
- && echo "go: warming the build cache with the standard library for -buildmode=c-shared (about a minute)" \
- && mkdir -p /tmp/warm \
- && printf '%s\n' 'package main' '' 'import "C"' '' 'import (' \
+COPY LICENSE build/docker-gomo[d] /tmp/gomod/
+RUN set -eu; \
+    if [ -d /tmp/gomod/cache/download ]; then \
+      echo "go: downloading the Go modules in go.sum from the staged copy (build/docker-gomod)"; \
+      GOPROXY=file:///tmp/gomod/cache/download GOSUMDB=off go mod download; \
+    else \
+      echo "go: downloading the Go modules in go.sum from GOPROXY"; \
+      go mod download; \
+    fi; \
+    rm -rf /tmp/gomod; \
+    echo "go: warming the build cache with the standard library for -buildmode=c-shared (about a minute)"; \
+    mkdir -p /tmp/warm; \
+    printf '%s\n' 'package main' '' 'import "C"' '' 'import (' \
       '	_ "bytes"' '	_ "fmt"' '	_ "math/bits"' '	_ "os"' '	_ "runtime/debug"' '	_ "slices"' \
-      '	_ "strconv"' '	_ "strings"' '	_ "sync"' '	_ "time"' '	_ "unsafe"' ')' '' 'func main() {}' >/tmp/warm/main.go \
- && (cd /tmp/warm && go mod init warm >/dev/null 2>&1 && go build -trimpath -buildmode=c-shared -o /dev/null .) \
- && rm -rf /tmp/warm
+      '	_ "strconv"' '	_ "strings"' '	_ "sync"' '	_ "time"' '	_ "unsafe"' ')' '' 'func main() {}' >/tmp/warm/main.go; \
+    (cd /tmp/warm && go mod init warm >/dev/null 2>&1 && go build -trimpath -buildmode=c-shared -o /dev/null .); \
+    rm -rf /tmp/warm
 
 # The source, then the module: the same `make build` as on the host (VERSION gives
 # MODULE LIST's number and COMMAND DOCS' since).
@@ -122,6 +141,7 @@ RUN ln -s redis-server /usr/local/bin/redis-check-rdb \
 # Last, so a source change only replaces this layer. Redis refuses a module file
 # without +x (make build sets it).
 COPY --from=build /src/build/charon.so /usr/local/lib/redis/modules/charon.so
+COPY LICENSE /usr/local/share/doc/charon/LICENSE
 
 VOLUME /data
 WORKDIR /data
