@@ -343,8 +343,9 @@ docker: docker-base
 	zip=$$($(GO) mod download -json golang.org/toolchain@$$mod | sed -n 's/^[[:space:]]*"Zip": "\(.*\)",*$$/\1/p'); \
 	[ -s "$$zip" ] || { echo "docker: go mod download golang.org/toolchain@$$mod gave no zip" >&2; exit 1; }; \
 	ln -f "$$zip" "$(BUILD)/docker-go/$$mod.zip" 2>/dev/null || cp "$$zip" "$(BUILD)/docker-go/$$mod.zip"; \
-	[ -d "$(BUILD)/docker-gomod" ] && chmod -R u+w "$(BUILD)/docker-gomod" && rm -rf "$(BUILD)/docker-gomod"; \
-	GOMODCACHE="$(BUILD)/docker-gomod" GOFLAGS=-modcacherw $(GO) mod download; \
+	rm -rf "$(BUILD)/docker-gomod"; modcache=$$(mktemp -d "$${TMPDIR:-/tmp}/charon-gomod.XXXXXX"); \
+	GOMODCACHE="$$modcache" GOFLAGS=-modcacherw $(GO) mod download; \
+	mkdir -p "$(BUILD)/docker-gomod/cache"; cp -r "$$modcache/cache/download" "$(BUILD)/docker-gomod/cache/"; rm -rf "$$modcache"; \
 	tarball="$(REDIS_TARBALL)"; \
 	if [ -z "$$tarball" ] && [ -s "$(REDIS_TARBALL_CACHE)" ]; then tarball="$(REDIS_TARBALL_CACHE)"; fi; \
 	tararg=; \
