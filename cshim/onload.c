@@ -39,8 +39,17 @@ static const char *const required_apis[] = {
 };
 
 int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
-    if (RedisModule_Init(ctx, CHARON_MODULE_NAME, CHARON_MODULE_VERSION, REDISMODULE_APIVER_1) == REDISMODULE_ERR)
+    if (RedisModule_Init(ctx, CHARON_MODULE_NAME, CHARON_MODULE_VERSION, REDISMODULE_APIVER_1) == REDISMODULE_ERR) {
+        /* Init fails silently when the name is taken: say why. */
+        if (RedisModule_IsModuleNameBusy && RedisModule_IsModuleNameBusy(CHARON_MODULE_NAME))
+            RedisModule_Log(ctx, "warning",
+                            "charon: refusing to load: a module named '%s' is already loaded; a server runs one copy "
+                            "(one Go runtime, which cannot be unloaded): restart the server to load another",
+                            CHARON_MODULE_NAME);
+        else
+            RedisModule_Log(ctx, "warning", "charon: refusing to load: RedisModule_Init failed");
         return REDISMODULE_ERR;
+    }
 
     int ver = cshim_server_version();
     if (ver < MIN_SERVER_VERSION) {

@@ -11,9 +11,20 @@
 #include "rate_format.h"
 #include "type_rate.h"
 
+/* The level at which a refused value is logged, as Redis logs its own refused
+ * payloads (rdb.c rdbReportError): verbose for a RESTORE (the client gets the
+ * error; a fuzzer must not flood the log), warning while loading an RDB file or a
+ * full sync, where the server then stops and the reason must be seen. */
+static const char *refused_level(RedisModuleIO *io) {
+    RedisModuleCtx *ctx = RedisModule_GetContextFromIO ? RedisModule_GetContextFromIO(io) : NULL;
+    if (ctx == NULL) return "warning";
+    int flags = RedisModule_GetContextFlags(ctx);
+    return (flags & (REDISMODULE_CTX_FLAGS_LOADING | REDISMODULE_CTX_FLAGS_ASYNC_LOADING)) ? "warning" : "verbose";
+}
+
 static void *rate_rdb_load(RedisModuleIO *io, int encver) {
     if (encver < CHARON_RATE_ENC_V1 || encver > CHARON_RATE_ENC_CURRENT) {
-        RedisModule_LogIOError(io, "warning", "charon: %s value has encoding version %d; this module reads 1..%d",
+        RedisModule_LogIOError(io, refused_level(io), "charon: %s value has encoding version %d; this module reads 1..%d",
                                CHARON_RATE_TYPE_NAME, encver, CHARON_RATE_ENC_CURRENT);
         return NULL;
     }
@@ -26,7 +37,7 @@ static void *rate_rdb_load(RedisModuleIO *io, int encver) {
     /* Treat the payload as hostile (RESTORE): bound the length, then validate
      * every count and length inside it before accepting it. */
     if (len > CSHIM_BLOB_MAX || !charon_rate_check((const unsigned char *)buf, len)) {
-        RedisModule_LogIOError(io, "warning", "charon: corrupt %s value (%zu bytes) refused", CHARON_RATE_TYPE_NAME, len);
+        RedisModule_LogIOError(io, refused_level(io), "charon: corrupt %s value (%zu bytes) refused", CHARON_RATE_TYPE_NAME, len);
         RedisModule_Free(buf);
         return NULL;
     }

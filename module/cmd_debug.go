@@ -3,8 +3,8 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"strings"
 
+	"github.com/charon-redis/charon/module/rate"
 	"github.com/charon-redis/charon/rm"
 )
 
@@ -60,7 +60,7 @@ func debugCommand(c rm.Ctx, args rm.Args, opts options) error {
 		var empty []int
 		return fmt.Errorf("unreachable: %d", empty[len(sub)])
 	default:
-		return &argError{arg: "subcommand", reason: "must be RUNTIME or PANIC, got '" + strings.ToUpper(string(sub)) + "'"}
+		return &argError{arg: "subcommand", reason: "must be RUNTIME or PANIC, got " + rate.QuoteArg(sub)}
 	}
 }
 

@@ -153,7 +153,7 @@ func (h *rateHandler) rate(c rm.Ctx, args rm.Args) error {
 	}
 	if res.Write {
 		if len(val) > rm.MaxBlob || len(gval) > rm.MaxBlob {
-			return rm.BlobTooBig(h.typ, max(len(val), len(gval)))
+			return rm.BlobTooBig("key", h.typ, max(len(val), len(gval)))
 		}
 		clock := serverNow
 		if replayed {
@@ -222,6 +222,9 @@ func rateErr(err error) error {
 // checked by the same C validator rdb_load uses before anything is stored.
 func (h *rateHandler) loadValue(c rm.Ctx, args rm.Args) error {
 	payload := args.Bytes(2)
+	if len(payload) > rm.MaxBlob {
+		return rm.BlobTooBig("payload", h.typ, len(payload))
+	}
 	if !h.typ.Check(payload) {
 		return &argError{arg: "payload", reason: "not a valid " + rateTypeName + " value"}
 	}

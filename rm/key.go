@@ -102,10 +102,11 @@ func (k WriteKey) Written(ev *Event) { C.cshim_key_written(k.ctx, k.name, ev.p) 
 // the bound rdb_load also applies.
 const MaxBlob = C.CSHIM_BLOB_MAX
 
-// BlobTooBig is the error for a new value of n bytes above MaxBlob: it names the cap.
-func BlobTooBig(t *Type, n int) error {
-	return fmt.Errorf("value: the new %s value (%d bytes) would exceed the %d MiB cap on a value; nothing was written",
-		t.name, n, MaxBlob>>20)
+// BlobTooBig is the error for a value of n bytes above MaxBlob, naming the argument
+// it came from and the cap.
+func BlobTooBig(arg string, t *Type, n int) error {
+	return fmt.Errorf("%s: a %s value of %d bytes exceeds the %d MiB cap on a value; nothing was written",
+		arg, t.name, n, MaxBlob>>20)
 }
 
 // OpenRead opens a key for reading.
@@ -201,7 +202,7 @@ func (k WriteKey) StoreBlob(t *Type, data []byte, expireAt int64, ev *Event) err
 	case C.CSHIM_WRONGTYPE:
 		return ErrWrongType
 	case C.CSHIM_TOOBIG:
-		return BlobTooBig(t, len(data))
+		return BlobTooBig("value", t, len(data))
 	default:
 		return fmt.Errorf("rm: storing a %s value: %w", t.name, errWriteFailed)
 	}

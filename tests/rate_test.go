@@ -260,8 +260,11 @@ type rtStep struct {
 func rtRunSteps(t *testing.T, c *redis.Client, proto int, key string, base int64, tiers []string, steps []rtStep) {
 	t.Helper()
 	written := false
+	tmax := int64(0) // the effective time is at most the newest AT so far (rule 8)
+	var lastExp int64
 	for i, st := range steps {
 		at := base + st.dt
+		tmax = max(tmax, at)
 		got := rtRate(t, c, proto, rtCmd(key, at, rtCat(st.opts, tiers)...)...)
 		require.Equal(t, st.want, got, "RESP%d %s step %d (dt %d, %v): granted tier limit hits domain global burst hard glim retry reset", proto, key, i+1, st.dt, st.opts)
 		written = written || got[rate.FieldGranted] > 0
@@ -269,7 +272,16 @@ func rtRunSteps(t *testing.T, c *redis.Client, proto int, key string, base int64
 			require.Equal(t, int64(-2), rtPExpireTime(t, c, key), "step %d: a rejection must not create the key", i+1)
 			continue
 		}
-		require.Equal(t, at+got[rate.FieldResetAfter], rtPExpireTime(t, c, key), "step %d: PEXPIRETIME must be t + reset_after", i+1)
+		// PEXPIRETIME is t + reset_after, on the server's clock when t lay behind it.
+		// A rejection leaves the expiry the last grant set.
+		exp := rtPExpireTime(t, c, key)
+		if got[rate.FieldGranted] > 0 {
+			rtRequireExpiry(t, [2]int64{at + got[rate.FieldResetAfter], max(tmax, rtNow()) + got[rate.FieldResetAfter]}, exp,
+				"step %d: PEXPIRETIME must be max(t, server clock) + reset_after", i+1)
+			lastExp = exp
+		} else {
+			require.Equal(t, lastExp, exp, "step %d: a rejection must not move the expiry", i+1)
+		}
 		info := rtInspect(t, c, key, at)
 		require.Equal(t, "domain", rtStr(t, info, "kind"))
 		require.Equal(t, at, rtInt(t, info, "time"))
@@ -277,7 +289,7 @@ func rtRunSteps(t *testing.T, c *redis.Client, proto int, key string, base int64
 		require.Equal(t, got[rate.FieldDomainHits], rtInt(t, info, "domain_hits"), "step %d: INSPECT domain_hits", i+1)
 		require.Equal(t, got[rate.FieldResetAfter], rtInt(t, info, "reset_after"), "step %d: INSPECT reset_after", i+1)
 		require.Equal(t, at+got[rate.FieldResetAfter], rtInt(t, info, "expire_at"), "step %d: INSPECT expire_at", i+1)
-		require.Equal(t, rtPExpireTime(t, c, key), rtInt(t, info, "key_expire_at"), "step %d: INSPECT key_expire_at", i+1)
+		require.Equal(t, exp, rtInt(t, info, "key_expire_at"), "step %d: INSPECT key_expire_at", i+1)
 		var logSum int64
 		for _, e := range rtSecondLog(t, info) {
 			require.GreaterOrEqual(t, e[0], at-1000)
@@ -370,11 +382,25 @@ func TestRatePatterns(t *testing.T) {
 // Random traffic and a local model built on the pure package.
 
 // rtTierSets are what random traffic picks tier clauses from: the four patterns, a
-// three-tier set with a skippable cooldown tier, and a closed resource (no tier).
+// three-tier set with a skippable cooldown tier, and a closed resource (CLOSED).
 var rtTierSets = [][]string{
 	rtSimple, rtPenalty, rtPunishment, rtBatch,
 	{"TIER", "2", "1000", "1000", "0", "TIER", "3", "1000", "500", "10000", "SKIPPABLE", "TIER", "10", "2000", "1500", "0"},
-	nil,
+	{"CLOSED"},
+}
+
+// rtLimitsOf is the compact form of TIER clauses: LIMITS "l/w/a/c[?], ..." in ms.
+func rtLimitsOf(tiers []string) []string {
+	var parts []string
+	for i := 0; i < len(tiers); i += 5 {
+		p := strings.Join(tiers[i+1:i+5], "/")
+		if i+5 < len(tiers) && strings.EqualFold(tiers[i+5], "SKIPPABLE") {
+			p += "?"
+			i++
+		}
+		parts = append(parts, p)
+	}
+	return []string{"LIMITS", strings.Join(parts, ", ")}
 }
 
 // rtGen produces random CHARON.RATE requests: random keys, options in random order
@@ -503,8 +529,15 @@ func (g *rtGen) next() rtGenReq {
 	g.r.Shuffle(len(groups), func(i, j int) { groups[i], groups[j] = groups[j], groups[i] })
 	// TIER clauses keep their order but may sit anywhere among the options.
 	var tierGroups [][]string
+	if len(tiers) > 0 && tiers[0] != "CLOSED" && g.r.IntN(3) == 0 {
+		tierGroups = append(tierGroups, rtLimitsOf(tiers)) // the compact form
+		tiers = nil
+	}
 	for i := 0; i < len(tiers); {
 		n := 5
+		if tiers[i] == "CLOSED" {
+			n = 1
+		}
 		if i+5 < len(tiers) && strings.EqualFold(tiers[i+5], "SKIPPABLE") {
 			n = 6
 		}
@@ -533,10 +566,17 @@ func (g *rtGen) next() rtGenReq {
 // their absolute expiries, and the replies it should send.
 type rtModel struct {
 	vals map[string][]byte
-	exp  map[string]int64
+	exp  map[string][2]int64 // the bounds of the absolute expiry
 }
 
-func newRTModel() *rtModel { return &rtModel{vals: map[string][]byte{}, exp: map[string]int64{}} }
+func newRTModel() *rtModel { return &rtModel{vals: map[string][]byte{}, exp: map[string][2]int64{}} }
+
+// rtRequireExpiry checks an absolute expiry against the model's bounds.
+func rtRequireExpiry(t testing.TB, bounds [2]int64, got int64, msg string, args ...any) {
+	t.Helper()
+	require.GreaterOrEqual(t, got, bounds[0], msg, args)
+	require.LessOrEqual(t, got, bounds[1], msg, args)
+}
 
 func (m *rtModel) apply(t testing.TB, q rtGenReq) rtF {
 	t.Helper()
@@ -555,12 +595,16 @@ func (m *rtModel) apply(t testing.TB, q rtGenReq) rtF {
 	require.NoError(t, err)
 	require.Equal(t, !q.dry && res.Granted, res.Write)
 	if res.Write {
+		// The server measured the expiry on its clock, read during the request: X
+		// moved forward by how far t lay behind it, which is at most how far t lies
+		// behind the clock now (rate.ExpireAt).
+		now := rtNow()
 		m.vals[q.key] = bytes.Clone(nv)
-		m.exp[q.key] = res.ExpireAt
+		m.exp[q.key] = [2]int64{res.ExpireAt, rate.ExpireAt(res.ExpireAt, res.T, now)}
 		if req.HasGlobal {
 			require.NotNil(t, ngv)
 			m.vals[q.gkey] = bytes.Clone(ngv)
-			m.exp[q.gkey] = res.GlobalExpireAt
+			m.exp[q.gkey] = [2]int64{res.GlobalExpireAt, rate.ExpireAt(res.GlobalExpireAt, res.T, now)}
 		}
 	}
 	return res.Fields
@@ -628,7 +672,7 @@ func TestRateMatchesPurePackage(t *testing.T) {
 		}
 		got := rtValueOf(t, c, k)
 		require.Equal(t, want, got, "%s: stored bytes differ from the pure package's", k)
-		require.Equal(t, m.exp[k], rtPExpireTime(t, c, k), "%s: absolute expiry", k)
+		rtRequireExpiry(t, m.exp[k], rtPExpireTime(t, c, k), "%s: absolute expiry", k)
 	}
 }
 
@@ -858,7 +902,7 @@ func TestRateOptions(t *testing.T) {
 
 	t.Run("GLOBAL", func(t *testing.T) {
 		tiers := []string{"TIER", "100", "1000", "1000", "0"}
-		base := rtNow()
+		base := rtNow() + 60_000 // ahead of the server clock: expiries are exactly X
 		g := []string{"GLOBAL", "rl:{g}", "8"}
 		do := func(key string, dt int64, opts ...string) rtF {
 			return rtRate(t, c, 3, rtCmd(key, base+dt, rtCat(opts, tiers)...)...)
@@ -891,7 +935,7 @@ func TestRateOptions(t *testing.T) {
 	})
 
 	t.Run("SKIPPABLE", func(t *testing.T) {
-		base := rtNow()
+		base := rtNow() + 60_000
 		tiers := func(skip bool) []string {
 			t2 := []string{"TIER", "3", "1000", "500", "10000"}
 			if skip {
@@ -924,7 +968,7 @@ func TestRateOptions(t *testing.T) {
 	})
 
 	t.Run("MIN0", func(t *testing.T) {
-		base := rtNow()
+		base := rtNow() + 60_000
 		// A tier with limit 0: MIN 0 grants 0, which is a rejection; nothing is created.
 		got := rtRate(t, c, 3, rtCmd("rl:{m}:zero", base, "MAX", "3", "MIN", "0", "TIER", "0", "1000", "1000", "0")...)
 		require.Equal(t, rtF{0, 0, 0, 0, 0, -1, 0, 0, 0, -1, 0}, got)
@@ -940,15 +984,18 @@ func TestRateOptions(t *testing.T) {
 	})
 
 	t.Run("ZeroTiers", func(t *testing.T) {
-		base := rtNow()
-		// A closed resource: rejected, retry_after -1, nothing created.
-		got := rtRate(t, c, 3, rtCmd("rl:{z}:new", base, "MAX", "1", "GLOBAL", "rl:{z}", "10")...)
+		base := rtNow() + 60_000
+		// Rule 9: forgetting the limits is an error naming TIER, and writes nothing.
+		err := c.Do(ctx, rtCmd("rl:{z}:new", base, "MAX", "5")...).Err()
+		require.EqualError(t, err, "ERR TIER: no limits given: add TIER clauses or LIMITS, or say CLOSED to reject every request")
+		// A closed resource says CLOSED: rejected, retry_after -1, nothing created.
+		got := rtRate(t, c, 3, rtCmd("rl:{z}:new", base, "MAX", "1", "GLOBAL", "rl:{z}", "10", "CLOSED")...)
 		require.Equal(t, rtF{0, 0, 0, 0, 0, 0, 0, 0, 0, -1, 0}, got)
 		require.Equal(t, int64(0), c.Exists(ctx, "rl:{z}:new", "rl:{z}").Val())
 		// On an existing key: rejected, the key is untouched.
 		rtRate(t, c, 3, rtCmd("rl:{z}:old", base, rtCat([]string{"MAX", "2"}, rtPenalty)...)...)
 		d, exp := rtDigestValue(t, c, "rl:{z}:old"), rtPExpireTime(t, c, "rl:{z}:old")
-		got = rtRate(t, c, 3, rtCmd("rl:{z}:old", base+5, "MAX", "1", "MIN", "0")...)
+		got = rtRate(t, c, 3, rtCmd("rl:{z}:old", base+5, "MAX", "1", "MIN", "0", "closed")...)
 		require.Equal(t, int64(0), got[rate.FieldGranted])
 		require.Equal(t, int64(-1), got[rate.FieldRetryAfter])
 		require.Equal(t, int64(2), got[rate.FieldDomainHits])
@@ -977,7 +1024,7 @@ func TestRateInspect(t *testing.T) {
 	t.Parallel()
 	s := harness.Start(t, harness.Options{})
 	ctx := context.Background()
-	base := rtNow()
+	base := rtNow() + 60_000
 	c3, c2 := s.Client(t, harness.Protocol(3)), s.Client(t, harness.Protocol(2))
 	for _, c := range []*redis.Client{c2, c3} {
 		require.ErrorIs(t, c.Do(ctx, "CHARON.INSPECT", "rl:{i}:missing").Err(), redis.Nil)

@@ -18,13 +18,23 @@ func FuzzParse(f *testing.F) {
 		"AT 9007199254740993",
 		"GLOBAL",
 		"FOO\r\nBAR",
+		"MAX 3 CLOSED",
+		"CLOSED TIER 1 1 1 0",
+		"GLOBAL g 5 LIMITS 10/1s,50/5s/5s/15s?",
+		"LIMITS 10/1s TIER 1 1 1 0",
+		"AT 5 CLOCK 9 LIMITS 1/1d/1h/10m",
 	} {
 		f.Add([]byte(strings.ReplaceAll(s, " ", "\x00")))
 	}
+	var p Parser
 	f.Fuzz(func(t *testing.T, data []byte) {
 		args := bytes.Split(data, []byte{0})
-		var req Request
+		var req, cached Request
 		err := ParseRequest(args, &req)
+		// The LIMITS cache never changes an answer.
+		if cerr := p.Parse(args, &cached); (err == nil) != (cerr == nil) || err != nil && err.Error() != cerr.Error() || err == nil && req != cached {
+			t.Fatalf("Parser: %+v %v; ParseRequest: %+v %v", cached, cerr, req, err)
+		}
 		if err != nil {
 			var ae *ArgError
 			if !errors.As(err, &ae) {
@@ -53,6 +63,13 @@ func FuzzParse(f *testing.F) {
 		}
 		if req.HasGlobal != (req.GlobalKeyIdx >= 1) || req.HasGlobal && !eqFold(args[req.GlobalKeyIdx-1], "GLOBAL") {
 			t.Fatalf("GLOBAL %+v", req)
+		}
+		if req.HasClock != (req.ClockIdx >= 0) || req.HasClock && !eqFold(args[req.ClockIdx], "CLOCK") {
+			t.Fatalf("CLOCK %+v", req)
+		}
+		// Rule 9: tiers, or CLOSED, never both, never neither.
+		if req.Closed == (req.NTiers > 0) {
+			t.Fatalf("CLOSED %v with %d tiers", req.Closed, req.NTiers)
 		}
 	})
 }

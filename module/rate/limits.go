@@ -183,9 +183,9 @@ type LimitsCache struct {
 }
 
 type limitsEntry struct {
-	keyLen int // 0: unused (an empty string never parses)
+	keyLen int
+	n      int // 0: unused (a string that parses has at least one tier)
 	key    [limitsCacheKey]byte
-	n      int
 	tiers  [MaxTiers]Tier
 }
 
@@ -193,7 +193,7 @@ type limitsEntry struct {
 func (lc *LimitsCache) parse(s []byte, req *Request) error {
 	for k := range lc.entries {
 		e := &lc.entries[k]
-		if e.keyLen == len(s) && string(e.key[:e.keyLen]) == string(s) {
+		if e.n > 0 && e.keyLen == len(s) && string(e.key[:e.keyLen]) == string(s) {
 			req.NTiers = e.n
 			copy(req.Tiers[:e.n], e.tiers[:e.n])
 			return nil

@@ -156,8 +156,11 @@ func parseBounded(b []byte, lo, hi int64) (int64, bool) {
 	return v, true
 }
 
-// quoteArg makes a user argument safe to echo in an error reply: printable ASCII only,
-// at most 32 bytes (a CR or LF would break the protocol).
+// QuoteArg makes a user argument safe to echo in an error reply: quoted, printable
+// ASCII only (a NUL, CR or LF becomes '?'), at most 32 bytes and "..." when cut.
+// Every echoed argument of the module goes through it.
+func QuoteArg(b []byte) string { return quoteArg(b) }
+
 func quoteArg(b []byte) string {
 	const max = 32
 	n := len(b)
