@@ -94,6 +94,13 @@ int cshim_reply_array(RedisModuleCtx *ctx, long n);
 int cshim_reply_map(RedisModuleCtx *ctx, long n);
 int cshim_reply_long_longs(RedisModuleCtx *ctx, const int64_t *vals, int n);
 int cshim_reply_int_fields(RedisModuleCtx *ctx, const char *const *names, const int64_t *vals, int n);
+/* reply_fields.c: fields that are integers, bulk strings (vals[i] = offset << 32 | length
+ * into strs) or nulls, by kinds[i]. */
+#define CSHIM_FIELD_INT 0
+#define CSHIM_FIELD_BULK 1
+#define CSHIM_FIELD_NULL 2
+int cshim_reply_mixed_fields(RedisModuleCtx *ctx, const char *const *names, const unsigned char *kinds,
+                             const int64_t *vals, const char *strs, int n);
 
 int cshim_replicate_verbatim(RedisModuleCtx *ctx);
 /* Replicates cmd with argv[1..argc) less argv[skip] and argv[skip+1] (skip < 0: none)

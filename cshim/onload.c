@@ -8,6 +8,7 @@
 #include "redismodule.h"
 #include "cshim.h"
 #include "type_rate.h"
+#include "type_hold.h"
 
 #define MIN_SERVER_VERSION 0x00070000 /* 7.0.0 */
 
@@ -73,6 +74,10 @@ int RedisModule_OnLoad(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) 
 
     if (cshim_rate_type_create(ctx) != REDISMODULE_OK) {
         RedisModule_Log(ctx, "warning", "charon: refusing to load: cannot create data type %s", CHARON_RATE_TYPE_NAME);
+        return REDISMODULE_ERR;
+    }
+    if (cshim_hold_type_create(ctx) != REDISMODULE_OK) {
+        RedisModule_Log(ctx, "warning", "charon: refusing to load: cannot create data type %s", CHARON_HOLD_TYPE_NAME);
         return REDISMODULE_ERR;
     }
 

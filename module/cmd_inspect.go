@@ -12,6 +12,11 @@ import (
 // so that debugging a limiter never needs reading raw data. Not on the hot path.
 // Reply: a map (a flat name/value array under RESP2); null for a missing key.
 func (h *rateHandler) inspect(c rm.Ctx, args rm.Args) error {
+	if holdInspect != nil {
+		if handled, err := holdInspect(c, args); handled {
+			return err
+		}
+	}
 	h.views = args.Views(h.views)
 	at, hasAt, err := rate.ParseInspect(h.views[2:])
 	if err != nil {

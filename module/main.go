@@ -71,5 +71,10 @@ func setup(c rm.Ctx, args []rm.ModuleArg) ([]rm.Command, error) {
 	}
 	cmds = append(cmds, rateCmds...)
 	cmds = append(cmds, unreadCommands()...)
+	holdCmds, err := holdCommands(c)
+	if err != nil {
+		return nil, err
+	}
+	cmds = append(cmds, holdCmds...)
 	return cmds, nil
 }

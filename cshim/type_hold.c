@@ -1,0 +1,112 @@
+/* type_hold.c: the charon-hd data type's callbacks and their methods table.
+ *
+ * A value is one cshim_blob (RedisModule_Alloc memory) holding the in-memory layout
+ * that module/hold defines (FORMAT.md) and Go mutates in place. RDB, RESTORE, the AOF
+ * and DEBUG DIGEST see the canonical persisted form instead, so they do not depend on
+ * slots or capacity. Every callback is C and never calls Go: rdb_save and aof_rewrite
+ * run in the fork child of BGSAVE / BGREWRITEAOF / full sync. */
+#include <string.h>
+
+#include "redismodule.h"
+#include "cshim.h"
+#include "hold_format.h"
+#include "type_hold.h"
+
+static void *hold_rdb_load(RedisModuleIO *io, int encver) {
+    if (encver < CHARON_HOLD_ENC_V1 || encver > CHARON_HOLD_ENC_CURRENT) {
+        RedisModule_LogIOError(io, "warning", "charon: %s value has encoding version %d; this module reads 1..%d",
+                               CHARON_HOLD_TYPE_NAME, encver, CHARON_HOLD_ENC_CURRENT);
+        return NULL;
+    }
+    size_t len = 0;
+    char *buf = RedisModule_LoadStringBuffer(io, &len);
+    if (RedisModule_IsIOError(io) || buf == NULL) {
+        if (buf) RedisModule_Free(buf);
+        return NULL;
+    }
+    /* Hostile bytes (RESTORE): check every field, then build; a repeated id fails. */
+    long n = len > CSHIM_BLOB_MAX ? -1 : charon_hold_check((const unsigned char *)buf, len);
+    cshim_blob *b = NULL;
+    if (n >= 0) {
+        size_t size = charon_hold_mem_size(charon_hold_cap_for((uint64_t)n));
+        b = RedisModule_Alloc(sizeof(cshim_blob) + size);
+        b->len = (uint32_t)size;
+        if (!charon_hold_build((const unsigned char *)buf, n, b->data)) {
+            RedisModule_Free(b);
+            b = NULL;
+        }
+    }
+    if (b == NULL)
+        RedisModule_LogIOError(io, "warning", "charon: corrupt %s value (%zu bytes) refused", CHARON_HOLD_TYPE_NAME, len);
+    RedisModule_Free(buf);
+    return b;
+}
+
+/* persisted returns the value's persisted form in a RedisModule_Alloc buffer. */
+static unsigned char *persisted(const cshim_blob *b, size_t *len) {
+    *len = charon_hold_persisted_size(b->data);
+    unsigned char *out = RedisModule_Alloc(*len);
+    charon_hold_serialize(b->data, out);
+    return out;
+}
+
+static void hold_rdb_save(RedisModuleIO *io, void *value) {
+    size_t len;
+    unsigned char *p = persisted(value, &len);
+    RedisModule_SaveStringBuffer(io, (const char *)p, len);
+    RedisModule_Free(p);
+}
+
+static void hold_aof_rewrite(RedisModuleIO *aof, RedisModuleString *key, void *value) {
+    size_t len;
+    unsigned char *p = persisted(value, &len);
+    RedisModule_EmitAOF(aof, CHARON_HOLD_LOAD_COMMAND, "sb", key, (const char *)p, len);
+    RedisModule_Free(p);
+}
+
+static size_t hold_mem_usage(const void *value) { return RedisModule_MallocSize((void *)value); }
+
+static void hold_free(void *value) { RedisModule_Free(value); }
+
+static size_t hold_free_effort(RedisModuleString *key, const void *value) {
+    (void)key;
+    (void)value;
+    return 1; /* one block */
+}
+
+static void hold_digest(RedisModuleDigest *md, void *value) {
+    size_t len;
+    unsigned char *p = persisted(value, &len);
+    RedisModule_DigestAddStringBuffer(md, (const char *)p, len);
+    RedisModule_DigestEndSequence(md);
+    RedisModule_Free(p);
+}
+
+static void *hold_copy(RedisModuleString *fromkey, RedisModuleString *tokey, const void *value) {
+    (void)fromkey;
+    (void)tokey;
+    const cshim_blob *src = value;
+    cshim_blob *b = RedisModule_Alloc(sizeof(cshim_blob) + src->len);
+    memcpy(b, src, sizeof(cshim_blob) + src->len);
+    return b;
+}
+
+/* The registry's check is the persisted form's (CHARON.LOADHOLD validates with it). */
+static int hold_check(const unsigned char *p, size_t n) { return charon_hold_check(p, n) >= 0; }
+
+int cshim_hold_type_create(RedisModuleCtx *ctx) {
+    RedisModuleTypeMethods methods = {
+        .version = REDISMODULE_TYPE_METHOD_VERSION,
+        .rdb_load = hold_rdb_load,
+        .rdb_save = hold_rdb_save,
+        .aof_rewrite = hold_aof_rewrite,
+        .mem_usage = hold_mem_usage,
+        .free = hold_free,
+        .digest = hold_digest,
+        .free_effort = hold_free_effort,
+        .copy = hold_copy,
+    };
+    RedisModuleType *t = RedisModule_CreateDataType(ctx, CHARON_HOLD_TYPE_NAME, CHARON_HOLD_ENC_CURRENT, &methods);
+    if (t == NULL) return REDISMODULE_ERR;
+    return cshim_type_register(CHARON_HOLD_TYPE_NAME, t, hold_check);
+}

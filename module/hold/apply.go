@@ -1,0 +1,340 @@
+package hold
+
+import "errors"
+
+// ErrLost is the answer to RENEW, SEIZE or TRANSFER of a hold that the domain key does
+// not hold at the effective time: unknown, released or expired. The client lost it.
+var ErrLost = errors.New("the hold is not held (unknown, released or expired)")
+
+// Limited-by codes of a Reserve reply: LimitedNone, LimitedDomain, LimitedGlobal, or
+// LimitedGroup+g for group g (0-based).
+const (
+	LimitedNone   = 0
+	LimitedDomain = 1
+	LimitedGlobal = 2
+	LimitedGroup  = 3
+)
+
+// Result is what a request decided. Plan fills it without changing anything; Commit
+// then applies it when Write is set.
+type Result struct {
+	// T is the effective time: max(request time, newest time stored in any key).
+	T int64
+	// Write reports that the keys change (and the request is replicated).
+	Write bool
+
+	// Reserve.
+	Granted    int64
+	ID         uint64 // the new hold's id (Reserve, Transfer); 0: none
+	Held       int64  // the domain's live copies after the request
+	Limit      int64  // the domain limit, -1: none
+	GlobalHeld int64  // the global key's live copies after, -1 without GLOBAL
+	LimitedBy  int
+	Deadline   int64 // the (new) hold's deadline; 0 when none
+	RetryAfter int64
+
+	// Release, Renew, Seize, Transfer.
+	Copies    int64 // copies released, renewed, seized or transferred
+	Remaining int64 // copies the original hold keeps (0: gone)
+	// OrigDeadline is the original hold's deadline after the request (Transfer).
+	OrigDeadline int64
+}
+
+// Keys are the views of a request's keys in order: the domain key, the global key (if
+// any), then the group keys. A nil view is an absent key.
+type Keys []View
+
+// limitOf is the limit the request names for key k.
+func (req *Request) limitOf(k int) int64 {
+	if k == 0 {
+		if req.HasLimit {
+			return req.Limit
+		}
+		return -1
+	}
+	if req.HasGlobal {
+		if k == 1 {
+			return req.GlobalLimit
+		}
+		return req.GroupLimit[k-2]
+	}
+	return req.GroupLimit[k-1]
+}
+
+// EffectiveTime is max(now, the newest time stored in any key).
+func EffectiveTime(keys Keys, now int64) int64 {
+	t := now
+	for _, v := range keys {
+		if v != nil && v.Newest() > t {
+			t = v.Newest()
+		}
+	}
+	return t
+}
+
+// IDFree reports whether no key stores a hold with this id.
+func IDFree(keys Keys, id uint64) bool {
+	if id == 0 {
+		return false
+	}
+	for _, v := range keys {
+		if v != nil && v.Find(id) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func live(v View, t int64) int64 {
+	if v == nil {
+		return 0
+	}
+	return v.Live(t)
+}
+
+// liveHold returns the slot of the hold id in v if it counts at t, else -1.
+func liveHold(v View, id uint64, t int64) int {
+	if v == nil {
+		return -1
+	}
+	s := v.Find(id)
+	if s < 0 || int64(v.rec(s, fDeadline)) <= t {
+		return -1
+	}
+	return s
+}
+
+// Plan decides the request at time now with the new hold's id (Reserve, Transfer;
+// the caller checks it with IDFree). It changes nothing.
+func Plan(req *Request, keys Keys, now int64, id uint64, res *Result) error {
+	*res = Result{Limit: -1, GlobalHeld: -1}
+	t := EffectiveTime(keys, now)
+	res.T = t
+	if req.Cmd == Reserve {
+		planReserve(req, keys, t, id, res)
+		return nil
+	}
+	dom := keys[0]
+	s := liveHold(dom, req.Hold, t)
+	switch req.Cmd {
+	case Release:
+		// Release in every key; reply with the domain key's hold.
+		for k, v := range keys {
+			ks := liveHold(v, req.Hold, t)
+			if ks < 0 {
+				continue
+			}
+			res.Write = true
+			c := int64(v.rec(ks, fCopies))
+			n := c
+			if req.HasCopies && req.Copies < c {
+				n = req.Copies
+			}
+			if k == 0 || res.Copies == 0 {
+				res.Copies = n
+			}
+			if k == 0 {
+				res.Remaining = c - n
+				if res.Remaining > 0 {
+					res.Deadline = int64(v.rec(ks, fDeadline))
+				}
+			}
+		}
+		res.Held = live(dom, t)
+		if s >= 0 {
+			res.Held -= res.Copies
+		}
+		return nil
+	case Renew, Seize:
+		if s < 0 {
+			return ErrLost
+		}
+		res.Write = true
+		res.Copies = int64(dom.rec(s, fCopies))
+		res.Remaining = res.Copies
+		res.Deadline = t + req.Lease
+		res.Held = live(dom, t)
+		return nil
+	case Transfer:
+		if s < 0 {
+			return ErrLost
+		}
+		c := int64(dom.rec(s, fCopies))
+		n := c
+		if req.HasCopies {
+			if req.Copies > c {
+				return argErr("COPIES", "the hold has only "+itoa(c)+" copies")
+			}
+			n = req.Copies
+		}
+		res.Write = true
+		res.ID = id
+		res.Copies = n
+		res.Remaining = c - n
+		res.Deadline = t + req.TTL
+		if res.Remaining > 0 {
+			res.OrigDeadline = int64(dom.rec(s, fDeadline))
+		}
+		res.Held = live(dom, t)
+		return nil
+	}
+	return nil
+}
+
+func itoa(v int64) string {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + v%10)
+		v /= 10
+		if v == 0 {
+			break
+		}
+	}
+	return string(b[i:])
+}
+
+func planReserve(req *Request, keys Keys, t int64, id uint64, res *Result) {
+	granted := req.Max
+	res.LimitedBy = LimitedNone
+	minRoom := req.Max
+	need := max(req.Min, 1)
+	var domLive int64
+	for k, v := range keys {
+		lim := req.limitOf(k)
+		l := live(v, t)
+		if k == 0 {
+			domLive = l
+			res.Limit = lim
+		}
+		if req.HasGlobal && k == 1 {
+			res.GlobalHeld = l
+		}
+		if lim < 0 {
+			continue
+		}
+		room := max(lim-l, 0)
+		if room < minRoom {
+			minRoom = room
+			res.LimitedBy = limitedCode(req, k)
+		}
+		granted = min(granted, room)
+		if room < need && res.RetryAfter >= 0 {
+			if lim < need {
+				res.RetryAfter = -1
+			} else {
+				res.RetryAfter = max(res.RetryAfter, retryAfter(v, t, need-room))
+			}
+		}
+	}
+	res.Held = domLive
+	if granted < req.Min || granted == 0 {
+		if res.RetryAfter == 0 {
+			res.RetryAfter = -1 // unreachable: a rejection always has a short limit
+		}
+		return
+	}
+	res.RetryAfter = 0
+	res.Granted = granted
+	res.Held += granted
+	if res.GlobalHeld >= 0 {
+		res.GlobalHeld += granted
+	}
+	res.Deadline = t + req.Lease
+	if !req.DryRun {
+		res.Write = true
+		res.ID = id
+	}
+}
+
+func limitedCode(req *Request, k int) int {
+	switch {
+	case k == 0:
+		return LimitedDomain
+	case req.HasGlobal && k == 1:
+		return LimitedGlobal
+	case req.HasGlobal:
+		return LimitedGroup + k - 2
+	default:
+		return LimitedGroup + k - 1
+	}
+}
+
+// retryAfter is the time from t until holds with `free` copies reach their
+// deadlines, walking live holds in deadline order.
+func retryAfter(v View, t int64, free int64) int64 {
+	var sum int64
+	for s := v.Head(); s >= 0; s = v.Next(s) {
+		d := int64(v.rec(s, fDeadline))
+		if d <= t {
+			continue
+		}
+		sum += int64(v.rec(s, fCopies))
+		if sum >= free {
+			return d - t
+		}
+	}
+	return -1 // unreachable when the limit fits need
+}
+
+// NeedsRoom reports whether key k needs room for one more hold before Commit. It is
+// conservative: expired holds that Commit prunes first are not counted as room.
+func NeedsRoom(req *Request, res *Result, v View) bool {
+	if !res.Write || (req.Cmd != Reserve && req.Cmd != Transfer) {
+		return false
+	}
+	if v == nil {
+		return true
+	}
+	return v.Full()
+}
+
+// Commit applies a planned request to every key. Views must be present (the glue
+// creates absent keys with Init) and have room when NeedsRoom said so.
+func Commit(req *Request, keys Keys, res *Result) {
+	t := res.T
+	for k, v := range keys {
+		v.Prune(t)
+		switch req.Cmd {
+		case Reserve:
+			v.Touch(t, req.limitOf(k))
+			v.Insert(res.ID, res.Granted, res.Deadline)
+			continue
+		case Release:
+			if s := v.Find(req.Hold); s >= 0 {
+				c := int64(v.rec(s, fCopies))
+				if req.HasCopies && req.Copies < c {
+					v.SetCopies(s, c-req.Copies)
+				} else {
+					v.Remove(s)
+				}
+			}
+		case Renew, Seize:
+			if s := v.Find(req.Hold); s >= 0 {
+				v.Move(s, res.Deadline)
+			}
+		case Transfer:
+			if s := v.Find(req.Hold); s >= 0 {
+				c := int64(v.rec(s, fCopies))
+				n := min(res.Copies, c)
+				if n >= c {
+					v.Remove(s)
+				} else {
+					v.SetCopies(s, c-n)
+				}
+				v.Insert(res.ID, n, res.Deadline)
+			}
+		}
+		v.Touch(t, v.Limit())
+	}
+}
+
+// ExpireAt is when a key should expire after Commit: its latest deadline + 1 ms,
+// moved lag ms later; 0 when the key holds nothing (delete it).
+func ExpireAt(v View, lag int64) int64 {
+	if v == nil || v.Len() == 0 {
+		return 0
+	}
+	return v.Latest() + 1 + lag
+}

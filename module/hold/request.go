@@ -1,0 +1,368 @@
+// Package hold implements the pure logic of Charon's copy-limited resources
+// (CHARON.RESERVE, RELEASE, RENEW, TRANSFER, SEIZE): argument parsing, the rules of
+// spec/charon-hold.md, and the flat layout of a key's value (FORMAT.md). It knows
+// nothing of Redis: time and hold ids are arguments, values are byte slices the
+// caller owns, errors are typed values that the glue turns into replies.
+package hold
+
+import (
+	"bytes"
+	"strconv"
+)
+
+// Bounds from the contract (the same as CHARON.RATE's).
+const (
+	// MaxCount bounds limits, MAX, MIN and COPIES.
+	MaxCount = 1_000_000_000_000
+	// MaxDuration bounds LEASE, TTL and LAG: 10 years of 365 days, in ms.
+	MaxDuration = 10 * 365 * 24 * 3600 * 1000
+	// MaxAt bounds AT (2^53).
+	MaxAt = 1 << 53
+	// MaxGroups is the most group keys one request may name.
+	MaxGroups = 32
+	// MaxHolds is the most holds one key may store at once.
+	MaxHolds = 1 << 20
+	// DefaultLease is LEASE when a request gives none, in ms.
+	DefaultLease = 60_000
+)
+
+// Cmd is one of the five commands.
+type Cmd int
+
+// The commands.
+const (
+	Reserve Cmd = iota
+	Release
+	Renew
+	Transfer
+	Seize
+)
+
+var cmdNames = [...]string{"CHARON.RESERVE", "CHARON.RELEASE", "CHARON.RENEW", "CHARON.TRANSFER", "CHARON.SEIZE"}
+
+// Name is the command's name as replicated.
+func (c Cmd) Name() string { return cmdNames[c] }
+
+// Request is a parsed argument list (everything after the key). It is caller-owned
+// and reusable: Parse overwrites every field. Indices are into the args given to
+// Parse (the command's argv index is the index + 2).
+type Request struct {
+	Cmd Cmd
+	// Hold is the hold id (all commands but Reserve).
+	Hold uint64
+
+	Max, Min int64
+	HasLimit bool
+	Limit    int64
+	// HasGlobal: a GLOBAL clause; GlobalIdx is the index of the global key.
+	HasGlobal   bool
+	GlobalIdx   int
+	GlobalLimit int64
+	// GroupsIdx is the index of the GROUP keyword (-1: none); NGroups group keys
+	// follow it, GroupIdx[i] their indices, GroupLimit[i] their limits (Reserve).
+	GroupsIdx  int
+	NGroups    int
+	GroupIdx   [MaxGroups]int
+	GroupLimit [MaxGroups]int64
+
+	Lease     int64
+	TTL       int64
+	HasCopies bool
+	Copies    int64
+	HasAt     bool
+	At        int64
+	// HasID: an explicit id for the hold a Reserve or Transfer creates (replication).
+	HasID bool
+	ID    uint64
+	// Lag is how far the primary's clock was ahead of AT (replication): keys expire
+	// Lag ms after their latest deadline + 1.
+	Lag    int64
+	DryRun bool
+	// Skip lists the indices of the AT, ID and LAG keywords (each followed by its value),
+	// which the glue leaves out when it replicates with the explicit ones.
+	Skip  [3]int
+	NSkip int
+}
+
+// ArgError names the offending argument. The glue replies "ERR <Arg>: <Reason>".
+type ArgError struct {
+	Arg    string
+	Reason string
+}
+
+// Error returns "<Arg>: <reason>".
+func (e *ArgError) Error() string { return e.Arg + ": " + e.Reason }
+
+func argErr(arg, reason string) error { return &ArgError{Arg: arg, Reason: reason} }
+
+func rangeErr(arg string, lo, hi int64) error {
+	return argErr(arg, "must be an integer in "+strconv.FormatInt(lo, 10)+".."+strconv.FormatInt(hi, 10))
+}
+
+// eqFold reports whether b equals the upper-case ASCII keyword kw, ignoring case.
+func eqFold(b []byte, kw string) bool {
+	if len(b) != len(kw) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		if c != kw[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// parseInt parses a decimal integer in [lo, hi] the way Redis's string2ll does: no
+// '+', no spaces, no leading zeros.
+func parseInt(b []byte, lo, hi int64) (int64, bool) {
+	if len(b) == 0 || len(b) > 19 {
+		return 0, false
+	}
+	if b[0] == '0' {
+		return 0, len(b) == 1 && lo <= 0
+	}
+	var v int64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	return v, v >= lo && v <= hi
+}
+
+// ParseID parses a hold id: exactly 16 hex digits, not all zero.
+func ParseID(b []byte) (uint64, bool) {
+	if len(b) != 16 {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		case 'A' <= c && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		v = v<<4 | uint64(c)
+	}
+	return v, v != 0
+}
+
+// FormatID writes id as 16 lower-case hex digits into dst.
+func FormatID(dst *[16]byte, id uint64) {
+	const hex = "0123456789abcdef"
+	for i := 15; i >= 0; i-- {
+		dst[i] = hex[id&15]
+		id >>= 4
+	}
+}
+
+func quoteArg(b []byte) string {
+	if len(b) > 32 {
+		b = b[:32]
+	}
+	return "'" + string(b) + "'"
+}
+
+func value(args [][]byte, i int, name string, seen bool, lo, hi int64) (int64, error) {
+	if seen {
+		return 0, argErr(name, "given more than once")
+	}
+	if i+1 >= len(args) {
+		return 0, argErr(name, "missing value")
+	}
+	v, ok := parseInt(args[i+1], lo, hi)
+	if !ok {
+		return 0, rangeErr(name, lo, hi)
+	}
+	return v, nil
+}
+
+// Parse parses the arguments of cmd that follow the key. For every command but
+// Reserve, args[0] is the hold id. keys are the command's whole argv views (for the
+// distinct-keys check); pass nil to skip it. Errors are *ArgError.
+func Parse(cmd Cmd, args [][]byte, req *Request) error {
+	*req = Request{Cmd: cmd, Max: 1, Min: -1, Lease: DefaultLease, GlobalIdx: -1, GroupsIdx: -1}
+	i := 0
+	if cmd != Reserve {
+		if len(args) == 0 {
+			return argErr("hold", "missing hold id")
+		}
+		id, ok := ParseID(args[0])
+		if !ok {
+			return argErr("hold", "must be 16 hex digits (not all zero), got "+quoteArg(args[0]))
+		}
+		req.Hold = id
+		i = 1
+	}
+	var seenMax, seenMin, seenLease, seenTTL bool
+	for ; i < len(args); i++ {
+		a := args[i]
+		var err error
+		switch {
+		case cmd == Reserve && eqFold(a, "MAX"):
+			req.Max, err = value(args, i, "MAX", seenMax, 1, MaxCount)
+			seenMax = true
+			i++
+		case cmd == Reserve && eqFold(a, "MIN"):
+			req.Min, err = value(args, i, "MIN", seenMin, 0, MaxCount)
+			seenMin = true
+			i++
+		case cmd == Reserve && eqFold(a, "LIMIT"):
+			req.Limit, err = value(args, i, "LIMIT", req.HasLimit, 0, MaxCount)
+			req.HasLimit = true
+			i++
+		case (cmd == Reserve || cmd == Renew || cmd == Seize) && eqFold(a, "LEASE"):
+			req.Lease, err = value(args, i, "LEASE", seenLease, 1, MaxDuration)
+			seenLease = true
+			i++
+		case cmd == Transfer && eqFold(a, "TTL"):
+			req.TTL, err = value(args, i, "TTL", seenTTL, 1, MaxDuration)
+			seenTTL = true
+			i++
+		case (cmd == Release || cmd == Transfer) && eqFold(a, "COPIES"):
+			req.Copies, err = value(args, i, "COPIES", req.HasCopies, 1, MaxCount)
+			req.HasCopies = true
+			i++
+		case eqFold(a, "AT"):
+			req.At, err = value(args, i, "AT", req.HasAt, 0, MaxAt)
+			req.HasAt = true
+			req.skip(i)
+			i++
+		case eqFold(a, "LAG"):
+			req.Lag, err = value(args, i, "LAG", req.Lag != 0, 0, MaxDuration)
+			req.skip(i)
+			i++
+		case (cmd == Reserve || cmd == Transfer) && eqFold(a, "ID"):
+			switch {
+			case req.HasID:
+				err = argErr("ID", "given more than once")
+			case i+1 >= len(args):
+				err = argErr("ID", "missing value")
+			default:
+				var ok bool
+				if req.ID, ok = ParseID(args[i+1]); !ok {
+					err = argErr("ID", "must be 16 hex digits (not all zero)")
+				}
+			}
+			req.HasID = true
+			req.skip(i)
+			i++
+		case cmd == Reserve && eqFold(a, "DRYRUN"):
+			req.DryRun = true
+		case eqFold(a, "GLOBAL"):
+			if req.HasGlobal {
+				return argErr("GLOBAL", "given more than once")
+			}
+			if i+1 >= len(args) {
+				return argErr("GLOBAL", "missing key")
+			}
+			req.HasGlobal, req.GlobalIdx = true, i+1
+			i++
+			if cmd == Reserve {
+				req.GlobalLimit, err = value(args, i, "GLOBAL", false, 0, MaxCount)
+				i++
+			}
+		case eqFold(a, "GROUP"):
+			err = req.parseGroups(args, i)
+			i = len(args)
+		default:
+			return argErr("syntax", "unknown option "+quoteArg(a))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if !seenMin {
+		req.Min = req.Max
+	}
+	if cmd == Reserve {
+		if req.Min > req.Max {
+			return argErr("MIN", "must not exceed MAX ("+strconv.FormatInt(req.Max, 10)+")")
+		}
+		if !req.HasLimit && !req.HasGlobal && req.NGroups == 0 {
+			return argErr("LIMIT", "no limit named: give LIMIT, GLOBAL or GROUP")
+		}
+	}
+	if cmd == Transfer && !seenTTL {
+		return argErr("TTL", "required: how long the new hold lives before it is seized")
+	}
+	return nil
+}
+
+func (req *Request) skip(i int) {
+	if req.NSkip < len(req.Skip) {
+		req.Skip[req.NSkip] = i
+		req.NSkip++
+	}
+}
+
+// parseGroups parses "GROUP key [n] [key [n] ...]" to the end of args (Reserve
+// takes a limit after each key).
+func (req *Request) parseGroups(args [][]byte, i int) error {
+	req.GroupsIdx = i
+	step := 1
+	if req.Cmd == Reserve {
+		step = 2
+	}
+	rest := len(args) - i - 1
+	if rest == 0 || rest%step != 0 {
+		if step == 2 {
+			return argErr("GROUP", "takes key limit pairs to the end of the command")
+		}
+		return argErr("GROUP", "missing key")
+	}
+	if rest/step > MaxGroups {
+		return argErr("GROUP", "at most "+strconv.Itoa(MaxGroups)+" group keys")
+	}
+	for j := i + 1; j < len(args); j += step {
+		req.GroupIdx[req.NGroups] = j
+		if step == 2 {
+			v, ok := parseInt(args[j+1], 0, MaxCount)
+			if !ok {
+				return argErr("GROUP", "the limit of group key "+quoteArg(args[j])+" must be an integer in 0..1000000000000 (GROUP key limit pairs run to the end of the command)")
+			}
+			req.GroupLimit[req.NGroups] = v
+		}
+		req.NGroups++
+	}
+	return nil
+}
+
+// CheckKeys reports a key named twice: key is the domain key, args the views given to
+// Parse. A hold must be recorded once per key.
+func (req *Request) CheckKeys(key []byte, args [][]byte) error {
+	if req.HasGlobal && bytes.Equal(args[req.GlobalIdx], key) {
+		return argErr("GLOBAL", "the global key must differ from the key")
+	}
+	for g := 0; g < req.NGroups; g++ {
+		k := args[req.GroupIdx[g]]
+		if bytes.Equal(k, key) || (req.HasGlobal && bytes.Equal(k, args[req.GlobalIdx])) {
+			return argErr("GROUP", "group key "+quoteArg(k)+" is also the key or the global key")
+		}
+		for h := 0; h < g; h++ {
+			if bytes.Equal(k, args[req.GroupIdx[h]]) {
+				return argErr("GROUP", "group key "+quoteArg(k)+" named twice")
+			}
+		}
+	}
+	return nil
+}
+
+// NKeys is the number of keys the request names (domain, global, groups).
+func (req *Request) NKeys() int {
+	n := 1 + req.NGroups
+	if req.HasGlobal {
+		n++
+	}
+	return n
+}

@@ -1,0 +1,214 @@
+//go:build integration
+
+package tests
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/charon-redis/charon/module/hold"
+	"github.com/charon-redis/charon/tests/harness"
+	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
+)
+
+// hdPopulate sends n random hold requests (reserve with random limits, leases, GLOBAL
+// and GROUP keys; releases, renewals, transfers and seizes of earlier holds) at times
+// around hdT0, so nothing expires on the real clock during the test.
+func hdPopulate(t testing.TB, c *redis.Client, seed uint64, nKeys, n int) {
+	t.Helper()
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(seed, 17))
+	type live struct{ key, id string }
+	var holds []live
+	at := hdT0
+	var granted int
+	for i := 0; i < n; i++ {
+		at += int64(r.IntN(50))
+		p := r.IntN(4)
+		dom := fmt.Sprintf("hd:{p%d}:d%d", p, r.IntN(nKeys))
+		common := []any{"GLOBAL", fmt.Sprintf("hd:{p%d}", p)}
+		if len(holds) > 0 && r.IntN(3) == 0 {
+			h := holds[r.IntN(len(holds))]
+			var args []any
+			switch r.IntN(4) {
+			case 0:
+				args = []any{"CHARON.RELEASE", h.key, h.id, "COPIES", 1 + r.IntN(2)}
+			case 1:
+				args = []any{"CHARON.RENEW", h.key, h.id, "LEASE", 1000 + r.IntN(100_000)}
+			case 2:
+				args = []any{"CHARON.TRANSFER", h.key, h.id, "TTL", 1 + r.IntN(5000), "COPIES", 1}
+			default:
+				args = []any{"CHARON.SEIZE", h.key, h.id}
+			}
+			args = append(args, "AT", at)
+			args = append(args, common[0], h.key[:strings.LastIndex(h.key, ":")])
+			v, err := c.Do(ctx, args...).Slice()
+			if err == nil && args[0] == "CHARON.TRANSFER" {
+				holds = append(holds, live{h.key, v[1].(string)})
+			}
+			continue
+		}
+		args := []any{"CHARON.RESERVE", dom, "MAX", 1 + r.IntN(4), "MIN", r.IntN(2), "LIMIT", 2 + r.IntN(10),
+			common[0], common[1], 200, "LEASE", 1000 + r.IntN(600_000), "AT", at}
+		if r.IntN(3) == 0 {
+			args = append(args, "GROUP", fmt.Sprintf("hd:{p%d}:grp%d", p, r.IntN(3)), 5+r.IntN(20))
+		}
+		v, err := c.Do(ctx, args...).Slice()
+		require.NoError(t, err, "%v", args)
+		if id, ok := v[1].(string); ok {
+			granted++
+			holds = append(holds, live{dom, id})
+		}
+	}
+	require.Positive(t, granted)
+}
+
+func TestHoldPersistence(t *testing.T) {
+	t.Parallel()
+	s := harness.Start(t, harness.Options{})
+	c := s.Client(t, harness.Protocol(2))
+	ctx := context.Background()
+	hdPopulate(t, c, uint64(rtNow()), 20, 3000)
+	want := rtSnap(t, c)
+
+	require.NoError(t, c.Do(ctx, "DEBUG", "RELOAD").Err())
+	rtSameSnap(t, want, rtSnap(t, c), false, "DEBUG RELOAD")
+
+	require.Equal(t, "Background saving started", c.BgSave(ctx).Val())
+	rtWaitBgsave(t, s)
+	s.Restart(t, harness.NoSave)
+	rtSameSnap(t, want, rtSnap(t, c), false, "BGSAVE + restart")
+
+	// COPY: the copy is equal and independent.
+	src := "hd:{p0}"
+	require.Equal(t, int64(1), c.Copy(ctx, src, src+":copy", 0, false).Val())
+	before := rtDigestValue(t, c, src)
+	require.Equal(t, before, rtDigestValue(t, c, src+":copy"))
+	hdMust(t, c, "CHARON.RESERVE", src+":copy", "LIMIT", 1000, "AT", hdT0+10_000_000)
+	require.NotEqual(t, before, rtDigestValue(t, c, src+":copy"))
+	require.Equal(t, before, rtDigestValue(t, c, src))
+}
+
+// The AOF replays the requests with their explicit AT and ids; a rewritten AOF
+// (CHARON.LOADHOLD + PEXPIREAT) restores the same dataset and expiries.
+func TestHoldAOF(t *testing.T) {
+	t.Parallel()
+	s := harness.Start(t, harness.Options{AppendOnly: true, Config: []string{"aof-use-rdb-preamble no"}})
+	c := s.Client(t, harness.Protocol(2))
+	ctx := context.Background()
+	hdPopulate(t, c, uint64(rtNow()), 15, 2000)
+	want := rtSnap(t, c)
+
+	s.Restart(t, harness.NoSave)
+	rtSameSnap(t, want, rtSnap(t, c), false, "AOF replay")
+
+	require.NoError(t, c.BgRewriteAOF(ctx).Err())
+	harness.Eventually(t, 2*time.Minute, func() (bool, string) {
+		m := s.Info(t, "persistence")
+		return m["aof_rewrite_in_progress"] == "0" && m["aof_rewrite_scheduled"] == "0", "rewrite running"
+	})
+	require.Equal(t, "ok", s.Info(t, "persistence")["aof_last_bgrewrite_status"])
+	bases, err := filepath.Glob(filepath.Join(s.Dir(), "appendonlydir", "*.base.aof"))
+	require.NoError(t, err)
+	require.Len(t, bases, 1)
+	text, err := os.ReadFile(bases[0])
+	require.NoError(t, err)
+	require.Contains(t, string(text), "CHARON.LOADHOLD")
+	require.NotContains(t, string(text), "CHARON.RESERVE")
+
+	s.Restart(t, harness.NoSave)
+	rtSameSnap(t, want, rtSnap(t, c), false, "rewritten AOF")
+}
+
+// hdValid reports whether a persisted form is accepted by the Go twin of rdb_load.
+func hdValid(p []byte) bool {
+	n, err := hold.Validate(p)
+	if err != nil {
+		return false
+	}
+	_, err = hold.Build(p, make([]byte, hold.SizeFor(hold.CapFor(n))))
+	return err == nil
+}
+
+// RESTORE of mutated DUMP payloads (CRC recomputed) is refused cleanly, or accepted
+// only when module/hold accepts the value too; the server never goes down.
+func TestHoldCorruptRestore(t *testing.T) {
+	t.Parallel()
+	s := harness.Start(t, harness.Options{Config: []string{"rdbcompression no"}})
+	c := s.Client(t, harness.Protocol(2))
+	ctx := context.Background()
+	for i := range 4 {
+		hdMust(t, c, "CHARON.RESERVE", "hd:{c}:a", "MAX", 1+i, "LIMIT", 100, "GLOBAL", "hd:{c}", 100, "LEASE", 1000+i, "AT", hdT0+int64(i))
+	}
+	const tmp = "hd:{c}:tmp"
+	restore := func(p []byte) error {
+		require.NoError(t, c.Del(ctx, tmp).Err())
+		return c.Restore(ctx, tmp, 0, string(p)).Err()
+	}
+	var accepted, refused int
+	for _, key := range []string{"hd:{c}:a", "hd:{c}"} {
+		payload, d := rtDumpOf(t, c, key)
+		require.Equal(t, uint64(hold.EncVer), d.id&1023)
+		require.True(t, hdValid(d.val))
+		require.NoError(t, restore(payload))
+		require.NoError(t, c.PExpireAt(ctx, tmp, time.UnixMilli(rtPExpireTime(t, c, key))).Err())
+		require.Equal(t, rtDigestValue(t, c, key), rtDigestValue(t, c, tmp))
+		muts := rtMutations(d.val)
+		// Duplicate ids: the second hold takes the first one's id.
+		dup := bytes.Clone(d.val)
+		copy(dup[32+24:], dup[32:40])
+		muts = append(muts, dup)
+		for i, m := range muts {
+			err := restore(rtBuildDump(d.id, m, d.ver))
+			what := fmt.Sprintf("%s mutation %d", key, i)
+			if !hdValid(m) {
+				require.Error(t, err, "%s: invalid but accepted", what)
+				require.True(t, strings.HasPrefix(err.Error(), "ERR Bad data format"), "%s: %v", what, err)
+				refused++
+				continue
+			}
+			require.NoError(t, err, "%s: valid but refused", what)
+			require.NoError(t, c.Do(ctx, "CHARON.INSPECT", tmp).Err(), what)
+			require.NoError(t, c.Do(ctx, "CHARON.RESERVE", tmp, "LIMIT", 5, "DRYRUN").Err(), what)
+			accepted++
+		}
+		// Random framing damage: refused, or a valid value.
+		body := rtBody(d.id, d.val)
+		r := rand.New(rand.NewPCG(uint64(len(body)), 9))
+		for range 300 {
+			m := bytes.Clone(body)
+			for range 1 + r.IntN(3) {
+				m[r.IntN(len(m))] ^= byte(1 + r.IntN(255))
+			}
+			if restore(rtFrame(m, d.ver)) == nil && c.Type(ctx, tmp).Val() == "charon-hd" {
+				_, got := rtDumpOf(t, c, tmp)
+				require.True(t, hdValid(got.val), "accepted an invalid value % x", got.val)
+			}
+		}
+		// Encoding versions other than 1 are refused with a log line.
+		for _, enc := range []uint64{2, 0} {
+			require.Error(t, restore(rtBuildDump(d.id&^1023|enc, d.val, d.ver)))
+		}
+	}
+	t.Logf("%d refused, %d accepted", refused, accepted)
+	require.Positive(t, refused)
+	require.NoError(t, c.Ping(ctx).Err())
+	require.True(t, s.LogContains("corrupt charon-hd value"))
+	require.True(t, s.LogContains("charon-hd value has encoding version 2"))
+
+	// CHARON.LOADHOLD refuses garbage and writes nothing.
+	digest := rtDigest(t, c)
+	for _, g := range []string{"", "hello", strings.Repeat("\xff", 56)} {
+		err := c.Do(ctx, "CHARON.LOADHOLD", "hd:{c}:x", g).Err()
+		require.ErrorContains(t, err, "ERR payload:")
+	}
+	require.Equal(t, digest, rtDigest(t, c))
+}
