@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -134,7 +135,7 @@ func rlcResultFields(r *ratelimit.Result) map[string]int64 {
 		return 0
 	}
 	retry := r.RetryAfter.Milliseconds()
-	if r.RetryAfter < 0 {
+	if r.RetryAfter == ratelimit.Never {
 		retry = -1
 	}
 	return map[string]int64{
@@ -213,7 +214,7 @@ func rlcCompareWithServer(t *testing.T, rdb redis.UniversalClient, tmpl ratelimi
 			min, max = 1000, 1000 // more than any tier can ever give
 		}
 		dry := rng.IntN(10) == 0
-		r, err := l.RequestArgs(ctx, resC, dom, ratelimit.RequestArgs{Min: min, Max: max, DryRun: dry})
+		r, err := l.RequestWith(ctx, resC, dom, ratelimit.RequestArgs{Min: min, Max: max, DryRun: dry})
 		require.NoError(t, err, "step %d", step)
 		key, gkey := ratelimit.KeyNames("rl", resR.Name, dom, resR.Global > 0)
 		v, err := rdb.Do(ctx, rlcRawArgs(key, gkey, resR, min, max, clk.Now().UnixMilli(), dry)...).Result()
@@ -223,7 +224,7 @@ func rlcCompareWithServer(t *testing.T, rdb redis.UniversalClient, tmpl ratelimi
 		require.Equal(t, ratelimit.OverrideNone, r.Override)
 		require.Equal(t, 1, r.Attempts)
 		switch {
-		case r.RetryAfter < 0:
+		case r.RetryAfter == ratelimit.Never:
 			seen["never"]++
 		case r.Granted == 0:
 			seen["rejected"]++
@@ -303,20 +304,20 @@ func TestRatelimitClientWaiting(t *testing.T) {
 		clk := rlcNewClock()
 		l := ratelimit.NewLimiter(rdb, &ratelimit.Options{Clock: clk})
 		res := ratelimit.PerSecond("wait-simple", 5)
-		r, err := l.Request(ctx, &res, "u", 5, 5)
+		r, err := l.Request(ctx, res, "u", 5, 5)
 		require.NoError(t, err)
 		require.Equal(t, int64(5), r.Granted)
 		start := clk.Now()
 
 		// Without MaxWait: rejected at once, with the server's RetryAfter.
-		r, err = l.Allow(ctx, &res, "u")
+		r, err = l.Allow(ctx, res, "u")
 		require.NoError(t, err)
 		require.Zero(t, r.Granted)
 		first := r.RetryAfter
 		require.Positive(t, first)
 		require.LessOrEqual(t, first, 1001*time.Millisecond)
 
-		r, err = l.RequestArgs(ctx, &res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 2 * time.Second})
+		r, err = l.RequestWith(ctx, res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 2 * time.Second})
 		require.NoError(t, err)
 		require.Equal(t, int64(1), r.Granted)
 		require.GreaterOrEqual(t, r.Attempts, 2)
@@ -327,8 +328,8 @@ func TestRatelimitClientWaiting(t *testing.T) {
 		require.LessOrEqual(t, clk.Now().Sub(start), 2*time.Second)
 		require.Equal(t, clk.Now().Sub(start), r.Waited)
 		// The server agrees: one more hit was recorded at the fake time.
-		key, _ := l.Keys(&res, "u")
-		require.Equal(t, int64(1), rlcUsed(t, rdb, key, &res, 5, clk.Now().UnixMilli()))
+		key, _ := l.Keys(res, "u")
+		require.Equal(t, int64(1), rlcUsed(t, rdb, key, res, 5, clk.Now().UnixMilli()))
 	})
 
 	t.Run("gives up at once when RetryAfter exceeds MaxWait", func(t *testing.T) {
@@ -339,7 +340,7 @@ func TestRatelimitClientWaiting(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, int64(6), r.Granted)
 		require.Equal(t, 2, r.Tier)
-		r, err = l.RequestArgs(ctx, res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: time.Second})
+		r, err = l.RequestWith(ctx, res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: time.Second})
 		require.NoError(t, err)
 		require.Zero(t, r.Granted)
 		require.Greater(t, r.RetryAfter, time.Second, "prison: about 15s")
@@ -352,9 +353,9 @@ func TestRatelimitClientWaiting(t *testing.T) {
 		clk := rlcNewClock()
 		l := ratelimit.NewLimiter(rdb, &ratelimit.Options{Clock: clk})
 		res := ratelimit.PerSecond("wait-never", 5)
-		r, err := l.RequestArgs(ctx, &res, "u", ratelimit.RequestArgs{Min: 6, Max: 6, MaxWait: time.Hour})
+		r, err := l.RequestWith(ctx, res, "u", ratelimit.RequestArgs{Min: 6, Max: 6, MaxWait: time.Hour})
 		require.NoError(t, err)
-		require.Equal(t, time.Duration(-1), r.RetryAfter)
+		require.Equal(t, ratelimit.Never, r.RetryAfter)
 		require.Equal(t, 1, r.Attempts)
 		require.Empty(t, clk.Slept())
 	})
@@ -364,18 +365,18 @@ func TestRatelimitClientWaiting(t *testing.T) {
 		l := ratelimit.NewLimiter(rdb, &ratelimit.Options{Clock: clk, MinBackoff: 50 * time.Millisecond})
 		rival := ratelimit.NewLimiter(rdb, &ratelimit.Options{Clock: clk})
 		res := ratelimit.Simple("wait-contention", 3, 2*time.Second)
-		r, err := l.Request(ctx, &res, "u", 3, 3)
+		r, err := l.Request(ctx, res, "u", 3, 3)
 		require.NoError(t, err)
 		require.Equal(t, int64(3), r.Granted)
 		// Whenever the waiter sleeps, a rival takes whatever was freed meanwhile.
 		stolen := int64(0)
 		clk.onSleep = func() {
-			r, err := rival.Request(ctx, &res, "u", 1, 3)
+			r, err := rival.Request(ctx, res, "u", 1, 3)
 			require.NoError(t, err)
 			stolen += r.Granted
 		}
 		start := clk.Now()
-		r, err = l.RequestArgs(ctx, &res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 7 * time.Second})
+		r, err = l.RequestWith(ctx, res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 7 * time.Second})
 		require.NoError(t, err)
 		require.Zero(t, r.Granted, "the rival always wins")
 		require.Positive(t, stolen)
@@ -395,10 +396,10 @@ func TestRatelimitClientWaiting(t *testing.T) {
 		rlcNoLeak(t, func() {
 			l := ratelimit.NewLimiter(rdb, nil)
 			res := ratelimit.Simple("wait-real", 1, 300*time.Millisecond)
-			r, err := l.Allow(ctx, &res, "u")
+			r, err := l.Allow(ctx, res, "u")
 			require.NoError(t, err)
 			require.Equal(t, int64(1), r.Granted)
-			r, err = l.RequestArgs(ctx, &res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 10 * time.Second})
+			r, err = l.RequestWith(ctx, res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 10 * time.Second})
 			require.NoError(t, err)
 			require.Equal(t, int64(1), r.Granted)
 			require.GreaterOrEqual(t, r.Attempts, 2)
@@ -409,11 +410,11 @@ func TestRatelimitClientWaiting(t *testing.T) {
 	t.Run("context deadline bounds the wait", func(t *testing.T) {
 		l := ratelimit.NewLimiter(rdb, nil)
 		res := ratelimit.Simple("wait-ctx", 1, time.Hour)
-		_, err := l.Allow(ctx, &res, "u")
+		_, err := l.Allow(ctx, res, "u")
 		require.NoError(t, err)
 		cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
 		defer cancel()
-		r, err := l.RequestArgs(cctx, &res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 2 * time.Hour})
+		r, err := l.RequestWith(cctx, res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 2 * time.Hour})
 		require.NoError(t, err)
 		require.Zero(t, r.Granted)
 		require.Equal(t, 1, r.Attempts, "an hour's RetryAfter does not fit in the context")
@@ -458,8 +459,8 @@ func TestRatelimitClientOutcomeUnknownNotResent(t *testing.T) {
 	})
 	res := ratelimit.PerHour("unknown", 10)
 	at := rlcNewClock().Now()
-	keyTx, _ := l.Keys(&res, "tx")
-	keyDo, _ := l.Keys(&res, "do")
+	keyTx, _ := l.Keys(res, "tx")
+	keyDo, _ := l.Keys(res, "do")
 
 	blocker := s.Client(t, func(o *redis.Options) { o.ReadTimeout = 30 * time.Second; o.MaxRetries = -1 })
 	slept := make(chan error, 1)
@@ -468,7 +469,7 @@ func TestRatelimitClientOutcomeUnknownNotResent(t *testing.T) {
 		return rlcFrozen(s.Addr()), "server not frozen by DEBUG SLEEP yet"
 	})
 
-	r, err := l.RequestArgs(ctx, &res, "tx", ratelimit.RequestArgs{Max: 1, At: at})
+	r, err := l.RequestWith(ctx, res, "tx", ratelimit.RequestArgs{Max: 1, At: at})
 	require.Nil(t, r)
 	require.ErrorIs(t, err, ratelimit.ErrOutcomeUnknown, "precondition: the server must still be frozen")
 	var ne net.Error
@@ -476,14 +477,14 @@ func TestRatelimitClientOutcomeUnknownNotResent(t *testing.T) {
 	require.True(t, ne.Timeout())
 	require.Zero(t, failOpens)
 
-	ctrl := rdb.Do(ctx, rlcRawArgs(keyDo, "", &res, 1, 1, at.UnixMilli(), false)...).Err()
+	ctrl := rdb.Do(ctx, rlcRawArgs(keyDo, "", res, 1, 1, at.UnixMilli(), false)...).Err()
 	require.Error(t, ctrl, "precondition: the control must time out too")
 
 	require.NoError(t, <-slept, "DEBUG SLEEP")
 	var usedTx, usedDo int64
 	harness.Eventually(t, 10*time.Second, func() (bool, string) {
-		usedTx = rlcUsed(t, ctl, keyTx, &res, 10, at.UnixMilli())
-		usedDo = rlcUsed(t, ctl, keyDo, &res, 10, at.UnixMilli())
+		usedTx = rlcUsed(t, ctl, keyTx, res, 10, at.UnixMilli())
+		usedDo = rlcUsed(t, ctl, keyDo, res, 10, at.UnixMilli())
 		return usedTx >= 1 && usedDo >= 2, fmt.Sprintf("client counted %d, control counted %d", usedTx, usedDo)
 	})
 	require.Equal(t, int64(1), usedTx, "the client's request must be counted exactly once")
@@ -515,12 +516,12 @@ func TestRatelimitClientKillSwitch(t *testing.T) {
 	clk := rlcNewClock()
 	l := ratelimit.NewLimiter(rdb, &ratelimit.Options{Clock: clk})
 	res := ratelimit.PerHour("kill", 2)
-	key, _ := l.Keys(&res, "u")
+	key, _ := l.Keys(res, "u")
 
-	r, err := l.Request(ctx, &res, "u", 2, 2)
+	r, err := l.Request(ctx, res, "u", 2, 2)
 	require.NoError(t, err)
 	require.Equal(t, int64(2), r.Granted)
-	r, err = l.Request(ctx, &res, "u", 1, 3)
+	r, err = l.Request(ctx, res, "u", 1, 3)
 	require.NoError(t, err)
 	require.Zero(t, r.Granted)
 	require.Equal(t, ratelimit.OverrideNone, r.Override)
@@ -533,7 +534,7 @@ func TestRatelimitClientKillSwitch(t *testing.T) {
 	before := digest()
 
 	l.SetKillSwitch(true)
-	r, err = l.RequestArgs(ctx, &res, "u", ratelimit.RequestArgs{Min: 1, Max: 3, MaxWait: time.Minute})
+	r, err = l.RequestWith(ctx, res, "u", ratelimit.RequestArgs{Min: 1, Max: 3, MaxWait: time.Minute})
 	require.NoError(t, err)
 	require.Equal(t, int64(1), r.Granted, "the kill switch grants Min (at least 1)")
 	require.Equal(t, ratelimit.OverrideKillSwitch, r.Override)
@@ -541,15 +542,15 @@ func TestRatelimitClientKillSwitch(t *testing.T) {
 	require.Equal(t, rejected.TierHits, r.TierHits)
 	require.Equal(t, 1, r.Attempts, "no waiting while the kill switch is on")
 	require.Equal(t, before, digest(), "nothing recorded")
-	require.Equal(t, int64(2), rlcUsed(t, rdb, key, &res, 2, clk.Now().UnixMilli()))
+	require.Equal(t, int64(2), rlcUsed(t, rdb, key, res, 2, clk.Now().UnixMilli()))
 
 	// Grants are unaffected by the switch.
-	r, err = l.Allow(ctx, &res, "other")
+	r, err = l.Allow(ctx, res, "other")
 	require.NoError(t, err)
 	require.Equal(t, ratelimit.OverrideNone, r.Override)
 
 	l.SetKillSwitch(false)
-	r, err = l.Allow(ctx, &res, "u")
+	r, err = l.Allow(ctx, res, "u")
 	require.NoError(t, err)
 	require.Zero(t, r.Granted)
 	require.Equal(t, ratelimit.OverrideNone, r.Override)
@@ -579,12 +580,12 @@ func TestRatelimitClientFailOpen(t *testing.T) {
 		}})
 		closed := ratelimit.NewLimiter(rdb, nil)
 
-		r, err := open.Allow(ctx, &res, "u")
+		r, err := open.Allow(ctx, res, "u")
 		require.NoError(t, err)
 		require.Equal(t, ratelimit.OverrideNone, r.Override, "server up: a real answer")
 
 		s.Kill(t)
-		r, err = open.Request(ctx, &res, "u", 2, 4)
+		r, err = open.Request(ctx, res, "u", 2, 4)
 		require.NoError(t, err)
 		require.Equal(t, int64(2), r.Granted, "fail-open grants Min")
 		require.Equal(t, ratelimit.OverrideFailOpen, r.Override)
@@ -592,19 +593,110 @@ func TestRatelimitClientFailOpen(t *testing.T) {
 		require.Error(t, reported[0])
 		require.NotErrorIs(t, reported[0], ratelimit.ErrOutcomeUnknown)
 
-		_, err = closed.Allow(ctx, &res, "u")
+		_, err = closed.Allow(ctx, res, "u")
 		require.Error(t, err, "without FailOpen an unreachable Redis is an error")
 		require.NotErrorIs(t, err, ratelimit.ErrOutcomeUnknown, "nothing was sent: %v", err)
 
 		s.Start(t)
 		harness.Eventually(t, 20*time.Second, func() (bool, string) {
-			r, err := closed.Allow(ctx, &res, "u")
+			r, err := closed.Allow(ctx, res, "u")
 			if err != nil {
 				return false, err.Error()
 			}
 			return r.Override == ratelimit.OverrideNone && r.Granted == 1, fmt.Sprintf("%+v", r)
 		})
 	})
+}
+
+// A stopped server with go-redis's default dial and retry settings: a FailOpen limiter
+// still decides within its own Timeout (DefaultTimeout), not after go-redis's dial
+// retries (about 2s per request). The figures are logged, never asserted.
+func TestRatelimitClientFailOpenDeadline(t *testing.T) {
+	s := harness.Start(t, harness.Options{})
+	ctx := context.Background()
+	res := ratelimit.PerHour("deadline", 5)
+	rlcNoLeak(t, func() {
+		o := rlcClientOptions(s, 3) // go-redis defaults for dialing and retries
+		o.ContextTimeoutEnabled = true
+		rdb := redis.NewClient(o)
+		defer rdb.Close()
+		obs := &rlcEvents{}
+		l := ratelimit.NewLimiter(rdb, &ratelimit.Options{FailOpen: true, Observer: obs})
+		// A real answer first (on this shared machine a cold connection can take longer
+		// than the Timeout: that request fails open, the next one finds the connection).
+		harness.Eventually(t, 10*time.Second, func() (bool, string) {
+			r, err := l.Allow(ctx, res, "u")
+			if err != nil {
+				return false, err.Error()
+			}
+			return r.Override == ratelimit.OverrideNone, fmt.Sprintf("%+v", r)
+		})
+
+		s.Kill(t)
+		var took []time.Duration
+		harness.Eventually(t, 10*time.Second, func() (bool, string) {
+			began := time.Now()
+			r, err := l.Allow(ctx, res, "u")
+			took = append(took, time.Since(began))
+			if err != nil {
+				return false, err.Error()
+			}
+			return r.Override == ratelimit.OverrideFailOpen && len(took) >= 20, fmt.Sprintf("%+v after %d calls", r, len(took))
+		})
+		slices.Sort(took)
+		t.Logf("FailOpen with the default Timeout (%v), server killed: %d calls, min %v, median %v, max %v",
+			ratelimit.DefaultTimeout, len(took), took[0], took[len(took)/2], took[len(took)-1])
+		ev := obs.take()
+		last := ev[len(ev)-1]
+		require.Equal(t, ratelimit.OutcomeFailOpen, last.Outcome)
+		require.Equal(t, "deadline", last.Resource)
+		require.Error(t, last.Err)
+
+		// For comparison, the same call with no Timeout waits for go-redis to give up.
+		slow := ratelimit.NewLimiter(rdb, &ratelimit.Options{FailOpen: true, Timeout: -1})
+		began := time.Now()
+		r, err := slow.Allow(ctx, res, "u")
+		require.NoError(t, err)
+		require.Equal(t, ratelimit.OverrideFailOpen, r.Override)
+		t.Logf("the same without a Timeout: %v", time.Since(began))
+
+		// With the go-redis options docs/go-client.md recommends for a limiter's client.
+		q := rlcClientOptions(s, 3)
+		q.DialerRetries, q.DialerRetryTimeout, q.MaxRetries, q.ContextTimeoutEnabled = 1, time.Millisecond, -1, true
+		quiet := redis.NewClient(q)
+		defer quiet.Close()
+		fast := ratelimit.NewLimiter(quiet, &ratelimit.Options{FailOpen: true})
+		took = took[:0]
+		for range 20 {
+			began := time.Now()
+			r, err := fast.Allow(ctx, res, "u")
+			took = append(took, time.Since(began))
+			require.NoError(t, err)
+			require.Equal(t, ratelimit.OverrideFailOpen, r.Override)
+		}
+		slices.Sort(took)
+		t.Logf("with DialerRetries 1, DialerRetryTimeout 1ms, MaxRetries -1: min %v, median %v, max %v", took[0], took[len(took)/2], took[len(took)-1])
+	})
+}
+
+// rlcEvents is a ratelimit.Observer that keeps every Event.
+type rlcEvents struct {
+	mu     sync.Mutex
+	events []ratelimit.Event
+}
+
+func (o *rlcEvents) Observe(_ context.Context, e ratelimit.Event) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.events = append(o.events, e)
+}
+
+func (o *rlcEvents) take() []ratelimit.Event {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	e := o.events
+	o.events = nil
+	return e
 }
 
 // The net/http middleware over a real Redis: RateLimit and RateLimit-Policy on every
@@ -618,7 +710,7 @@ func TestRatelimitClientMiddleware(t *testing.T) {
 		res := ratelimit.PerHour("http", 2)
 		res.Hard = 10
 		mw, err := l.Middleware(ratelimit.MiddlewareOptions{
-			Resource: &res,
+			Resource: res,
 			Domain:   func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil },
 		})
 		require.NoError(t, err)
@@ -660,8 +752,31 @@ func TestRatelimitClientMiddleware(t *testing.T) {
 		require.Equal(t, `"t1";r=1, "hard";r=9`, resp.Header.Get("RateLimit"))
 
 		// The server holds what the headers said: alice used both hits.
-		key, _ := l.Keys(&res, "alice")
-		require.Equal(t, int64(2), rlcUsed(t, rdb, key, &res, 2, time.Now().UnixMilli()))
+		key, _ := l.Keys(res, "alice")
+		require.Equal(t, int64(2), rlcUsed(t, rdb, key, res, 2, time.Now().UnixMilli()))
+
+		// No X-User header: the client's mistake, 400, nothing asked of Redis.
+		resp = get("")
+		require.Equal(t, http.StatusBadRequest, resp.StatusCode)
+		require.Empty(t, resp.Header.Get("RateLimit"))
+
+		// A Global cap that rejects before the tiers do: RateLimit leads with it.
+		shared := ratelimit.PerHour("http-global", 100)
+		shared.Hard, shared.Global = 50, 3
+		gmw, err := l.Middleware(ratelimit.MiddlewareOptions{Resource: shared,
+			Domain: func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil }})
+		require.NoError(t, err)
+		rec := httptest.NewRecorder()
+		for _, user := range []string{"a", "b", "c", "d"} {
+			rec = httptest.NewRecorder()
+			req := httptest.NewRequest(http.MethodGet, "/", nil)
+			req.Header.Set("X-User", user)
+			gmw(http.NotFoundHandler()).ServeHTTP(rec, req)
+		}
+		require.Equal(t, http.StatusTooManyRequests, rec.Code, "the fourth domain meets the global cap")
+		rl := rec.Header().Get("RateLimit")
+		require.True(t, strings.HasPrefix(rl, `"global";r=0;t=1, "t1";r=100, "hard";r=50`), "RateLimit %q", rl)
+		require.Equal(t, "1", rec.Header().Get("Retry-After"))
 	})
 }
 
@@ -714,9 +829,9 @@ func TestRatelimitClientCluster(t *testing.T) {
 		l := ratelimit.NewLimiter(cc, &ratelimit.Options{Clock: clk})
 		res := ratelimit.PerSecond("cwait", 3)
 		res.Global = 100
-		_, err := l.Request(ctx, &res, "u", 3, 3)
+		_, err := l.Request(ctx, res, "u", 3, 3)
 		require.NoError(t, err)
-		r, err := l.RequestArgs(ctx, &res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 3 * time.Second})
+		r, err := l.RequestWith(ctx, res, "u", ratelimit.RequestArgs{Max: 1, MaxWait: 3 * time.Second})
 		require.NoError(t, err)
 		require.Equal(t, int64(1), r.Granted)
 		require.GreaterOrEqual(t, r.Attempts, 2)
@@ -754,8 +869,8 @@ func testRatelimitMidMigration(t *testing.T, cl *harness.Cluster) {
 		OnFailOpen: func(_ context.Context, _, _ string, err error) { failOpens = append(failOpens, err) }})
 	res := ratelimit.PerHour("migrating", 100)
 	res.Global = 1000
-	key, gkey := strict.Keys(&res, "old")
-	r, err := strict.Allow(ctx, &res, "old")
+	key, gkey := strict.Keys(res, "old")
+	r, err := strict.Allow(ctx, res, "old")
 	require.NoError(t, err)
 	require.Equal(t, int64(1), r.Granted)
 
@@ -773,14 +888,14 @@ func testRatelimitMidMigration(t *testing.T, cl *harness.Cluster) {
 	notRun := func(err error) bool {
 		return redis.HasErrorPrefix(err, "TRYAGAIN") || redis.HasErrorPrefix(err, "EXECABORT")
 	}
-	r, err = strict.Allow(ctx, &res, "old")
+	r, err = strict.Allow(ctx, res, "old")
 	require.Nil(t, r)
 	require.Error(t, err)
 	require.True(t, notRun(err), "want TRYAGAIN or EXECABORT after the retries, got %v", err)
 	require.NotErrorIs(t, err, ratelimit.ErrOutcomeUnknown)
 	t.Logf("split pair mid-migration: %v", err)
 
-	r, err = open.Allow(ctx, &res, "old")
+	r, err = open.Allow(ctx, res, "old")
 	require.NoError(t, err)
 	require.Equal(t, ratelimit.OverrideFailOpen, r.Override)
 	require.Equal(t, 1+ratelimit.DefaultTransientRetries, r.Attempts)
@@ -791,7 +906,7 @@ func testRatelimitMidMigration(t *testing.T, cl *harness.Cluster) {
 	// go-redis cannot follow inside MULTI. Whatever the client answers, it must not be
 	// "unknown", and nothing may be counted twice.
 	m.MoveKeys(t, gkey)
-	r, err = strict.Allow(ctx, &res, "old")
+	r, err = strict.Allow(ctx, res, "old")
 	t.Logf("both keys on the importing node: result %+v, error %v", r, err)
 	if err != nil {
 		require.True(t, notRun(err), "%v", err)
@@ -802,11 +917,11 @@ func testRatelimitMidMigration(t *testing.T, cl *harness.Cluster) {
 	}
 
 	m.Finish(t)
-	r, err = strict.Allow(ctx, &res, "old")
+	r, err = strict.Allow(ctx, res, "old")
 	require.NoError(t, err)
 	require.Equal(t, int64(1), r.Granted)
 	// The dry run is sent without GLOBAL: it counts only the domain's own hits.
-	noGlobal := res
+	noGlobal := *res
 	noGlobal.Global = 0
 	used := rlcUsed(t, cc, key, &noGlobal, 100, clk.Now().UnixMilli())
 	require.Equal(t, 2+asked, used, "hits recorded for the domain: the grants, each once")
@@ -823,19 +938,131 @@ func BenchmarkRatelimitClient(b *testing.B) {
 		l := ratelimit.NewLimiter(rdb, nil)
 		b.Run(fmt.Sprintf("RESP%d/limiter-Allow", proto), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				r, err := l.Allow(ctx, &res, "u")
+				r, err := l.Allow(ctx, res, "u")
 				if err != nil || r.Granted != 1 {
 					b.Fatal(r, err)
 				}
 			}
 		})
-		key, _ := l.Keys(&res, "u")
+		key, _ := l.Keys(res, "u")
 		b.Run(fmt.Sprintf("RESP%d/raw-Do", proto), func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				if err := rdb.Do(ctx, "CHARON.RATE", key, "MAX", 1, "MIN", 1, "TIER", ratelimit.MaxCount, 1000, 1000, 0).Err(); err != nil {
 					b.Fatal(err)
 				}
 			}
+		})
+		// Three tiers: the client sends one LIMITS argument (cached per Resource)
+		// instead of 15 TIER arguments; the raw forms show what that saves.
+		three := &ratelimit.Resource{Name: "bench3", Tiers: []ratelimit.Tier{
+			{Limit: ratelimit.MaxCount, Window: time.Second, Active: time.Second},
+			{Limit: ratelimit.MaxCount, Window: 5 * time.Second, Active: 5 * time.Second, Cooldown: 15 * time.Second},
+			{Limit: ratelimit.MaxCount, Window: time.Minute, Active: time.Minute, Cooldown: 10 * time.Minute},
+		}}
+		b.Run(fmt.Sprintf("RESP%d/limiter-Allow-3tiers", proto), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if r, err := l.Allow(ctx, three, "u"); err != nil || r.Granted != 1 {
+					b.Fatal(r, err)
+				}
+			}
+		})
+		key3, _ := l.Keys(three, "u")
+		tierArgs := []any{"CHARON.RATE", key3, "MAX", 1, "MIN", 1}
+		for _, t := range three.Tiers {
+			tierArgs = append(tierArgs, "TIER", t.Limit, t.Window.Milliseconds(), t.Active.Milliseconds(), t.Cooldown.Milliseconds())
+		}
+		limitsArgs := []any{"CHARON.RATE", key3, "MAX", 1, "MIN", 1, "LIMITS", ratelimit.EncodeLimits(three.Tiers)}
+		for name, args := range map[string][]any{"TIER": tierArgs, "LIMITS": limitsArgs} {
+			b.Run(fmt.Sprintf("RESP%d/raw-Do-3tiers-%s", proto, name), func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					if err := rdb.Do(ctx, args...).Err(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// The redis_rate-style calls on a real server, time driven by AT: AllowN is all or
+// nothing, AllowAtMost takes what is left, Remaining counts down, Reset forgets, and a
+// Closed resource is refused with RetryAfter Never. The client sends the compact
+// LIMITS form; a raw TIER-form dry run sees the same state.
+func TestRatelimitClientRedisRateShapes(t *testing.T) {
+	s := harness.Start(t, harness.Options{})
+	ctx := context.Background()
+	for _, proto := range []int{2, 3} {
+		t.Run(fmt.Sprintf("RESP%d", proto), func(t *testing.T) {
+			rdb := redis.NewClient(rlcClientOptions(s, proto))
+			defer rdb.Close()
+			clk := rlcNewClock()
+			l := ratelimit.NewLimiter(rdb, &ratelimit.Options{Clock: clk, Timeout: -1})
+			res := ratelimit.PerMinute(fmt.Sprintf("shapes%d", proto), 10)
+
+			r, err := l.Allow(ctx, res, "u")
+			require.NoError(t, err)
+			require.Equal(t, int64(1), r.Granted)
+			require.Equal(t, int64(9), r.Remaining)
+			require.Equal(t, time.Duration(0), r.RetryAfter)
+			require.Equal(t, ratelimit.LimitNone, r.RejectedBy)
+
+			r, err = l.AllowN(ctx, res, "u", 4)
+			require.NoError(t, err)
+			require.Equal(t, int64(4), r.Granted)
+			require.Equal(t, int64(5), r.Remaining)
+
+			r, err = l.AllowN(ctx, res, "u", 6)
+			require.NoError(t, err)
+			require.Equal(t, int64(0), r.Granted, "all or nothing")
+			require.Equal(t, ratelimit.LimitTier, r.RejectedBy)
+			require.Positive(t, r.RetryAfter)
+			require.NotEqual(t, ratelimit.Never, r.RetryAfter)
+
+			r, err = l.AllowAtMost(ctx, res, "u", 8)
+			require.NoError(t, err)
+			require.Equal(t, int64(5), r.Granted, "what is left")
+			require.Equal(t, int64(0), r.Remaining)
+			key, _ := l.Keys(res, "u")
+			require.Equal(t, int64(10), rlcUsed(t, rdb, key, res, 10, clk.Now().UnixMilli()), "the TIER form sees the LIMITS form's hits")
+
+			r, err = l.AllowN(ctx, res, "u", 11)
+			require.NoError(t, err)
+			require.Equal(t, ratelimit.Never, r.RetryAfter, "more than the limit can ever give")
+
+			require.NoError(t, l.Reset(ctx, res, "u"))
+			require.Zero(t, rdb.Exists(ctx, key).Val())
+			r, err = l.Allow(ctx, res, "u")
+			require.NoError(t, err)
+			require.Equal(t, int64(9), r.Remaining, "reset forgot the hits")
+
+			// Inline limits, and a resource with a Hard cap that rejects first.
+			capped := ratelimit.PerMinute(res.Name+"-hard", 10)
+			capped.Hard = 2
+			r, err = l.AllowN(ctx, capped, "v", 2)
+			require.NoError(t, err)
+			require.Equal(t, int64(0), r.Remaining, "the Hard room is the smaller")
+			r, err = l.Allow(ctx, capped, "v")
+			require.NoError(t, err)
+			require.Equal(t, int64(0), r.Granted)
+			require.Equal(t, ratelimit.LimitHard, r.RejectedBy)
+
+			// Closed: refused, nothing stored; a Resource with no tiers is refused by
+			// the client before anything is sent.
+			closed := &ratelimit.Resource{Name: res.Name + "-closed", Closed: true}
+			r, err = l.Allow(ctx, closed, "u")
+			require.NoError(t, err)
+			require.Equal(t, int64(0), r.Granted)
+			require.Equal(t, ratelimit.Never, r.RetryAfter)
+			require.Equal(t, ratelimit.LimitClosed, r.RejectedBy)
+			ckey, _ := l.Keys(closed, "u")
+			require.Zero(t, rdb.Exists(ctx, ckey).Val())
+			_, err = l.Allow(ctx, &ratelimit.Resource{Name: "forgot"}, "u")
+			require.ErrorIs(t, err, ratelimit.ErrInvalid)
+			require.ErrorContains(t, err, "no tiers")
+			// The server agrees: no TIER and no CLOSED is an error naming TIER.
+			err = rdb.Do(ctx, "CHARON.RATE", "rl:forgot:{u}", "MAX", 1).Err()
+			require.Error(t, err)
+			require.Contains(t, err.Error(), "TIER")
 		})
 	}
 }

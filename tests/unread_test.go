@@ -121,6 +121,27 @@ func diffCounts(ids []string, got, want []int64) string {
 	return b.String()
 }
 
+// unreadEvents is an unread.Observer that keeps every Event.
+type unreadEvents struct {
+	mu     sync.Mutex
+	events []unread.Event
+}
+
+func (o *unreadEvents) Observe(_ context.Context, e unread.Event) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.events = append(o.events, e)
+}
+
+// take returns the events seen since the last take.
+func (o *unreadEvents) take() []unread.Event {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	e := o.events
+	o.events = nil
+	return e
+}
+
 func requireCounts(t testing.TB, c *unread.Client, ids []string, want []int64) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), unreadCallDeadline)
@@ -566,7 +587,8 @@ func TestUnreadClientWrites(t *testing.T) {
 		{"mark", "1", []string{"c3"}, 2, 2},
 	}
 	run := func(t *testing.T, rdb redis.UniversalClient, want unread.Backend) {
-		c := unread.New(rdb, nil)
+		obs := &unreadEvents{}
+		c := unread.New(rdb, &unread.Options{Observer: obs})
 		ctx := context.Background()
 		for i, s := range steps {
 			var got int64
@@ -580,9 +602,31 @@ func TestUnreadClientWrites(t *testing.T) {
 			require.Equal(t, s.want, got, "step %d %+v", i, s)
 		}
 		require.Equal(t, want, c.Backend())
+		// The observer saw each call: one command each with the module; without it
+		// the first call also tried UNREAD.MARK, and every call is a fallback.
+		ev := obs.take()
+		require.Len(t, ev, len(steps))
+		for i, e := range ev {
+			require.NoError(t, e.Err, "event %d", i)
+			require.Equal(t, 1, e.Keys)
+			require.Equal(t, map[string]unread.Op{"mark": unread.OpMark, "read": unread.OpRead}[steps[i].op], e.Op)
+			require.Equal(t, want == unread.BackendPlain, e.Fallback, "event %d", i)
+			wantCmds := 1
+			switch {
+			case want == unread.BackendPlain && i == 0:
+				wantCmds = 2 // UNREAD.MARK refused, then ZINCRBY
+			case want == unread.BackendPlain && e.Op == unread.OpRead:
+				wantCmds = 2 // ZREM + ZCARD in one transaction
+			}
+			require.Equal(t, wantCmds, e.Commands, "event %d %+v", i, e)
+		}
 		counts, err := c.Counts(ctx, []string{"1", "2", "3"})
 		require.NoError(t, err)
 		require.Equal(t, []int64{1, 1, 0}, counts)
+		ev = obs.take()
+		require.Len(t, ev, 1)
+		require.Equal(t, unread.Event{Op: unread.OpCounts, Keys: 3, Commands: map[bool]int{true: 3, false: 1}[want == unread.BackendPlain],
+			RoundTrips: 1, Fallback: want == unread.BackendPlain, Latency: ev[0].Latency}, ev[0])
 		one, err := c.Count(ctx, "2")
 		require.NoError(t, err)
 		require.Equal(t, int64(1), one)
@@ -818,7 +862,8 @@ func testUnreadMidMigration(t *testing.T, cl *harness.Cluster, f unreadFixture, 
 	ctx := context.Background()
 	cc := cl.ClusterClient(t)
 	stats := watchCluster(cc)
-	c := unread.New(cc, nil)
+	obs := &unreadEvents{}
+	c := unread.New(cc, &unread.Options{Observer: obs})
 
 	slot := unread.Slot(unread.Key("mig-anchor"))
 	users := usersInSlot("mig-", slot, 8)
@@ -864,9 +909,21 @@ func testUnreadMidMigration(t *testing.T, cl *harness.Cluster, f unreadFixture, 
 
 	// With retries it is exact: TRYAGAIN'd commands are resent key by key.
 	stats.reset()
+	obs.take()
 	requireCounts(t, c, qIDs, qWant)
 	_, _, redirects := stats.snapshot()
 	require.Positive(t, redirects["TRYAGAIN"]+redirects["ASK"], "no redirect was exercised: %v", redirects)
+	ev := obs.take()
+	require.Len(t, ev, 1)
+	require.Equal(t, unread.OpCounts, ev[0].Op)
+	require.Equal(t, len(qIDs), ev[0].Keys)
+	require.NoError(t, ev[0].Err)
+	require.False(t, ev[0].Fallback)
+	if redirects["TRYAGAIN"] > 0 { // the observer sees the resends the client makes itself
+		require.Positive(t, ev[0].Redirects, "%+v", ev[0])
+		require.GreaterOrEqual(t, ev[0].RoundTrips, 2, "%+v", ev[0])
+	}
+	require.Greater(t, ev[0].Commands, ev[0].Redirects, "%+v", ev[0])
 
 	// Every key moved, slot not yet reassigned: the source answers ASK for all.
 	// (Fixture users may share the slot, so at least our three keys moved.)

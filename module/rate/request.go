@@ -2,6 +2,9 @@
 // sliding-window algorithm and the flat byte encoding of a key's value. It knows nothing
 // of Redis: time is an argument, values are byte slices the caller owns, and errors are
 // typed values that the glue turns into replies.
+//
+// It is the engine inside the Redis module, not a client: Go servers that ask Redis
+// for hits import github.com/charon-redis/charon/module/ratelimit instead.
 package rate
 
 import "strconv"

@@ -1,29 +1,44 @@
 // Package ratelimit is the Go client of CHARON.RATE, Charon's tiered rate limiter in
-// Redis. Servers ask it, before touching a protected resource, how many hits they may
+// Redis: the package a Go server imports to ask Redis for hits.
+//
+//	import "github.com/charon-redis/charon/module/ratelimit"
+//
+// (module/rate, next to it, is the engine inside the Redis module; servers never
+// import it.) Before touching a protected resource, a server asks how many hits it may
 // use on behalf of a domain (a user, a tenant):
 //
 //	limiter := ratelimit.NewLimiter(rdb, nil) // any go-redis v9 client
-//	api := ratelimit.PerSecond("api", 5)
-//	res, err := limiter.Allow(ctx, &api, userID)
-//	if err != nil { ... }          // no answer; see below
-//	if res.Granted == 0 { ... }    // rejected: res.RetryAfter says when to come back
+//	res, err := limiter.Allow(ctx, ratelimit.PerSecond("api", 10), userID)
+//	if err != nil { ... }       // no answer; see below
+//	if !res.Allowed() { ... }   // rejected: res.RetryAfter says when to come back
 //
-// A Resource carries its tiers (Tier: limit per window, active time, cooldown,
-// skippable), an optional per-domain Hard cap and an optional resource-wide Global
-// cap, all validated before anything is sent. KeyNames is the one key-naming rule: it
-// keeps a resource's keys in one cluster slot only when Global needs it.
+// Two styles, one Limiter:
+//   - redis_rate's shapes: Allow, AllowN (all or nothing), AllowAtMost (up to n),
+//     Reset, and a Result with Remaining, RetryAfter and ResetAfter as durations
+//     (RetryAfter 0 on a grant, Never when no wait can help).
+//   - Charon's tiers: a Resource carries its tiers (Tier: limit per window, active
+//     time, cooldown, skippable), an optional per-domain Hard cap and an optional
+//     resource-wide Global cap, validated before anything is sent; Request and
+//     RequestWith ask for between Min and Max hits, optionally waiting (MaxWait).
+//
+// KeyNames is the one key-naming rule: it keeps a resource's keys in one cluster slot
+// only when Global needs it. Requests carry the tiers in CHARON.RATE's compact LIMITS
+// form, encoded once per Resource and cached in it.
 //
 // Failure modes are explicit:
+//   - Every attempt is bounded by Options.Timeout (DefaultTimeout, 100ms), so a limiter
+//     on every request's path never waits for go-redis's own dial retries.
 //   - Every request travels inside MULTI/EXEC, so go-redis never sends it twice; a
 //     request whose fate is unknown (a timeout after it was written) returns an error
 //     wrapping ErrOutcomeUnknown and is never retried.
 //   - Options.FailOpen grants max(Min, 1) when Redis provably did not get the request
-//     (unreachable, pool exhausted, cluster down) and reports it via OnFailOpen and
-//     Result.Override.
+//     (unreachable, pool exhausted, the Timeout ran out before sending, cluster down)
+//     and reports it via OnFailOpen, the Observer and Result.Override.
 //   - Limiter.SetKillSwitch turns rejections into grants, reported in Result.Override.
 //
-// RequestArgs.MaxWait lets a request wait for a rejection to clear: it is repeated
-// after the server's RetryAfter with exponential backoff and ±25% jitter, never
-// sleeping past the deadline. Limiter.Middleware adds limits to a net/http handler
-// with RateLimit, RateLimit-Policy and Retry-After header fields.
+// Options.Observer sees every request's outcome (grant, rejection, kill-switch or
+// fail-open grant, error), resource and latency: the hook for metrics, with no
+// dependency. Limiter.Middleware adds limits to a net/http handler with RateLimit,
+// RateLimit-Policy and Retry-After header fields; a request without a domain is
+// answered 400. docs/go-client.md is the guide.
 package ratelimit

@@ -15,6 +15,11 @@ import (
 // copy could count the hits twice), never waits after it and never fails open on it.
 var ErrOutcomeUnknown = errors.New("ratelimit: outcome unknown, the request may have been counted")
 
+// errNotSent is wrapped when the Limiter's own Timeout ended an attempt before the
+// command was sent (dialing, waiting for a pool connection, go-redis's retries of
+// unsent commands): Redis counts as unreachable.
+var errNotSent = errors.New("not sent within the limiter's timeout")
+
 // errClass says what an error from go-redis proves about the command.
 type errClass uint8
 
@@ -51,6 +56,8 @@ func classify(err error) errClass {
 		return classServer // not used
 	case errors.Is(err, ErrOutcomeUnknown):
 		return classUnknown
+	case errors.Is(err, errNotSent):
+		return classUnreachable
 	case errors.As(err, &rerr):
 		for _, p := range []string{"TRYAGAIN ", "CLUSTERDOWN ", "LOADING ", "MASTERDOWN ", "MOVED ", "ASK ", "EXECABORT "} {
 			if redis.HasErrorPrefix(err, p) {

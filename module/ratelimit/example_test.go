@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/charon-redis/charon/module/ratelimit"
@@ -22,7 +23,7 @@ func ExampleNewLimiter() {
 	limiter := ratelimit.NewLimiter(rdb, nil)
 
 	api := ratelimit.PerSecond("api", 5)
-	res, err := limiter.Allow(context.Background(), &api, "user-1234")
+	res, err := limiter.Allow(context.Background(), api, "user-1234")
 	switch {
 	case errors.Is(err, ratelimit.ErrOutcomeUnknown):
 		fmt.Println("no answer; the hit may have been counted, do not retry blindly")
@@ -72,7 +73,7 @@ func ExampleResource_punishment() {
 		{Limit: 1, Window: 15 * time.Second, Active: 15 * time.Second},
 	}}
 	// Wait up to 2s for a rejection to clear before giving up.
-	res, err := limiter.RequestArgs(context.Background(), &login, "203.0.113.9", ratelimit.RequestArgs{Max: 1, MaxWait: 2 * time.Second})
+	res, err := limiter.RequestWith(context.Background(), &login, "203.0.113.9", ratelimit.RequestArgs{Max: 1, MaxWait: 2 * time.Second})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -111,9 +112,9 @@ func ExampleResource_global() {
 
 	partner := ratelimit.PerMinute("partner-api", 600)
 	partner.Hard, partner.Global = 20, 1000
-	key, globalKey := limiter.Keys(&partner, "alice")
+	key, globalKey := limiter.Keys(partner, "alice")
 	fmt.Println(key, globalKey) // rl:{partner-api}:alice rl:{partner-api}
-	res, err := limiter.Allow(context.Background(), &partner, "alice")
+	res, err := limiter.Allow(context.Background(), partner, "alice")
 	if err == nil {
 		fmt.Println(res.GlobalHits, res.GlobalLimited)
 	}
@@ -132,7 +133,7 @@ func ExampleOptions_failOpen() {
 	limiter.SetKillSwitch(true) // observe-only while new limits roll out
 
 	api := ratelimit.PerSecond("api", 5)
-	res, err := limiter.Allow(context.Background(), &api, "user-1")
+	res, err := limiter.Allow(context.Background(), api, "user-1")
 	if err != nil {
 		fmt.Println(err) // outcome unknown, or a server error: never turned into a grant
 		return
@@ -149,12 +150,16 @@ func ExampleLimiter_Middleware() {
 
 	api := ratelimit.PerMinute("http-api", 120)
 	mw, err := limiter.Middleware(ratelimit.MiddlewareOptions{
-		Resource: &api,
+		Resource: api,
 		Domain: func(r *http.Request) (string, error) {
 			if key := r.Header.Get("X-Api-Key"); key != "" {
 				return key, nil
 			}
 			return "", errors.New("missing API key")
+		},
+		// The default answers 400 Bad Request; choose 401 instead.
+		OnBadRequest: func(w http.ResponseWriter, r *http.Request, err error) {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
 		},
 	})
 	if err != nil {
@@ -162,7 +167,71 @@ func ExampleLimiter_Middleware() {
 	}
 	hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		res := ratelimit.ResultFromContext(r.Context())
-		fmt.Fprintf(w, "hello, %d hits left in this tier\n", res.TierLimit-res.TierHits)
+		fmt.Fprintf(w, "hello, %d hits left\n", res.Remaining)
 	})
 	log.Fatal(http.ListenAndServe("127.0.0.1:8080", mw(hello)))
+}
+
+// redis_rate's shapes: an inline limit, n hits all or nothing, up to n hits, and Reset.
+func ExampleLimiter_AllowN() {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	limiter := ratelimit.NewLimiter(rdb, nil)
+	ctx := context.Background()
+
+	res, err := limiter.AllowN(ctx, ratelimit.PerMinute("uploads", 10), "user-2", 4)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(res.Granted, res.Remaining) // 4 6
+
+	res, err = limiter.AllowAtMost(ctx, ratelimit.PerMinute("uploads", 10), "user-2", 8)
+	if err == nil {
+		fmt.Println(res.Granted, res.Remaining) // 6 0
+	}
+	_ = limiter.Reset(ctx, ratelimit.PerMinute("uploads", 10), "user-2") // forget user-2's hits
+}
+
+// A closed resource refuses every request (RetryAfter Never) without forgetting to
+// say so: a Resource with neither tiers nor Closed is an error.
+func ExampleResource_closed() {
+	maintenance := &ratelimit.Resource{Name: "billing", Closed: true}
+	fmt.Println(maintenance.Validate(), maintenance)
+
+	forgot := &ratelimit.Resource{Name: "billing"}
+	fmt.Println(errors.Is(forgot.Validate(), ratelimit.ErrInvalid))
+	// Output:
+	// <nil> billing: CLOSED
+	// true
+}
+
+// The compact form requests carry: one LIMITS argument for all tiers.
+func ExampleEncodeLimits() {
+	fmt.Println(ratelimit.EncodeLimits([]ratelimit.Tier{
+		{Limit: 10, Window: time.Second, Active: time.Second},
+		{Limit: 50, Window: 5 * time.Second, Active: 5 * time.Second, Cooldown: 15 * time.Second},
+		{Limit: 1000, Window: time.Minute, Active: time.Minute, Cooldown: 10 * time.Minute, Skippable: true},
+	}))
+	// Output: 10/1s, 50/5s/5s/15s, 1000/1m/1m/10m?
+}
+
+// Count outcomes per resource and outcome, and sum latencies: the shape of a wiring to
+// any metrics library (see docs/go-client.md for Prometheus).
+func ExampleObserver() {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	var mu sync.Mutex
+	counts := map[string]int{}
+	limiter := ratelimit.NewLimiter(rdb, &ratelimit.Options{
+		Observer: ratelimit.ObserverFunc(func(ctx context.Context, e ratelimit.Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			counts[e.Resource+" "+e.Outcome.String()]++
+			if e.Outcome == ratelimit.OutcomeRejected {
+				counts[e.Resource+" rejected by "+e.RejectedBy.String()]++
+			}
+		}),
+	})
+	_, _ = limiter.Allow(context.Background(), ratelimit.PerSecond("api", 5), "user-1")
 }

@@ -2,6 +2,8 @@ package ratelimit
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -24,23 +26,35 @@ type MiddlewareOptions struct {
 	Resource *Resource
 	// Domain names on whose behalf an HTTP request is made (a user, an API key). nil
 	// means the client's IP address (the host part of Request.RemoteAddr). An error
-	// is answered by OnError.
+	// or an empty domain (a missing header) is the client's mistake: it is answered
+	// by OnBadRequest, with an error wrapping ErrNoDomain.
 	Domain func(r *http.Request) (string, error)
-	// Hits is the number of hits an HTTP request costs (at least 1); nil means 1.
+	// Hits is the number of hits an HTTP request costs (at least 1); nil means 1. A
+	// value outside [1, MaxCount] is answered by OnBadRequest.
 	Hits func(r *http.Request) int64
 	// MaxWait lets a request wait that long for a rejection to clear (RequestArgs).
 	MaxWait time.Duration
 	// OnReject writes the response to a rejected request after the RateLimit,
 	// RateLimit-Policy and Retry-After fields are set. nil writes 429 Too Many Requests.
 	OnReject func(w http.ResponseWriter, r *http.Request, res *Result)
+	// OnBadRequest writes the response when the HTTP request itself cannot be limited:
+	// no domain (Domain failed or returned ""), or a hit count outside [1, MaxCount]. The error wraps
+	// ErrNoDomain or ErrInvalid. nil writes 400 Bad Request, since it is the client's
+	// mistake and must not page anyone; to let such requests through, call the next
+	// handler from here.
+	OnBadRequest func(w http.ResponseWriter, r *http.Request, err error)
 	// OnError writes the response when the limiter fails (Redis unreachable without
-	// FailOpen, outcome unknown, bad domain). nil writes 503 Service Unavailable.
+	// FailOpen, outcome unknown, a server error). nil writes 503 Service Unavailable.
 	OnError func(w http.ResponseWriter, r *http.Request, err error)
 }
 
+// ErrNoDomain is wrapped by the error the middleware hands to OnBadRequest when an
+// HTTP request has no domain: MiddlewareOptions.Domain failed or returned "".
+var ErrNoDomain = errors.New("ratelimit: the request names no domain")
+
 // requester is what the middleware needs of a Limiter (a seam for unit tests).
 type requester interface {
-	RequestArgs(ctx context.Context, res *Resource, domain string, a RequestArgs) (*Result, error)
+	RequestWith(ctx context.Context, res *Resource, domain string, a RequestArgs) (*Result, error)
 }
 
 type resultKey struct{}
@@ -55,10 +69,12 @@ func ResultFromContext(ctx context.Context) *Result {
 // Middleware returns net/http middleware that asks for hits before each request. A
 // granted request gets RateLimit and RateLimit-Policy header fields and goes on to the
 // next handler; a rejected one gets the same fields, Retry-After (whole seconds,
-// rounded up; absent when the request can never be granted) and 429. The Result is in
-// the request context (ResultFromContext). A kill-switch or fail-open grant goes on to
-// the next handler like any grant; a fail-open grant has no RateLimit field, since no
-// server answer exists.
+// rounded up; absent when the request can never be granted) and 429. The RateLimit
+// field names the limit that rejected first (a tier, "hard" or "global"), with its t
+// parameter. The Result is in the request context (ResultFromContext). A kill-switch
+// or fail-open grant goes on to the next handler like any grant; a fail-open grant has
+// no RateLimit field, since no server answer exists. A request without a domain gets
+// 400 (OnBadRequest), a limiter failure 503 (OnError).
 func (l *Limiter) Middleware(o MiddlewareOptions) (func(http.Handler) http.Handler, error) {
 	return middleware(l, o)
 }
@@ -76,10 +92,15 @@ func middleware(l requester, o MiddlewareOptions) (func(http.Handler) http.Handl
 	if domainOf == nil {
 		domainOf = remoteIP
 	}
-	onReject, onError := o.OnReject, o.OnError
+	onReject, onError, onBad := o.OnReject, o.OnError, o.OnBadRequest
 	if onReject == nil {
 		onReject = func(w http.ResponseWriter, _ *http.Request, _ *Result) {
 			http.Error(w, http.StatusText(http.StatusTooManyRequests), http.StatusTooManyRequests)
+		}
+	}
+	if onBad == nil {
+		onBad = func(w http.ResponseWriter, _ *http.Request, _ error) {
+			http.Error(w, http.StatusText(http.StatusBadRequest), http.StatusBadRequest)
 		}
 	}
 	if onError == nil {
@@ -90,19 +111,29 @@ func middleware(l requester, o MiddlewareOptions) (func(http.Handler) http.Handl
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			domain, err := domainOf(r)
-			if err != nil {
-				onError(w, r, err)
+			switch {
+			case err != nil:
+				onBad(w, r, fmt.Errorf("%w: %w", ErrNoDomain, err))
+				return
+			case domain == "":
+				onBad(w, r, ErrNoDomain)
 				return
 			}
 			hits := int64(1)
 			if o.Hits != nil {
 				if hits = o.Hits(r); hits < 1 {
-					onError(w, r, invalid("Hits returned %d, want at least 1", hits))
+					onBad(w, r, invalid("Hits returned %d, want at least 1", hits))
 					return
 				}
 			}
-			result, err := l.RequestArgs(r.Context(), res, domain, RequestArgs{Min: hits, Max: hits, MaxWait: o.MaxWait})
-			if err != nil {
+			result, err := l.RequestWith(r.Context(), res, domain, RequestArgs{Min: hits, Max: hits, MaxWait: o.MaxWait})
+			switch {
+			case errors.Is(err, ErrInvalid):
+				// The resource was validated above: what is left is the request's own
+				// (a hit count above MaxCount).
+				onBad(w, r, err)
+				return
+			case err != nil:
 				onError(w, r, err)
 				return
 			}
@@ -112,7 +143,7 @@ func middleware(l requester, o MiddlewareOptions) (func(http.Handler) http.Handl
 				h.Set(HeaderRateLimit, limitField(res, result))
 			}
 			if result.Granted == 0 {
-				if result.RetryAfter >= 0 {
+				if result.RetryAfter != Never {
 					h.Set(HeaderRetryAfter, strconv.FormatInt(ceilSeconds(result.RetryAfter), 10))
 				}
 				onReject(w, r, result)
@@ -162,7 +193,7 @@ func policyField(res *Resource) string {
 	for i, t := range res.Tiers {
 		item(tierPolicy(i+1), t.Limit, t.Window)
 	}
-	if len(res.Tiers) == 0 {
+	if res.Closed {
 		item("closed", 0, time.Second)
 	}
 	if res.Hard > 0 {
@@ -175,8 +206,9 @@ func policyField(res *Resource) string {
 }
 
 // limitField is RateLimit: the remaining quota of the current tier (tier 1 when none
-// is active) and of the Hard and Global caps. On a rejection the current tier's item
-// carries t, the seconds until the request could be granted.
+// is active) and of the Hard and Global caps. On a rejection the limit that rejected
+// (Result.RejectedBy) comes first and carries t, the seconds until the request could
+// be granted (no t when it never can be).
 func limitField(res *Resource, r *Result) string {
 	var b strings.Builder
 	item := func(name string, remaining int64, t int64) {
@@ -193,22 +225,37 @@ func limitField(res *Resource, r *Result) string {
 	}
 	t := int64(-1)
 	serverRejected := r.Granted == 0 || r.Override == OverrideKillSwitch
-	if serverRejected {
-		if r.RetryAfter >= 0 {
-			t = ceilSeconds(r.RetryAfter)
-		}
+	if serverRejected && r.RetryAfter != Never {
+		t = ceilSeconds(r.RetryAfter)
 	}
+	first := LimitTier
 	switch {
-	case len(res.Tiers) == 0:
-		item("closed", 0, t)
-	default:
-		tier := max(r.Tier, 1)
-		item(tierPolicy(tier), r.TierLimit-r.TierHits, t)
+	case res.Closed:
+		first = LimitClosed
+	case serverRejected && (r.RejectedBy == LimitHard || r.RejectedBy == LimitGlobal):
+		first = r.RejectedBy
 	}
-	if res.Hard > 0 {
+	at := func(l Limit) int64 { // t goes on the first item only
+		if l == first {
+			return t
+		}
+		return -1
+	}
+	switch first {
+	case LimitClosed:
+		item("closed", 0, t)
+	case LimitHard:
+		item("hard", res.Hard-r.DomainHits, t)
+	case LimitGlobal:
+		item("global", res.Global-r.GlobalHits, t)
+	}
+	if !res.Closed {
+		item(tierPolicy(max(r.Tier, 1)), r.TierLimit-r.TierHits, at(LimitTier))
+	}
+	if res.Hard > 0 && first != LimitHard {
 		item("hard", res.Hard-r.DomainHits, -1)
 	}
-	if res.Global > 0 {
+	if res.Global > 0 && first != LimitGlobal {
 		item("global", res.Global-r.GlobalHits, -1)
 	}
 	return b.String()

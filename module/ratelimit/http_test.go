@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,7 +21,7 @@ type fakeRequester struct {
 	domain string
 }
 
-func (f *fakeRequester) RequestArgs(_ context.Context, _ *Resource, domain string, a RequestArgs) (*Result, error) {
+func (f *fakeRequester) RequestWith(_ context.Context, _ *Resource, domain string, a RequestArgs) (*Result, error) {
 	f.calls = append(f.calls, a)
 	f.domain = domain
 	if f.err != nil {
@@ -90,7 +91,7 @@ func TestMiddlewareRejected(t *testing.T) {
 }
 
 func TestMiddlewareDefaultRejectAndNever(t *testing.T) {
-	f := &fakeRequester{result: &Result{Granted: 0, Tier: 1, TierLimit: 5, TierHits: 0, GlobalHits: -1, RetryAfter: -1}}
+	f := &fakeRequester{result: &Result{Granted: 0, Tier: 1, TierLimit: 5, TierHits: 0, GlobalHits: -1, RetryAfter: Never}}
 	rec, seen := serve(t, f, MiddlewareOptions{Resource: &penalty})
 	require.Nil(t, seen)
 	require.Equal(t, http.StatusTooManyRequests, rec.Code)
@@ -118,45 +119,106 @@ func TestMiddlewareErrors(t *testing.T) {
 	f := &fakeRequester{err: errors.New("boom")}
 	rec, seen := serve(t, f, MiddlewareOptions{Resource: &penalty})
 	require.Nil(t, seen)
-	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code, "a limiter failure is the server's problem")
 
+	// A request without a domain is the client's mistake: 400 by default, never 503.
+	for name, domain := range map[string]func(*http.Request) (string, error){
+		"error": func(*http.Request) (string, error) { return "", errors.New("no user") },
+		"empty": func(r *http.Request) (string, error) { return r.Header.Get("X-Api-Key"), nil },
+	} {
+		f = &fakeRequester{result: &Result{Granted: 1}}
+		rec, _ = serve(t, f, MiddlewareOptions{Resource: &penalty, Domain: domain})
+		require.Equal(t, http.StatusBadRequest, rec.Code, name)
+		require.Empty(t, f.calls, name)
+	}
+
+	// The hook chooses: here 401, with the cause.
 	var got error
 	f = &fakeRequester{result: &Result{Granted: 1}}
 	rec, _ = serve(t, f, MiddlewareOptions{Resource: &penalty,
 		Domain: func(*http.Request) (string, error) { return "", errors.New("no user") },
-		OnError: func(w http.ResponseWriter, _ *http.Request, err error) {
+		OnBadRequest: func(w http.ResponseWriter, _ *http.Request, err error) {
 			got = err
 			w.WriteHeader(http.StatusUnauthorized)
-		}})
+		},
+		OnError: func(http.ResponseWriter, *http.Request, error) { t.Fatal("OnError called for a missing domain") },
+	})
 	require.Equal(t, http.StatusUnauthorized, rec.Code)
-	require.EqualError(t, got, "no user")
+	require.ErrorIs(t, got, ErrNoDomain)
+	require.ErrorContains(t, got, "no user")
 	require.Empty(t, f.calls)
+
+	// Or lets such requests through unlimited.
+	f = &fakeRequester{result: &Result{Granted: 1}}
+	mw, err := middleware(f, MiddlewareOptions{Resource: &penalty,
+		Domain:       func(*http.Request) (string, error) { return "", nil },
+		OnBadRequest: func(w http.ResponseWriter, r *http.Request, _ error) { _, _ = w.Write([]byte("anonymous")) },
+	})
+	require.NoError(t, err)
+	rec = httptest.NewRecorder()
+	mw(http.NotFoundHandler()).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/", nil))
+	require.Equal(t, "anonymous", rec.Body.String())
 
 	got = nil
 	f = &fakeRequester{result: &Result{Granted: 1}}
 	rec, _ = serve(t, f, MiddlewareOptions{Resource: &penalty, Hits: func(*http.Request) int64 { return 0 },
-		OnError: func(w http.ResponseWriter, _ *http.Request, err error) {
+		OnBadRequest: func(w http.ResponseWriter, _ *http.Request, err error) {
 			got = err
-			w.WriteHeader(http.StatusInternalServerError)
+			w.WriteHeader(http.StatusUnprocessableEntity)
 		}})
-	require.Equal(t, http.StatusInternalServerError, rec.Code)
+	require.Equal(t, http.StatusUnprocessableEntity, rec.Code)
 	require.ErrorIs(t, got, ErrInvalid)
 	require.Empty(t, f.calls, "a request costing 0 hits is a bug, not a free pass")
 
-	_, err := middleware(f, MiddlewareOptions{})
+	// An argument error from the limiter (a hit count it refuses) is a bad request too.
+	f = &fakeRequester{err: invalid("max %d is outside", MaxCount+1)}
+	rec, _ = serve(t, f, MiddlewareOptions{Resource: &penalty, Hits: func(*http.Request) int64 { return MaxCount + 1 }})
+	require.Equal(t, http.StatusBadRequest, rec.Code)
+
+	_, err = middleware(f, MiddlewareOptions{})
 	require.ErrorIs(t, err, ErrInvalid, "nil resource")
 	_, err = middleware(f, MiddlewareOptions{Resource: &penalty, MaxWait: -1})
 	require.ErrorIs(t, err, ErrInvalid)
 }
 
+// When HARD or GLOBAL rejects, RateLimit leads with that limit and its t, not with a
+// tier that still has room.
+func TestMiddlewareHardAndGlobalHeaders(t *testing.T) {
+	res := penalty // 5/1s, 50/5s, hard 20
+	res.Global = 1000
+	cases := []struct {
+		name   string
+		result Result
+		want   string
+	}{
+		{"hard", Result{Granted: 0, Tier: 1, TierLimit: 5, TierHits: 2, DomainHits: 20, GlobalHits: 300,
+			RetryAfter: 400 * time.Millisecond}, `"hard";r=0;t=1, "t1";r=3, "global";r=700`},
+		{"global", Result{Granted: 0, Tier: 1, TierLimit: 5, TierHits: 2, DomainHits: 3, GlobalHits: 1000,
+			RetryAfter: 2500 * time.Millisecond}, `"global";r=0;t=3, "t1";r=3, "hard";r=17`},
+		{"tier", Result{Granted: 0, Tier: 1, TierLimit: 5, TierHits: 5, DomainHits: 5, GlobalHits: 10,
+			RetryAfter: 900 * time.Millisecond}, `"t1";r=0;t=1, "hard";r=15, "global";r=990`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := c.result
+			r.explain(&res, 1) // what the Limiter does with every answer
+			f := &fakeRequester{result: &r}
+			rec, _ := serve(t, f, MiddlewareOptions{Resource: &res})
+			require.Equal(t, http.StatusTooManyRequests, rec.Code)
+			require.Equal(t, c.want, rec.Header().Get(HeaderRateLimit))
+			require.Equal(t, strings.TrimPrefix(strings.Split(strings.Split(c.want, ";t=")[1], ",")[0], ""), rec.Header().Get(HeaderRetryAfter))
+		})
+	}
+}
+
 func TestPolicyFieldEdgeCases(t *testing.T) {
-	closed := Resource{Name: "x"}
-	require.Equal(t, `"closed";q=0;w=1`, policyField(&closed))
-	require.Equal(t, `"closed";r=0;t=0`, limitField(&closed, &Result{Granted: 0, RetryAfter: 0}))
+	closed := Resource{Name: "x", Closed: true, Hard: 4}
+	require.Equal(t, `"closed";q=0;w=1, "hard";q=4;w=1`, policyField(&closed))
+	require.Equal(t, `"closed";r=0, "hard";r=4`, limitField(&closed, &Result{Granted: 0, RetryAfter: Never}))
 	short := Simple("x", 3, 1500*time.Millisecond)
-	require.Equal(t, `"t1";q=3;w=2`, policyField(&short), "windows round up to whole seconds")
+	require.Equal(t, `"t1";q=3;w=2`, policyField(short), "windows round up to whole seconds")
 	tiny := Simple("x", 3, time.Millisecond)
-	require.Equal(t, `"t1";q=3;w=1`, policyField(&tiny), "w is at least 1")
+	require.Equal(t, `"t1";q=3;w=1`, policyField(tiny), "w is at least 1")
 	require.Equal(t, int64(0), ceilSeconds(0))
 	require.Equal(t, int64(1), ceilSeconds(time.Millisecond))
 	require.Equal(t, int64(1), ceilSeconds(time.Second))

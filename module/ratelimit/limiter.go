@@ -20,6 +20,12 @@ type rediser interface {
 
 // Defaults applied to zero Options fields.
 const (
+	// DefaultTimeout bounds each attempt of a request (connecting, waiting for a pool
+	// connection, go-redis's own retries of unsent commands, and with go-redis's
+	// ContextTimeoutEnabled also the answer). A limiter sits on every request's path:
+	// when Redis is down, FailOpen must decide in milliseconds, not after go-redis's
+	// dial retries (5 x 100ms per attempt, 4 attempts by default).
+	DefaultTimeout          = 100 * time.Millisecond
 	DefaultMinBackoff       = 10 * time.Millisecond
 	DefaultMaxBackoff       = time.Second
 	DefaultTransientRetries = 3
@@ -30,6 +36,14 @@ const (
 type Options struct {
 	// KeyPrefix starts every key name; "" means DefaultPrefix ("rl"). See KeyNames.
 	KeyPrefix string
+
+	// Timeout bounds each attempt of a request, on top of the caller's context: 0
+	// means DefaultTimeout (100ms), a negative value no bound but the context's. An
+	// attempt whose time runs out before the command was sent counts as Redis being
+	// unreachable (FailOpen applies); one that runs out after it was sent returns
+	// ErrOutcomeUnknown. go-redis applies a context deadline to reading the answer
+	// only with its ContextTimeoutEnabled option; otherwise its ReadTimeout applies.
+	Timeout time.Duration
 
 	// FailOpen grants a request when Redis cannot be reached: no connection could be
 	// made, no pool connection was free in time, the connection broke before the
@@ -42,6 +56,11 @@ type Options struct {
 	// OnFailOpen, when set, is called (synchronously) for every fail-open grant with
 	// the error that caused it. Use it to count and alert.
 	OnFailOpen func(ctx context.Context, resource, domain string, err error)
+
+	// Observer, when set, sees every request's outcome (grant, rejection, kill-switch
+	// or fail-open grant, error) with its resource and latency: the hook for metrics.
+	// It is called synchronously, once per request, after the answer is known.
+	Observer Observer
 
 	// KillSwitch is the kill switch's initial state; see Limiter.SetKillSwitch.
 	KillSwitch bool
@@ -73,8 +92,10 @@ type Options struct {
 type Limiter struct {
 	rdb        rediser
 	prefix     string
+	timeout    time.Duration // per attempt; 0 means none
 	failOpen   bool
 	onFailOpen func(ctx context.Context, resource, domain string, err error)
+	observer   Observer
 	kill       atomic.Bool
 	clock      Clock
 	sendClock  bool // Options.Clock was set: requests carry AT = clock.Now()
@@ -90,10 +111,18 @@ func NewLimiter(rdb rediser, opt *Options) *Limiter {
 	l := &Limiter{
 		rdb:        rdb,
 		prefix:     o.KeyPrefix,
+		timeout:    o.Timeout,
 		failOpen:   o.FailOpen,
 		onFailOpen: o.OnFailOpen,
+		observer:   o.Observer,
 		clock:      o.Clock,
 		sendClock:  o.Clock != nil,
+	}
+	switch {
+	case l.timeout == 0:
+		l.timeout = DefaultTimeout
+	case l.timeout < 0:
+		l.timeout = 0
 	}
 	if l.prefix == "" {
 		l.prefix = DefaultPrefix
@@ -143,7 +172,8 @@ func (l *Limiter) Keys(res *Resource, domain string) (key, globalKey string) {
 	return KeyNames(l.prefix, res.Name, domain, res.Global > 0)
 }
 
-// RequestArgs are the arguments of one request beyond resource and domain.
+// RequestArgs are the arguments of one request beyond resource and domain
+// (Limiter.RequestWith).
 type RequestArgs struct {
 	// Max is the most hits wanted; 0 means 1. At most MaxCount.
 	Max int64
@@ -163,21 +193,59 @@ type RequestArgs struct {
 	DryRun bool
 }
 
-// Allow asks for one hit and does not wait (redis_rate's Allow).
+// Allow asks for one hit and does not wait (redis_rate's Allow). The limit can be
+// written inline: limiter.Allow(ctx, ratelimit.PerSecond("api", 10), userID).
 func (l *Limiter) Allow(ctx context.Context, res *Resource, domain string) (*Result, error) {
-	return l.RequestArgs(ctx, res, domain, RequestArgs{Min: 1, Max: 1})
+	return l.RequestWith(ctx, res, domain, RequestArgs{Min: 1, Max: 1})
+}
+
+// AllowN asks for exactly n hits, all or nothing, and does not wait (redis_rate's
+// AllowN). n must be in [1, MaxCount].
+func (l *Limiter) AllowN(ctx context.Context, res *Resource, domain string, n int64) (*Result, error) {
+	if n < 1 {
+		return nil, l.refuse(ctx, res, domain, invalid("n %d is outside [1, %d]", n, int64(MaxCount)))
+	}
+	return l.RequestWith(ctx, res, domain, RequestArgs{Min: n, Max: n})
+}
+
+// AllowAtMost asks for as many hits as the limits allow, at most n, at least 1, and
+// does not wait (redis_rate's AllowAtMost); Result.Granted says how many. n must be
+// in [1, MaxCount].
+func (l *Limiter) AllowAtMost(ctx context.Context, res *Resource, domain string, n int64) (*Result, error) {
+	if n < 1 {
+		return nil, l.refuse(ctx, res, domain, invalid("n %d is outside [1, %d]", n, int64(MaxCount)))
+	}
+	return l.RequestWith(ctx, res, domain, RequestArgs{Min: 1, Max: n})
 }
 
 // Request asks for between min and max hits (1 <= max) and does not wait.
 func (l *Limiter) Request(ctx context.Context, res *Resource, domain string, min, max int64) (*Result, error) {
 	if max < 1 {
-		return nil, invalid("max %d is outside [1, %d]", max, int64(MaxCount))
+		return nil, l.refuse(ctx, res, domain, invalid("max %d is outside [1, %d]", max, int64(MaxCount)))
 	}
-	return l.RequestArgs(ctx, res, domain, RequestArgs{Min: min, Max: max})
+	return l.RequestWith(ctx, res, domain, RequestArgs{Min: min, Max: max})
 }
 
-// RequestArgs asks for hits of res on behalf of domain. It returns the server's answer
-// (Granted 0 is a rejection, not an error), or an error:
+// Reset forgets what domain used of res: it deletes the domain's key (redis_rate's
+// Reset). The resource-wide Global count is shared by all domains and is left alone.
+func (l *Limiter) Reset(ctx context.Context, res *Resource, domain string) error {
+	if res == nil || res.Name == "" || domain == "" {
+		return invalid("reset needs a named resource and a domain")
+	}
+	key, _ := l.Keys(res, domain)
+	ctx, cancel := l.attemptContext(ctx)
+	defer cancel()
+	pipe := l.rdb.TxPipeline()
+	pipe.Del(ctx, key)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("ratelimit: reset %s: %w", key, err)
+	}
+	return nil
+}
+
+// RequestWith asks for hits of res on behalf of domain; the other calls are shortcuts
+// for it. It returns the server's answer (Granted 0 is a rejection, not an error), or
+// an error:
 //   - wrapping ErrInvalid when the arguments break the contract (nothing was sent);
 //   - wrapping ErrOutcomeUnknown when the command may have run but no answer came
 //     back; it is not sent again;
@@ -186,7 +254,31 @@ func (l *Limiter) Request(ctx context.Context, res *Resource, domain string, min
 // With FailOpen, an unreachable Redis gives a grant instead of an error. When the
 // context ends while the request waits, the last rejection is returned together with
 // the context's error.
-func (l *Limiter) RequestArgs(ctx context.Context, res *Resource, domain string, a RequestArgs) (*Result, error) {
+func (l *Limiter) RequestWith(ctx context.Context, res *Resource, domain string, a RequestArgs) (*Result, error) {
+	began := time.Now()
+	var failOpenErr error
+	r, err := l.requestWith(ctx, res, domain, a, &failOpenErr)
+	if l.observer != nil {
+		if err == nil && failOpenErr != nil {
+			l.observe(ctx, res, domain, r, failOpenErr, time.Since(began))
+		} else {
+			l.observe(ctx, res, domain, r, err, time.Since(began))
+		}
+	}
+	return r, err
+}
+
+// refuse reports an argument error to the observer and returns it.
+func (l *Limiter) refuse(ctx context.Context, res *Resource, domain string, err error) error {
+	if l.observer != nil {
+		l.observe(ctx, res, domain, nil, err, 0)
+	}
+	return err
+}
+
+// requestWith is RequestWith without the observer; *failOpenErr is set to the error a
+// fail-open grant replaced.
+func (l *Limiter) requestWith(ctx context.Context, res *Resource, domain string, a RequestArgs, failOpenErr *error) (*Result, error) {
 	if err := res.Validate(); err != nil {
 		return nil, err
 	}
@@ -212,7 +304,11 @@ func (l *Limiter) RequestArgs(ctx context.Context, res *Resource, domain string,
 	}
 
 	key, gkey := l.Keys(res, domain)
-	args := make([]any, 0, 16+6*len(res.Tiers))
+	n := 20 // CHARON.RATE key MAX n MIN n HARD n GLOBAL k n DRYRUN LIMITS s AT t
+	if !sendCompact {
+		n += 6 * len(res.Tiers)
+	}
+	args := make([]any, 0, n)
 	args = append(args, "CHARON.RATE", key, "MAX", a.Max, "MIN", a.Min)
 	if res.Hard > 0 {
 		args = append(args, "HARD", res.Hard)
@@ -223,7 +319,7 @@ func (l *Limiter) RequestArgs(ctx context.Context, res *Resource, domain string,
 	if a.DryRun {
 		args = append(args, "DRYRUN")
 	}
-	args = res.appendTierArgs(args)
+	args = res.appendLimitArgs(args)
 	nBase := len(args)
 
 	start := l.clock.Now()
@@ -241,6 +337,7 @@ func (l *Limiter) RequestArgs(ctx context.Context, res *Resource, domain string,
 		if err != nil {
 			return nil, err
 		}
+		r.explain(res, minGrant(a))
 		if r.Granted == 0 && l.kill.Load() {
 			r.Granted, r.Override = minGrant(a), OverrideKillSwitch
 		}
@@ -255,6 +352,7 @@ func (l *Limiter) RequestArgs(ctx context.Context, res *Resource, domain string,
 			if l.onFailOpen != nil {
 				l.onFailOpen(ctx, res.Name, domain, err)
 			}
+			*failOpenErr = err
 			return &Result{Granted: minGrant(a), GlobalHits: -1, Override: OverrideFailOpen, Attempts: attempts}, nil
 		}
 	}
@@ -266,12 +364,19 @@ func minGrant(a RequestArgs) int64 { return max(a.Min, 1) }
 
 // send runs one CHARON.RATE inside MULTI/EXEC and decodes the reply.
 func (l *Limiter) send(ctx context.Context, key string, args []any, a RequestArgs) (*Result, error) {
+	actx, cancel := l.attemptContext(ctx)
+	defer cancel()
 	pipe := l.rdb.TxPipeline()
-	cmd := pipe.Do(ctx, args...)
-	_, err := pipe.Exec(ctx)
+	cmd := pipe.Do(actx, args...)
+	_, err := pipe.Exec(actx)
 	if cerr := cmd.Err(); cerr != nil {
 		// The command's own error (e.g. TRYAGAIN while queueing) says more than EXECABORT.
 		err = cerr
+	}
+	if err != nil && ctx.Err() == nil && actx.Err() != nil && classify(err) == classGaveUp {
+		// Our own deadline, not the caller's, ended the attempt before the command was
+		// sent: Redis did not answer the dial or no connection came free in time.
+		return nil, fmt.Errorf("ratelimit: CHARON.RATE %s: %w (%v): %w", key, errNotSent, l.timeout, err)
 	}
 	if err != nil {
 		if !a.DryRun && classify(err) == classUnknown {
@@ -296,4 +401,12 @@ func (l *Limiter) send(ctx context.Context, key string, args []any, a RequestArg
 		return nil, fmt.Errorf("ratelimit: CHARON.RATE %s: %w: %w", key, ErrOutcomeUnknown, err)
 	}
 	return &r, nil
+}
+
+// attemptContext bounds one attempt by the Limiter's Timeout.
+func (l *Limiter) attemptContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if l.timeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, l.timeout)
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 
@@ -51,30 +52,30 @@ func TestRequestValidatesBeforeSending(t *testing.T) {
 	}{
 		{"bad resource", &bad, "u", RequestArgs{Max: 1}},
 		{"nil resource", nil, "u", RequestArgs{Max: 1}},
-		{"empty domain", &good, "", RequestArgs{Max: 1}},
-		{"max too big", &good, "u", RequestArgs{Max: MaxCount + 1}},
-		{"negative max", &good, "u", RequestArgs{Max: -1}},
-		{"min above max", &good, "u", RequestArgs{Min: 3, Max: 2}},
-		{"negative min", &good, "u", RequestArgs{Min: -1, Max: 2}},
-		{"negative wait", &good, "u", RequestArgs{Max: 1, MaxWait: -time.Second}},
-		{"at before 1970", &good, "u", RequestArgs{Max: 1, At: time.UnixMilli(-1)}},
-		{"at beyond 2^53 ms", &good, "u", RequestArgs{Max: 1, At: time.UnixMilli(1<<53 + 1)}},
+		{"empty domain", good, "", RequestArgs{Max: 1}},
+		{"max too big", good, "u", RequestArgs{Max: MaxCount + 1}},
+		{"negative max", good, "u", RequestArgs{Max: -1}},
+		{"min above max", good, "u", RequestArgs{Min: 3, Max: 2}},
+		{"negative min", good, "u", RequestArgs{Min: -1, Max: 2}},
+		{"negative wait", good, "u", RequestArgs{Max: 1, MaxWait: -time.Second}},
+		{"at before 1970", good, "u", RequestArgs{Max: 1, At: time.UnixMilli(-1)}},
+		{"at beyond 2^53 ms", good, "u", RequestArgs{Max: 1, At: time.UnixMilli(1<<53 + 1)}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			r, err := l.RequestArgs(ctx, c.res, c.dom, c.a)
+			r, err := l.RequestWith(ctx, c.res, c.dom, c.a)
 			require.Nil(t, r)
 			require.ErrorIs(t, err, ErrInvalid)
 		})
 	}
-	_, err := l.Request(ctx, &good, "u", 0, 0)
+	_, err := l.Request(ctx, good, "u", 0, 0)
 	require.ErrorIs(t, err, ErrInvalid, "Request(min 0, max 0) is refused: max must be at least 1")
 }
 
 func TestUnreachableFailsClosedByDefault(t *testing.T) {
 	l := NewLimiter(unreachable(t), nil)
 	res := PerSecond("api", 5)
-	r, err := l.Allow(context.Background(), &res, "u")
+	r, err := l.Allow(context.Background(), res, "u")
 	require.Nil(t, r)
 	require.Error(t, err)
 	require.False(t, errors.Is(err, ErrOutcomeUnknown), "a refused dial proves nothing was sent: %v", err)
@@ -96,10 +97,10 @@ func TestFailOpenGrantsMinAndReports(t *testing.T) {
 		},
 	})
 	res := PerSecond("api", 5)
-	r, err := l.Request(context.Background(), &res, "alice", 3, 10)
+	r, err := l.Request(context.Background(), res, "alice", 3, 10)
 	require.NoError(t, err)
 	require.Equal(t, &Result{Granted: 3, GlobalHits: -1, Override: OverrideFailOpen, Attempts: 1}, r)
-	r, err = l.Request(context.Background(), &res, "bob", 0, 10)
+	r, err = l.Request(context.Background(), res, "bob", 0, 10)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), r.Granted, "Min 0 fails open with one hit, never zero")
 	require.Len(t, calls, 2)
@@ -110,13 +111,13 @@ func TestFailOpenGrantsMinAndReports(t *testing.T) {
 	// A context that ended is the caller giving up, not Redis being down.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	r, err = l.Allow(ctx, &res, "carol")
+	r, err = l.Allow(ctx, res, "carol")
 	require.Error(t, err)
 	require.Nil(t, r)
 	require.Len(t, calls, 2, "no fail-open for a canceled context")
 
 	// Validation errors are never turned into grants.
-	_, err = l.Request(context.Background(), &res, "", 1, 1)
+	_, err = l.Request(context.Background(), res, "", 1, 1)
 	require.ErrorIs(t, err, ErrInvalid)
 	require.Len(t, calls, 2)
 }
@@ -156,9 +157,186 @@ func TestNoGoroutineLeakOnFailure(t *testing.T) {
 		l := NewLimiter(c, &Options{FailOpen: true})
 		res := PerSecond("api", 5)
 		for i := 0; i < 20; i++ {
-			_, err := l.RequestArgs(context.Background(), &res, "u", RequestArgs{Max: 1, MaxWait: time.Second})
+			_, err := l.RequestWith(context.Background(), res, "u", RequestArgs{Max: 1, MaxWait: time.Second})
 			require.NoError(t, err)
 		}
 	}()
 	waitGoroutines(t, base)
+}
+
+// recorder is an Observer that keeps every Event.
+type recorder struct{ events []Event }
+
+func (r *recorder) Observe(_ context.Context, e Event) { r.events = append(r.events, e) }
+
+func TestShortcutsRefuseBadN(t *testing.T) {
+	obs := &recorder{}
+	l := NewLimiter(unreachable(t), &Options{Observer: obs})
+	res := PerSecond("api", 5)
+	for _, n := range []int64{0, -1} {
+		_, err := l.AllowN(context.Background(), res, "u", n)
+		require.ErrorIs(t, err, ErrInvalid)
+		_, err = l.AllowAtMost(context.Background(), res, "u", n)
+		require.ErrorIs(t, err, ErrInvalid)
+	}
+	_, err := l.AllowN(context.Background(), res, "u", MaxCount+1)
+	require.ErrorIs(t, err, ErrInvalid)
+	require.Len(t, obs.events, 5)
+	for _, e := range obs.events {
+		require.Equal(t, OutcomeError, e.Outcome)
+		require.Equal(t, "api", e.Resource)
+		require.ErrorIs(t, e.Err, ErrInvalid)
+		require.Zero(t, e.Attempts)
+	}
+	require.ErrorIs(t, l.Reset(context.Background(), res, ""), ErrInvalid)
+	require.Error(t, l.Reset(context.Background(), res, "u"), "unreachable")
+}
+
+func TestObserverSeesFailOpenAndErrors(t *testing.T) {
+	obs := &recorder{}
+	l := NewLimiter(unreachable(t), &Options{FailOpen: true, Observer: obs})
+	res := PerMinute("search", 5)
+	r, err := l.AllowAtMost(context.Background(), res, "alice", 7)
+	require.NoError(t, err)
+	require.Equal(t, OverrideFailOpen, r.Override)
+	require.Len(t, obs.events, 1)
+	e := obs.events[0]
+	require.Equal(t, OutcomeFailOpen, e.Outcome)
+	require.Equal(t, "search", e.Resource)
+	require.Equal(t, "alice", e.Domain)
+	require.Equal(t, int64(1), e.Granted)
+	require.Equal(t, 1, e.Attempts)
+	require.Error(t, e.Err, "the error that made it fail open")
+	require.Positive(t, e.Latency)
+
+	l = NewLimiter(unreachable(t), &Options{Observer: obs})
+	_, err = l.Allow(context.Background(), res, "bob")
+	require.Error(t, err)
+	require.Len(t, obs.events, 2)
+	require.Equal(t, OutcomeError, obs.events[1].Outcome)
+	require.Equal(t, err, obs.events[1].Err)
+	require.Equal(t, "fail-open", OutcomeFailOpen.String())
+}
+
+// With go-redis's default dial retries (5 x 100ms per attempt, 4 attempts), a refused
+// connection takes about 2s to surface; the Limiter's Timeout cuts it short, and an
+// attempt cut short before anything was sent still fails open.
+func TestTimeoutBoundsUnreachable(t *testing.T) {
+	c := redis.NewClient(&redis.Options{
+		Addr:                     closedAddr(t),
+		DisableIdentity:          true,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
+	t.Cleanup(func() { _ = c.Close() })
+	l := NewLimiter(c, &Options{FailOpen: true, Timeout: 20 * time.Millisecond})
+	res := PerSecond("api", 5)
+	began := time.Now()
+	r, err := l.Allow(context.Background(), res, "u")
+	took := time.Since(began)
+	require.NoError(t, err)
+	require.Equal(t, OverrideFailOpen, r.Override)
+	t.Logf("fail-open decided in %v with Timeout 20ms (go-redis alone: ~2s)", took)
+
+	// Without FailOpen the error says what happened and proves nothing ran.
+	l = NewLimiter(c, &Options{Timeout: 20 * time.Millisecond})
+	_, err = l.Allow(context.Background(), res, "u")
+	require.Error(t, err)
+	require.Equal(t, classUnreachable, classify(err), "%v", err)
+	require.NotErrorIs(t, err, ErrOutcomeUnknown)
+}
+
+// A server that answers the connection handshake and then never again: the command
+// was sent, so a timeout is an unknown outcome, never a fail-open grant.
+func TestTimeoutAfterSendIsOutcomeUnknown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var mu sync.Mutex
+	var conns []net.Conn
+	received := make(chan string, 16)
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, conn)
+			mu.Unlock()
+			go func() {
+				buf := make([]byte, 4096)
+				for first := true; ; first = false {
+					n, err := conn.Read(buf)
+					if err != nil {
+						return
+					}
+					if first { // HELLO: refused, as by a server without it
+						_, _ = conn.Write([]byte("-ERR unknown command 'HELLO'\r\n"))
+						continue
+					}
+					received <- string(buf[:n])
+				}
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	})
+	c := redis.NewClient(&redis.Options{
+		Addr:                     ln.Addr().String(),
+		Protocol:                 2,
+		DisableIdentity:          true,
+		ContextTimeoutEnabled:    true,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
+	t.Cleanup(func() { _ = c.Close() })
+	obs := &recorder{}
+	l := NewLimiter(c, &Options{FailOpen: true, Timeout: 50 * time.Millisecond, Observer: obs})
+	r, err := l.Allow(context.Background(), PerSecond("api", 5), "u")
+	require.Nil(t, r)
+	require.ErrorIs(t, err, ErrOutcomeUnknown)
+	require.Contains(t, <-received, "CHARON.RATE", "the command was sent")
+	require.Len(t, obs.events, 1)
+	require.Equal(t, OutcomeError, obs.events[0].Outcome)
+}
+
+func TestExplainRemainingAndRejectedBy(t *testing.T) {
+	res := &Resource{Name: "x", Tiers: []Tier{{Limit: 10, Window: time.Second, Active: time.Second}}, Hard: 6, Global: 100}
+	cases := []struct {
+		name      string
+		r         Result
+		need      int64
+		remaining int64
+		by        Limit
+	}{
+		{"granted, tier room smallest", Result{Granted: 1, TierLimit: 10, TierHits: 8, DomainHits: 3, GlobalHits: 50}, 1, 2, LimitNone},
+		{"granted, hard room smallest", Result{Granted: 1, TierLimit: 10, TierHits: 2, DomainHits: 5, GlobalHits: 50}, 1, 1, LimitNone},
+		{"granted, global room smallest", Result{Granted: 2, TierLimit: 10, TierHits: 2, DomainHits: 2, GlobalHits: 99}, 1, 1, LimitNone},
+		{"tier full", Result{TierLimit: 10, TierHits: 10, DomainHits: 3, GlobalHits: 50}, 1, 0, LimitTier},
+		{"hard full", Result{TierLimit: 10, TierHits: 2, DomainHits: 6, GlobalHits: 50}, 1, 0, LimitHard},
+		{"hard short of min", Result{TierLimit: 10, TierHits: 2, DomainHits: 4, GlobalHits: 50}, 3, 2, LimitHard},
+		{"global full", Result{TierLimit: 10, TierHits: 2, DomainHits: 6, GlobalHits: 100}, 1, 0, LimitGlobal},
+		{"tier overfull (limits lowered)", Result{TierLimit: 10, TierHits: 14, DomainHits: 0, GlobalHits: 0}, 1, 0, LimitTier},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := c.r
+			r.explain(res, c.need)
+			require.Equal(t, c.remaining, r.Remaining)
+			require.Equal(t, c.by, r.RejectedBy)
+		})
+	}
+	closed := &Resource{Name: "x", Closed: true}
+	r := Result{GlobalHits: -1, RetryAfter: Never}
+	r.explain(closed, 1)
+	require.Equal(t, LimitClosed, r.RejectedBy)
+	require.Equal(t, "closed", r.RejectedBy.String())
+	noCaps := PerSecond("x", 5)
+	r = Result{Granted: 1, TierLimit: 5, TierHits: 1, GlobalHits: -1}
+	r.explain(noCaps, 1)
+	require.Equal(t, int64(4), r.Remaining)
 }

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/charon-redis/charon/module/rate"
@@ -35,6 +36,45 @@ func (o Override) String() string {
 	return fmt.Sprintf("Override(%d)", uint8(o))
 }
 
+// Never is the RetryAfter of a request that can never be granted: its Min is above
+// what any tier, Hard or Global can ever give, or the resource is Closed. It is the
+// largest Duration, so it sorts after every real wait and a loop that sleeps for
+// RetryAfter never spins.
+const Never = time.Duration(math.MaxInt64)
+
+// Limit names the limit that decided a rejection.
+type Limit uint8
+
+const (
+	// LimitNone: the request was granted by the server.
+	LimitNone Limit = iota
+	// LimitTier: the tiers had no room (the current tier's window is full and no tier
+	// above could be entered).
+	LimitTier
+	// LimitHard: the per-domain Hard cap left less room than the request's Min.
+	LimitHard
+	// LimitGlobal: the resource-wide Global cap left less room than the request's Min.
+	LimitGlobal
+	// LimitClosed: the resource is Closed.
+	LimitClosed
+)
+
+func (l Limit) String() string {
+	switch l {
+	case LimitNone:
+		return "none"
+	case LimitTier:
+		return "tier"
+	case LimitHard:
+		return "hard"
+	case LimitGlobal:
+		return "global"
+	case LimitClosed:
+		return "closed"
+	}
+	return fmt.Sprintf("Limit(%d)", uint8(l))
+}
+
 // Result is the answer to one request: every field of the CHARON.RATE reply, plus what
 // the client did around it.
 type Result struct {
@@ -58,14 +98,23 @@ type Result struct {
 	HardLimited bool
 	// GlobalLimited reports that the Global limit left less room than the request's Max.
 	GlobalLimited bool
+	// Remaining is the number of hits a request could still get right now without
+	// climbing: the current tier's room (TierLimit - TierHits), lowered to the room
+	// left under Hard and Global; never negative. A request for more may still be
+	// granted by bursting into a tier above. 0 on a fail-open grant.
+	Remaining int64
 	// RetryAfter is how long until the same request would be granted with no other
-	// traffic: 0 when the server granted it, -1 when it never will be (Min is above
-	// what any tier, Hard or Global can ever give). A kill-switch override keeps the
-	// server's value.
+	// traffic. 0 when the server granted it; Never (not -1) when it never will be: Min
+	// is above what any tier, Hard or Global can ever give, or the resource is Closed.
+	// A kill-switch override keeps the server's value. (redis_rate uses -1 for
+	// "allowed"; here a grant is 0 and "never" is the named constant Never.)
 	RetryAfter time.Duration
 	// ResetAfter is how long until the key holds nothing that matters any more (it
-	// expires then).
+	// expires then); always finite, 0 when nothing is stored.
 	ResetAfter time.Duration
+	// RejectedBy names the limit that rejected the request; LimitNone when the server
+	// granted it (also under a kill-switch grant it names the server's reason).
+	RejectedBy Limit
 
 	// Override is why Granted differs from the server's answer; OverrideNone normally.
 	Override Override
@@ -173,7 +222,7 @@ func resultFromFields(f *[rate.NumFields]int64) (Result, error) {
 	}
 	retry := time.Duration(f[rate.FieldRetryAfter]) * time.Millisecond
 	if f[rate.FieldRetryAfter] < 0 {
-		retry = -1
+		retry = Never
 	}
 	return Result{
 		Granted:       f[rate.FieldGranted],
@@ -188,4 +237,30 @@ func resultFromFields(f *[rate.NumFields]int64) (Result, error) {
 		RetryAfter:    retry,
 		ResetAfter:    time.Duration(f[rate.FieldResetAfter]) * time.Millisecond,
 	}, nil
+}
+
+// explain fills Remaining and RejectedBy, which need the request: the resource's caps
+// and the fewest hits the request accepts (need >= 1).
+func (r *Result) explain(res *Resource, need int64) {
+	room := max(r.TierLimit-r.TierHits, 0)
+	hardRoom, globalRoom := int64(math.MaxInt64), int64(math.MaxInt64)
+	if res.Hard > 0 {
+		hardRoom = max(res.Hard-r.DomainHits, 0)
+	}
+	if res.Global > 0 && r.GlobalHits >= 0 {
+		globalRoom = max(res.Global-r.GlobalHits, 0)
+	}
+	r.Remaining = min(room, hardRoom, globalRoom)
+	switch {
+	case r.Granted > 0:
+		r.RejectedBy = LimitNone
+	case res.Closed:
+		r.RejectedBy = LimitClosed
+	case globalRoom < need:
+		r.RejectedBy = LimitGlobal
+	case hardRoom < need:
+		r.RejectedBy = LimitHard
+	default:
+		r.RejectedBy = LimitTier
+	}
 }

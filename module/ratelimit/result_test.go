@@ -41,7 +41,7 @@ func TestDecodeReplyBothProtocols(t *testing.T) {
 		{
 			name: "never",
 			vals: []int64{0, 0, 0, 0, 0, -1, 0, 0, 0, -1, 0},
-			want: Result{GlobalHits: -1, RetryAfter: -1},
+			want: Result{GlobalHits: -1, RetryAfter: Never},
 		},
 	}
 	for _, c := range cases {
@@ -132,7 +132,7 @@ func FuzzDecodeReply(f *testing.F) {
 			return
 		}
 		retry := int64(r.RetryAfter / time.Millisecond)
-		if r.RetryAfter == -1 {
+		if r.RetryAfter == Never {
 			retry = -1
 		}
 		b2i := func(x bool) int64 {

@@ -90,7 +90,7 @@ type waitLoop struct {
 // last answer with Attempts and Waited filled in.
 //
 //   - A grant, an error that is not transient, or a rejection when maxWait <= 0 or
-//     RetryAfter is -1 ends the loop at once. ErrOutcomeUnknown is never transient.
+//     RetryAfter is Never ends the loop at once. ErrOutcomeUnknown is never transient.
 //   - A rejection sleeps rejectionSleep; a transient error sleeps jitter(backoff(n)),
 //     at most transientRetries times.
 //   - The deadline is start+maxWait (when maxWait > 0) or the context's deadline,
@@ -124,7 +124,7 @@ func (w *waitLoop) run(ctx context.Context, maxWait time.Duration, step func(ctx
 			}
 			transients++
 			d = jitter(w.backoff.delay(transients), w.rand())
-		case r.Granted > 0 || maxWait <= 0 || r.RetryAfter < 0:
+		case r.Granted > 0 || maxWait <= 0 || r.RetryAfter == Never:
 			return r, nil
 		default:
 			rejections++

@@ -75,7 +75,7 @@ func TestWaitLoopAnswersAtOnce(t *testing.T) {
 	}{
 		{"granted", time.Second, granted(2)},
 		{"rejected without MaxWait", 0, rejected(100 * time.Millisecond)},
-		{"rejected forever (-1)", time.Hour, rejected(-1)},
+		{"rejected forever (Never)", time.Hour, rejected(Never)},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			clk := newFakeClock()

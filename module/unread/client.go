@@ -1,6 +1,14 @@
-// Package unread answers "how many conversations with unread messages does each of
-// these users have" from Redis, correctly on a single node, a primary with replicas and
-// a Redis Cluster, including while the cluster moves slots.
+// Package unread is the Go client of the UNREAD.* commands: the package a Go server
+// imports to answer "how many conversations with unread messages does each of these
+// users have" from Redis, correctly on a single node, a primary with replicas and a
+// Redis Cluster, including while the cluster moves slots.
+//
+//	import "github.com/charon-redis/charon/module/unread"
+//
+// (Its subpackage wire is the commands' contract, shared with the module; servers do
+// not need it.) Options.Observer sees every call: keys, commands, round trips, resends
+// while slots move, fallbacks to plain commands, latency. docs/go-client.md is the
+// guide.
 //
 // Each user has a sorted set named by Key (user_id{ID}) whose members are the
 // conversations with unread messages and whose scores are the numbers of unread
@@ -84,6 +92,9 @@ type Options struct {
 	// 0 means DefaultMinRetryBackoff / DefaultMaxRetryBackoff.
 	MinRetryBackoff time.Duration
 	MaxRetryBackoff time.Duration
+	// Observer, when set, sees every call (calls, keys, commands, round trips,
+	// redirects, fallbacks, latency): the hook for metrics.
+	Observer Observer
 	// PerKey sends every key in a command of its own. Set it when a proxy that shards
 	// keys by itself (Codis, twemproxy, Envoy) sits in front of Redis: such a proxy
 	// routes a multi-key command by its first key, which is the bug this package
@@ -100,6 +111,7 @@ type Client struct {
 	backend atomic.Int32
 	forced  bool // Options.Backend was set: never switch
 
+	observer    Observer
 	maxKeys     int
 	maxAttempts int
 	minBackoff  time.Duration
@@ -117,6 +129,7 @@ func New(rdb rediser, opt *Options) *Client {
 	c := &Client{
 		rdb:         rdb,
 		perKey:      o.PerKey,
+		observer:    o.Observer,
 		maxKeys:     o.MaxKeysPerCommand,
 		maxAttempts: o.MaxAttempts,
 		minBackoff:  o.MinRetryBackoff,
@@ -158,15 +171,18 @@ func (c *Client) Backend() Backend { return Backend(c.backend.Load()) }
 // an error, and no counts, if any count could not be read from the node that owns the
 // user's key.
 func (c *Client) Counts(ctx context.Context, userIDs []string) ([]int64, error) {
+	st := c.startCall(OpCounts, len(userIDs))
 	keys := make([]string, len(userIDs))
 	for i, id := range userIDs {
 		keys[i] = Key(id)
 	}
-	out, err := c.countKeys(ctx, keys)
+	out, err := c.countKeys(ctx, keys, st)
 	if err != nil {
-		return nil, fmt.Errorf("unread: counts for %d users: %w", len(userIDs), err)
+		err = fmt.Errorf("unread: counts for %d users: %w", len(userIDs), err)
+		out = nil
 	}
-	return out, nil
+	c.endCall(ctx, st, err)
+	return out, err
 }
 
 // Count returns the number of conversations with unread messages of one user.
@@ -181,12 +197,20 @@ func (c *Client) Count(ctx context.Context, userID string) (int64, error) {
 // Mark records count (>= 1) new unread messages in a conversation of a user and
 // returns the conversation's number of unread messages.
 func (c *Client) Mark(ctx context.Context, userID, conversation string, count int64) (int64, error) {
+	st := c.startCall(OpMark, 1)
+	n, err := c.mark(ctx, userID, conversation, count, st)
+	c.endCall(ctx, st, err)
+	return n, err
+}
+
+func (c *Client) mark(ctx context.Context, userID, conversation string, count int64, st *callStats) (int64, error) {
 	if count < 1 || count > wire.MaxMarkCount {
 		return 0, fmt.Errorf("unread: mark: count %d outside [1, %d]", count, int64(wire.MaxMarkCount))
 	}
 	key := Key(userID)
 	if c.Backend() != BackendPlain {
 		n, err := c.rdb.Do(ctx, wire.CmdMark, key, conversation, count).Result()
+		st.sent(1, 0)
 		switch {
 		case err == nil:
 			c.sawModule()
@@ -199,7 +223,9 @@ func (c *Client) Mark(ctx context.Context, userID, conversation string, count in
 			return 0, fmt.Errorf("unread: %s %s: %w", wire.CmdMark, key, err)
 		}
 	}
+	st.fellBack(c)
 	reply, err := c.rdb.Do(ctx, "ZINCRBY", key, count, conversation).Result()
+	st.sent(1, 0)
 	if err != nil {
 		return 0, fmt.Errorf("unread: ZINCRBY %s: %w", key, err)
 	}
@@ -214,6 +240,13 @@ func (c *Client) Mark(ctx context.Context, userID, conversation string, count in
 // Read marks conversations of a user as read (removes them) and returns the user's new
 // number of conversations with unread messages.
 func (c *Client) Read(ctx context.Context, userID string, conversations ...string) (int64, error) {
+	st := c.startCall(OpRead, 1)
+	n, err := c.read(ctx, userID, conversations, st)
+	c.endCall(ctx, st, err)
+	return n, err
+}
+
+func (c *Client) read(ctx context.Context, userID string, conversations []string, st *callStats) (int64, error) {
 	if len(conversations) == 0 {
 		return 0, errors.New("unread: read: no conversation given")
 	}
@@ -225,6 +258,7 @@ func (c *Client) Read(ctx context.Context, userID string, conversations ...strin
 			args = append(args, conv)
 		}
 		n, err := c.rdb.Do(ctx, args...).Result()
+		st.sent(1, 0)
 		switch {
 		case err == nil:
 			c.sawModule()
@@ -244,10 +278,13 @@ func (c *Client) Read(ctx context.Context, userID string, conversations ...strin
 	for _, conv := range conversations {
 		args = append(args, conv)
 	}
+	st.fellBack(c)
 	pipe := c.rdb.TxPipeline()
 	pipe.Do(ctx, args...)
 	card := pipe.Do(ctx, "ZCARD", key)
-	if _, err := pipe.Exec(ctx); err != nil {
+	_, err := pipe.Exec(ctx)
+	st.sent(2, 0)
+	if err != nil {
 		return 0, fmt.Errorf("unread: ZREM+ZCARD %s: %w", key, err)
 	}
 	v, err := wire.DecodeCount(card.Val())

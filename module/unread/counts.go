@@ -16,7 +16,7 @@ import (
 var errNoModule = errors.New("server does not know " + wire.CmdCount)
 
 // countKeys returns ZCARD of each key, in order. Each distinct key is read once.
-func (c *Client) countKeys(ctx context.Context, keys []string) ([]int64, error) {
+func (c *Client) countKeys(ctx context.Context, keys []string, st *callStats) ([]int64, error) {
 	out := make([]int64, len(keys))
 	if len(keys) == 0 {
 		return out, nil
@@ -26,11 +26,12 @@ func (c *Client) countKeys(ctx context.Context, keys []string) ([]int64, error) 
 
 	err := errNoModule
 	if c.Backend() != BackendPlain {
-		err = c.run(ctx, uniq, counts, true)
+		err = c.run(ctx, uniq, counts, true, st)
 	}
 	if errors.Is(err, errNoModule) {
 		// Plain from now on (noModule switched the backend): read it all with ZCARD.
-		err = c.run(ctx, uniq, counts, false)
+		st.fellBack(c)
+		err = c.run(ctx, uniq, counts, false, st)
 	}
 	if err != nil {
 		return nil, err
@@ -116,9 +117,14 @@ func plan(keys []string, cluster, perKey bool, maxKeys int) [][]int32 {
 // refuses for now (TRYAGAIN and friends) are sent again after a bounded backoff, a
 // multi-key command refused with TRYAGAIN as single-key commands, which the server
 // never answers with TRYAGAIN.
-func (c *Client) run(ctx context.Context, keys []string, counts []int64, module bool) error {
+func (c *Client) run(ctx context.Context, keys []string, counts []int64, module bool, st *callStats) error {
 	batches := plan(keys, c.cluster, c.perKey || !module, c.maxKeys)
 	for attempt := 1; ; attempt++ {
+		if attempt == 1 {
+			st.sent(len(batches), 0)
+		} else {
+			st.sent(len(batches), len(batches))
+		}
 		cmds := make([]*redis.Cmd, len(batches))
 		pipe := c.rdb.Pipeline()
 		for i, b := range batches {

@@ -3,6 +3,7 @@ package unread_test
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	"github.com/charon-redis/charon/module/unread"
 	"github.com/redis/go-redis/v9"
@@ -59,4 +60,24 @@ func ExampleOptions_perKey() {
 func ExampleKey() {
 	fmt.Println(unread.Key("1234"), unread.Slot(unread.Key("1234")))
 	// Output: user_id{1234} 6025
+}
+
+// Count calls, keys and fallbacks per operation for metrics.
+func ExampleObserver() {
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	defer rdb.Close()
+	var mu sync.Mutex
+	calls, keys, fallbacks := map[string]int{}, map[string]int{}, 0
+	c := unread.New(rdb, &unread.Options{
+		Observer: unread.ObserverFunc(func(ctx context.Context, e unread.Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			calls[e.Op.String()]++
+			keys[e.Op.String()] += e.Keys
+			if e.Fallback {
+				fallbacks++ // the module is missing on this server
+			}
+		}),
+	})
+	_, _ = c.Counts(context.Background(), []string{"1", "2"})
 }

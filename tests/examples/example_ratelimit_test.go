@@ -1,0 +1,245 @@
+//go:build integration
+
+package examples_test
+
+import (
+	"context"
+	"expvar"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/charon-redis/charon/module/ratelimit"
+)
+
+// Runnable examples of module/ratelimit; docs/go-client.md copies their bodies. addr
+// is the address of a Redis server with the Charon module (see main_test.go).
+
+// redis_rate's Allow: one hit, with the limit written inline.
+func Example_allow() {
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	limiter := ratelimit.NewLimiter(rdb, nil)
+	ctx := context.Background()
+
+	for range 4 {
+		res, err := limiter.Allow(ctx, ratelimit.PerHour("reports", 3), "user-1")
+		if err != nil {
+			fmt.Println("limiter unavailable:", err)
+			return
+		}
+		fmt.Println(res.Allowed(), res.Remaining, res.RetryAfter.Round(time.Hour))
+	}
+	// Output:
+	// true 2 0s
+	// true 1 0s
+	// true 0 0s
+	// false 0 1h0m0s
+}
+
+// redis_rate's AllowN: n hits, all or nothing.
+func Example_allowN() {
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	limiter := ratelimit.NewLimiter(rdb, nil)
+	ctx := context.Background()
+
+	uploads := ratelimit.PerMinute("uploads", 10) // declared once, reused
+	for _, n := range []int64{4, 8, 6} {
+		res, err := limiter.AllowN(ctx, uploads, "user-2", n)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		fmt.Printf("asked %d: granted %d, remaining %d\n", n, res.Granted, res.Remaining)
+	}
+	// Output:
+	// asked 4: granted 4, remaining 6
+	// asked 8: granted 0, remaining 6
+	// asked 6: granted 6, remaining 0
+}
+
+// redis_rate's AllowAtMost: as many hits as are left, up to n.
+func Example_allowAtMost() {
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	limiter := ratelimit.NewLimiter(rdb, nil)
+	ctx := context.Background()
+
+	export := ratelimit.PerHour("export-rows", 50)
+	for range 3 {
+		res, err := limiter.AllowAtMost(ctx, export, "account-7", 30)
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		fmt.Printf("export %d rows (%v)\n", res.Granted, res.RejectedBy)
+	}
+	// Output:
+	// export 30 rows (none)
+	// export 20 rows (none)
+	// export 0 rows (tier)
+}
+
+// redis_rate's Reset: forget what a domain used. RetryAfter is Never, not -1, when
+// no wait can help.
+func Example_reset() {
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	limiter := ratelimit.NewLimiter(rdb, nil)
+	ctx := context.Background()
+
+	login := ratelimit.PerHour("login", 2)
+	res, _ := limiter.AllowN(ctx, login, "203.0.113.9", 2)
+	fmt.Println(res.Granted, res.Remaining)
+	res, _ = limiter.AllowN(ctx, login, "203.0.113.9", 3)
+	fmt.Println(res.Granted, res.RetryAfter == ratelimit.Never)
+
+	if err := limiter.Reset(ctx, login, "203.0.113.9"); err != nil {
+		fmt.Println(err)
+		return
+	}
+	res, _ = limiter.Allow(ctx, login, "203.0.113.9")
+	fmt.Println(res.Granted, res.Remaining)
+	// Output:
+	// 2 0
+	// 0 true
+	// 1 1
+}
+
+// Charon's tiers: 5 per second, and a domain that bursts past it climbs into a 50 per
+// 5s tier that is closed for 15s after use. At pins the request time so the output
+// does not depend on the clock.
+func Example_tiers() {
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	limiter := ratelimit.NewLimiter(rdb, nil)
+	ctx := context.Background()
+
+	search := &ratelimit.Resource{Name: "search", Hard: 60, Tiers: []ratelimit.Tier{
+		{Limit: 5, Window: time.Second, Active: time.Second},
+		{Limit: 50, Window: 5 * time.Second, Active: 5 * time.Second, Cooldown: 15 * time.Second},
+	}}
+	if err := search.Validate(); err != nil { // fail at startup, not per request
+		panic(err)
+	}
+	fmt.Println(search)
+
+	at := time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, max := range []int64{4, 4, 40, 10} {
+		res, err := limiter.RequestWith(ctx, search, "tenant-42", ratelimit.RequestArgs{Min: 1, Max: max, At: at})
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		fmt.Printf("asked %d: granted %d in tier %d (burst %v), %d left\n",
+			max, res.Granted, res.Tier, res.Burst, res.Remaining)
+	}
+	// Output:
+	// search: LIMITS 5/1s, 50/5s/5s/15s HARD 60
+	// asked 4: granted 4 in tier 1 (burst false), 1 left
+	// asked 4: granted 4 in tier 2 (burst true), 47 left
+	// asked 40: granted 40 in tier 2 (burst false), 7 left
+	// asked 10: granted 7 in tier 2 (burst false), 0 left
+}
+
+// The net/http middleware: the domain is the X-Api-Key header; a request without one is
+// the client's mistake (400), not an outage.
+func Example_middleware() {
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	limiter := ratelimit.NewLimiter(rdb, nil)
+
+	api := ratelimit.PerHour("http-api", 2)
+	mw, err := limiter.Middleware(ratelimit.MiddlewareOptions{
+		Resource: api,
+		Domain: func(r *http.Request) (string, error) {
+			return r.Header.Get("X-Api-Key"), nil // "" answers 400 (OnBadRequest)
+		},
+	})
+	if err != nil {
+		panic(err)
+	}
+	hello := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintln(w, "hello")
+	})
+	handler := mw(hello)
+
+	for _, key := range []string{"k1", "k1", "k1", ""} {
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		if key != "" {
+			req.Header.Set("X-Api-Key", key)
+		}
+		rec := httptest.NewRecorder()
+		handler.ServeHTTP(rec, req)
+		fmt.Println(rec.Code, rec.Header().Get("RateLimit"))
+	}
+	// Output:
+	// 200 "t1";r=1
+	// 200 "t1";r=0
+	// 429 "t1";r=0;t=3600
+	// 400
+}
+
+// An Observer counts outcomes per resource; here into an expvar.Map (standard library),
+// served on /debug/vars. A metrics library is wired the same way.
+func Example_observer() {
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+
+	var outcomes expvar.Map // resource:outcome -> count
+	var latency expvar.Int  // total microseconds
+	limiter := ratelimit.NewLimiter(rdb, &ratelimit.Options{
+		Observer: ratelimit.ObserverFunc(func(ctx context.Context, e ratelimit.Event) {
+			outcomes.Add(e.Resource+":"+e.Outcome.String(), 1)
+			latency.Add(e.Latency.Microseconds())
+		}),
+	})
+	ctx := context.Background()
+	pay := ratelimit.PerHour("payments", 2)
+	for range 3 {
+		_, _ = limiter.Allow(ctx, pay, "user-3")
+	}
+	_, _ = limiter.Allow(ctx, pay, "") // an error: empty domain
+	fmt.Println(outcomes.String())
+	// Output:
+	// {"payments:error": 1, "payments:granted": 2, "payments:rejected": 1}
+}
+
+// Fail open when Redis is unreachable, decided within the Limiter's Timeout (100ms by
+// default), with go-redis options that keep a limiter's client quiet and fast.
+func Example_failOpen() {
+	rdb := redis.NewClient(&redis.Options{
+		Addr:                  "127.0.0.1:1", // nothing listens here
+		DialerRetries:         1,             // one dial per attempt, not 5
+		DialerRetryTimeout:    time.Millisecond,
+		MaxRetries:            -1,   // the limiter decides; no go-redis retries
+		ContextTimeoutEnabled: true, // the Timeout also bounds reading the answer
+		DisableIdentity:       true, // no CLIENT SETINFO (Redis < 7.2 lacks it)
+		MaintNotificationsConfig: &maintnotifications.Config{
+			Mode: maintnotifications.ModeDisabled, // no handshake error per connection
+		},
+	})
+	defer rdb.Close()
+	limiter := ratelimit.NewLimiter(rdb, &ratelimit.Options{
+		FailOpen: true,
+		Timeout:  50 * time.Millisecond,
+		OnFailOpen: func(ctx context.Context, resource, domain string, err error) {
+			fmt.Printf("failed open for %s/%s\n", resource, domain) // count and alert here
+		},
+	})
+
+	res, err := limiter.Allow(context.Background(), ratelimit.PerSecond("api", 5), "user-4")
+	if err != nil {
+		fmt.Println(err) // outcome unknown, or a server error: never turned into a grant
+		return
+	}
+	fmt.Println(res.Granted, res.Override)
+	// Output:
+	// failed open for api/user-4
+	// 1 fail-open
+}
