@@ -151,4 +151,43 @@ int cshim_store_blob(RedisModuleCtx *ctx, RedisModuleKey *k, RedisModuleString *
  * exists with a type other than want (a REDISMODULE_KEYTYPE_* value). */
 int cshim_lengths_of(RedisModuleCtx *ctx, RedisModuleString **argv, int n, int want, int64_t *out, int *bad);
 
+/* ---- operations: INFO, module configs, ACL category (info.c, config.c) ---- */
+/* INFO counters live in C memory, so the INFO callback reads them without entering Go
+ * (it also runs in crash reports, on whatever thread crashed, and maybe in a fork
+ * child). Go registers each counter once at load and increments its slot in place. */
+#define CSHIM_MAX_COUNTERS 64
+/* Registers a counter shown as <module>_<name> in section <module>_<section>;
+ * sections appear in order of first registration. Returns its index, or -1 when full.
+ * The strings must live as long as the module. */
+int cshim_info_add_counter(const char *section, const char *name);
+/* The counter slots, indexed by what cshim_info_add_counter returned. */
+uint64_t *cshim_info_counters(void);
+/* Registers the INFO callback (RedisModule_RegisterInfoFunc, present since 7.0). */
+int cshim_info_register(RedisModuleCtx *ctx);
+/* Values moved by active defrag, counted by the types' defrag callbacks. */
+extern uint64_t cshim_defrag_moves;
+
+/* The Go runtime's figures for INFO, filled by rm's charonGoRuntimeStats. */
+typedef struct cshim_runtime_stats {
+    char go_version[32];
+    long long gomaxprocs, gcpercent, memlimit;
+    unsigned long long heap_inuse, heap_objects, gc_cycles, gc_last_pause_ns, gc_pause_total_ns;
+    long long goroutines;
+} cshim_runtime_stats;
+void charonGoRuntimeStats(cshim_runtime_stats *out);
+
+/* Module configs (RedisModule_RegisterNumericConfig + LoadConfigs, 7.0): each one's
+ * get/set go to rm's charonGoConfigGet/Set with its slot number. */
+#define CSHIM_MAX_CONFIGS 16
+#define CSHIM_CONFIG_MEMORY 1
+int cshim_register_numeric_config(RedisModuleCtx *ctx, int slot, const char *name, long long def,
+                                  int flags, long long min, long long max);
+int cshim_load_configs(RedisModuleCtx *ctx);
+long long charonGoConfigGet(int slot);
+/* Returns 0 on success; else writes a NUL-terminated reason into err[0:errlen). */
+int charonGoConfigSet(int slot, long long val, char *err, size_t errlen);
+
+/* RedisModule_AddACLCategory (Redis 7.4+): CSHIM_NOAPI when the server lacks it. */
+int cshim_add_acl_category(RedisModuleCtx *ctx, const char *name);
+
 #endif

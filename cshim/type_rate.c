@@ -85,6 +85,19 @@ static void *rate_copy(RedisModuleString *fromkey, RedisModuleString *tokey, con
     return b;
 }
 
+/* Active defrag: move the value's one block if the allocator would rather have it
+ * elsewhere (RedisModule_DefragAlloc returns NULL when it would not). One block, so
+ * the work is always done in one call (returns 0). */
+static int rate_defrag(RedisModuleDefragCtx *ctx, RedisModuleString *key, void **value) {
+    (void)key;
+    void *moved = RedisModule_DefragAlloc(ctx, *value);
+    if (moved != NULL) {
+        *value = moved;
+        cshim_defrag_moves++;
+    }
+    return 0;
+}
+
 int cshim_rate_type_create(RedisModuleCtx *ctx) {
     RedisModuleTypeMethods methods = {
         .version = REDISMODULE_TYPE_METHOD_VERSION,
@@ -96,6 +109,8 @@ int cshim_rate_type_create(RedisModuleCtx *ctx) {
         .digest = rate_digest,
         .free_effort = rate_free_effort,
         .copy = rate_copy,
+        /* RedisModule_DefragAlloc is present since 6.2; without it, no defrag. */
+        .defrag = RedisModule_DefragAlloc ? rate_defrag : NULL,
     };
     RedisModuleType *t = RedisModule_CreateDataType(ctx, CHARON_RATE_TYPE_NAME, CHARON_RATE_ENC_CURRENT, &methods);
     if (t == NULL) return REDISMODULE_ERR;

@@ -192,6 +192,7 @@ func (h *rateHandler) rate(c rm.Ctx, args rm.Args) error {
 		}
 		h.out, h.gout = keepScratch(h.out, val, cur), keepScratch(h.gout, gval, gcur)
 	}
+	countRate(req, &res)
 	c.ReplyIntFields(h.fields, res.Fields[:])
 	return nil
 }

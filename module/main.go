@@ -13,6 +13,7 @@ import "C"
 
 import (
 	"fmt"
+	"strings"
 	"unsafe"
 
 	"github.com/charon-redis/charon/rm"
@@ -71,5 +72,63 @@ func setup(c rm.Ctx, args []rm.ModuleArg) ([]rm.Command, error) {
 		return nil, err
 	}
 	cmds = append(cmds, holdCmds...)
+	if err := registerStats(); err != nil {
+		return nil, err
+	}
+	countCommands(cmds)
+	if err := setACLCategories(c, cmds); err != nil {
+		return nil, err
+	}
 	return cmds, nil
+}
+
+// aclCategory is the module's own ACL category (ACL CAT charon), on servers that can
+// add one (Redis 7.4+); every command is in it.
+const aclCategory = "charon"
+
+// setACLCategories gives every command the server categories its flags imply
+// (write/read, fast/slow) and the module's own category where the server has it.
+// Servers before 7.2 have no API for either; the commands then have none.
+func setACLCategories(c rm.Ctx, cmds []rm.Command) error {
+	own, err := c.AddACLCategory(aclCategory)
+	if err != nil {
+		return err
+	}
+	for i := range cmds {
+		cats := cmds[i].ACLCategories
+		if cats == "" {
+			cats = impliedACLCategories(cmds[i].Flags)
+		}
+		if own {
+			cats = strings.TrimSpace(cats + " " + aclCategory)
+		}
+		cmds[i].ACLCategories = cats
+	}
+	return nil
+}
+
+// impliedACLCategories maps command flags to ACL categories as Redis does for its own
+// commands: write -> @write, readonly -> @read, admin -> @admin @dangerous,
+// fast -> @fast, else @slow.
+func impliedACLCategories(flags string) string {
+	var cats []string
+	fast := false
+	for _, f := range strings.Fields(flags) {
+		switch f {
+		case "write":
+			cats = append(cats, "write")
+		case "readonly":
+			cats = append(cats, "read")
+		case "admin":
+			cats = append(cats, "admin", "dangerous")
+		case "fast":
+			fast = true
+		}
+	}
+	if fast {
+		cats = append(cats, "fast")
+	} else {
+		cats = append(cats, "slow")
+	}
+	return strings.Join(cats, " ")
 }

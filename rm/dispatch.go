@@ -63,8 +63,11 @@ func (c Ctx) replyErr(err error) {
 type LoadFunc func(c Ctx, args []ModuleArg) ([]Command, error)
 
 // Load runs OnLoad's Go part; module/main.go's exported OnLoad hook calls it with the
-// pointers C handed over. It applies the Go runtime arguments, calls load, then
-// registers its commands. Any failure is logged and refuses the load (returns 1).
+// pointers C handed over. It turns the Go runtime arguments into module configs
+// (charon.gomaxprocs, charon.gcpercent, charon.memlimit), installs the INFO callback,
+// calls load (which may register counters and configs of its own), applies every
+// config (LoadConfigs), then registers the commands. Any failure is logged and
+// refuses the load (returns 1).
 func Load(ctx, argv unsafe.Pointer, argc int, load LoadFunc) (rc int) {
 	c := Ctx{(*C.RedisModuleCtx)(ctx)}
 	defer func() {
@@ -78,12 +81,20 @@ func Load(ctx, argv unsafe.Pointer, argc int, load LoadFunc) (rc int) {
 	for i := range raw {
 		raw[i] = string(args.Bytes(i))
 	}
-	rest, err := applyRuntimeArgs(raw)
-	if err != nil {
-		c.Log(LogWarning, "charon: refusing to load: "+err.Error())
-		return 1
+	rt, legacy, rest, err := parseRuntimeArgs(raw)
+	if err == nil {
+		err = c.setupRuntime(rt, legacy)
 	}
-	cmds, err := load(c, rest)
+	if err == nil {
+		err = c.registerInfo()
+	}
+	var cmds []Command
+	if err == nil {
+		cmds, err = load(c, rest)
+	}
+	if err == nil {
+		err = c.loadConfigs()
+	}
 	if err != nil {
 		c.Log(LogWarning, "charon: refusing to load: "+err.Error())
 		return 1

@@ -18,6 +18,11 @@ const (
 	argGoMaxProcs = "gomaxprocs"
 	argGCPercent  = "gcpercent"
 	argMemLimit   = "memlimit"
+
+	minGoMaxProcs = 1
+	maxGoMaxProcs = 1024
+	minGCPercent  = -1 // -1 turns the GC off
+	maxGCPercent  = 100000
 )
 
 // parseModuleArgs splits raw module arguments into name/value pairs.
@@ -48,13 +53,13 @@ func splitRuntimeArgs(args []ModuleArg) (runtimeSettings, []ModuleArg, error) {
 		switch a.Name {
 		case argGoMaxProcs:
 			n, err := strconv.Atoi(a.Value)
-			if err != nil || n < 1 || n > 1024 {
+			if err != nil || n < minGoMaxProcs || n > maxGoMaxProcs {
 				return s, nil, fmt.Errorf("module argument %s: %q is not an integer in 1..1024", a.Name, a.Value)
 			}
 			s.maxProcs = n
 		case argGCPercent:
 			n, err := strconv.Atoi(a.Value)
-			if err != nil || n < -1 || n > 100000 {
+			if err != nil || n < minGCPercent || n > maxGCPercent {
 				return s, nil, fmt.Errorf("module argument %s: %q is not an integer in -1..100000 (-1 turns the GC off)", a.Name, a.Value)
 			}
 			s.gcPercent = n
@@ -71,27 +76,40 @@ func splitRuntimeArgs(args []ModuleArg) (runtimeSettings, []ModuleArg, error) {
 	return s, rest, nil
 }
 
-// applyRuntimeArgs parses raw module arguments, applies the Go runtime ones and
-// returns the others.
-func applyRuntimeArgs(raw []string) ([]ModuleArg, error) {
+// parseRuntimeArgs parses raw module arguments and takes the Go runtime ones out,
+// validated: it returns them, the names given (for the "old way" log line) and the
+// other arguments, for the module.
+func parseRuntimeArgs(raw []string) (runtimeSettings, []string, []ModuleArg, error) {
 	args, err := parseModuleArgs(raw)
 	if err != nil {
-		return nil, err
+		return runtimeSettings{}, nil, nil, err
 	}
 	s, rest, err := splitRuntimeArgs(args)
 	if err != nil {
-		return nil, err
+		return s, nil, nil, err
 	}
+	var given []string
+	for _, a := range args {
+		switch a.Name {
+		case argGoMaxProcs, argGCPercent, argMemLimit:
+			given = append(given, a.Name)
+		}
+	}
+	return s, given, rest, nil
+}
+
+// apply sets the Go runtime as s asks (servers without module configs).
+func (s runtimeSettings) apply() {
 	if s.maxProcs > 0 {
 		runtime.GOMAXPROCS(s.maxProcs)
 	}
 	if s.gcPercent >= -1 {
 		debug.SetGCPercent(s.gcPercent)
+		gcPercentSetting = s.gcPercent
 	}
 	if s.memLimit > 0 {
 		debug.SetMemoryLimit(s.memLimit)
 	}
-	return rest, nil
 }
 
 // RuntimeInfo describes the Go runtime inside the server.
@@ -106,8 +124,7 @@ type RuntimeInfo struct {
 
 // ReadRuntimeInfo reports the settings applied from module arguments and GC activity.
 func ReadRuntimeInfo() RuntimeInfo {
-	gc := debug.SetGCPercent(100)
-	debug.SetGCPercent(gc)
+	gc := gcPercent()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return RuntimeInfo{
