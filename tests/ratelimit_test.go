@@ -760,14 +760,19 @@ func TestRatelimitClientMiddleware(t *testing.T) {
 		require.Equal(t, http.StatusBadRequest, resp.StatusCode)
 		require.Empty(t, resp.Header.Get("RateLimit"))
 
-		// A Global cap that rejects before the tiers do: RateLimit leads with it.
+		// A Global cap that rejects before the tiers do: RateLimit leads with it. Its t
+		// counts until the first hit is 1001ms old, so the requests run on a fake clock
+		// 1ms apart (on the real one t is 2 when all four land in one millisecond, and
+		// the fourth is granted when they are over a second apart).
+		clk := rlcNewClock()
 		shared := ratelimit.PerHour("http-global", 100)
 		shared.Hard, shared.Global = 50, 3
-		gmw, err := l.Middleware(ratelimit.MiddlewareOptions{Resource: shared,
+		gmw, err := ratelimit.NewLimiter(rdb, &ratelimit.Options{Clock: clk}).Middleware(ratelimit.MiddlewareOptions{Resource: shared,
 			Domain: func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil }})
 		require.NoError(t, err)
 		rec := httptest.NewRecorder()
 		for _, user := range []string{"a", "b", "c", "d"} {
+			clk.Advance(time.Millisecond)
 			rec = httptest.NewRecorder()
 			req := httptest.NewRequest(http.MethodGet, "/", nil)
 			req.Header.Set("X-User", user)
