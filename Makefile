@@ -225,8 +225,9 @@ bench: build redis
 clean:
 	rm -rf $(BUILD)
 
-# The version matrix (`make test-matrix`).
-include $(CURDIR)/mk/matrix.mk
+# The version matrix (`make test-matrix`). Optional, because the Docker build stage
+# copies only this Makefile to run `make redis`.
+-include $(CURDIR)/mk/matrix.mk
 
 # ---------------------------------------------------------------------------
 # Docker. Keep this section last; it belongs to the Docker work.
