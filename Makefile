@@ -20,7 +20,17 @@ REDIS_SERVER        := $(REDIS_PREFIX)/bin/redis-server
 REDIS_TARBALL_CACHE := $(BUILD)/redis-$(REDIS_VERSION).tar.gz
 
 MODULE_SO  := $(BUILD)/charon.so
-GO_SOURCES := $(shell find cshim rm module -name '*.go' -o -name '*.c' -o -name '*.h' 2>/dev/null) go.mod go.sum
+GO_SOURCES := $(shell find cshim rm module -name '*.go' -o -name '*.c' -o -name '*.h' 2>/dev/null) go.mod go.sum VERSION
+
+# The release, from one place: the VERSION file (MAJOR.MINOR.PATCH). It becomes the
+# Go side's version (COMMAND DOCS "since"), MODULE LIST's number (MAJOR*10000 +
+# MINOR*100 + PATCH, so 0.1.0 is 100) and the name of make dist's tarballs.
+VERSION        := $(shell cat $(CURDIR)/VERSION 2>/dev/null)
+MODULE_VERSION := $(shell echo '$(VERSION)' | awk -F. 'NF == 3 && $$1 ~ /^[0-9]+$$/ && $$2 ~ /^[0-9]+$$/ && $$3 ~ /^[0-9]+$$/ && $$2 < 100 && $$3 < 100 {print $$1 * 10000 + $$2 * 100 + $$3}')
+# $(call go_build_so,ENV,OUTPUT): the module build, shared by build, dist and the Dockerfile.
+go_build_so = @[ -n "$(MODULE_VERSION)" ] || { echo "VERSION must hold MAJOR.MINOR.PATCH (minor and patch below 100), not '$(VERSION)'" >&2; exit 1; }; \
+	CGO_ENABLED=1 CGO_CFLAGS="$${CGO_CFLAGS:--O2 -g} -DCHARON_MODULE_VERSION=$(MODULE_VERSION)" $(1) \
+	  $(GO) build -trimpath -buildmode=c-shared -ldflags "-X main.version=$(VERSION)" -o $(2) ./module
 
 .PHONY: all build redis run test test-unit test-integration bench lint deps clean
 all: build
@@ -30,7 +40,8 @@ build: $(MODULE_SO)
 # c-shared output is not executable and Redis refuses a module file without +x.
 $(MODULE_SO): $(GO_SOURCES)
 	@mkdir -p $(BUILD)
-	CGO_ENABLED=1 $(GO) build -trimpath -buildmode=c-shared -o $@ ./module
+	@echo "build: compiling charon.so $(VERSION) (about 30 s on a cold cache)"
+	$(call go_build_so,,$@)
 	chmod +x $@
 	@rm -f $(BUILD)/charon.h
 
@@ -80,9 +91,91 @@ $(REDIS_SERVER):
 redis-debian-source:
 	@$(CURDIR)/scripts/debian-source.sh redis $(REDIS_VERSION) $(REDIS_SHA256_DEBIAN) "$(DEST)" bookworm
 
-run: build redis
+# `make run PORT=6380` serves on another port. Redis itself is built on first use
+# (make redis), which takes about 2 minutes.
+PORT ?= 6379
+run: build
+	@set -e; if [ ! -x "$(REDIS_SERVER)" ]; then \
+	  echo "run: building the pinned Redis $(REDIS_VERSION) first (about 2 minutes; log: build/redis-build.log)"; \
+	  $(MAKE) --no-print-directory redis; \
+	fi
 	@mkdir -p $(BUILD)/run
-	cd $(CURDIR) && exec $(REDIS_SERVER) $(CURDIR)/redis.conf
+	@echo "run: redis-server $(REDIS_VERSION) with charon.so $(VERSION) on 127.0.0.1:$(PORT) (data in build/run; Ctrl-C stops it)"
+	@echo "run: try  build/redis/bin/redis-cli -p $(PORT) CHARON.RATE rl:demo LIMITS 10/1s"
+	cd $(CURDIR) && exec $(REDIS_SERVER) $(CURDIR)/redis.conf --port $(PORT)
+
+# `make dist`: one tarball per architecture this machine builds, under build/dist/:
+# charon-VERSION-linux-ARCH.tar.gz holding charon.so, charon.conf (the redis.conf
+# lines), INSTALL, LICENSE, CHANGELOG.md and SHA256SUMS over them. arm64 is built with
+# Debian's cross compiler (gcc-aarch64-linux-gnu, installed through apt when missing).
+# The archives are deterministic: sorted names, owner 0, mtime of the last commit.
+DIST_DIR    := $(BUILD)/dist
+DIST_ARCHES ?= amd64 arm64
+DIST_CC_arm64 ?= aarch64-linux-gnu-gcc
+DIST_CC_amd64 ?= x86_64-linux-gnu-gcc
+DIST_EPOCH  := $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+
+.PHONY: dist dist-check
+dist:
+	@set -euo pipefail; \
+	[ -n "$(MODULE_VERSION)" ] || { echo "dist: VERSION must hold MAJOR.MINOR.PATCH, not '$(VERSION)'" >&2; exit 1; }; \
+	host=$$($(GO) env GOARCH); mkdir -p "$(DIST_DIR)"; \
+	for arch in $(DIST_ARCHES); do \
+	  cc=; if [ "$$arch" != "$$host" ]; then \
+	    case $$arch in arm64) cc="$(DIST_CC_arm64)"; pkg=gcc-aarch64-linux-gnu;; amd64) cc="$(DIST_CC_amd64)"; pkg=gcc-x86-64-linux-gnu;; \
+	      *) echo "dist: no cross compiler known for $$arch" >&2; exit 1;; esac; \
+	    if ! command -v "$$cc" >/dev/null; then \
+	      echo "dist: installing $$pkg (Debian's cross compiler for $$arch, about a minute)"; \
+	      sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+	      { $$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$pkg; } >"$(DIST_DIR)/apt-$$arch.log" 2>&1 || \
+	        { tail -20 "$(DIST_DIR)/apt-$$arch.log" >&2; exit 1; }; \
+	    fi; \
+	  fi; \
+	  name=charon-$(VERSION)-linux-$$arch; stage="$(DIST_DIR)/$$name"; \
+	  rm -rf "$$stage"; mkdir -p "$$stage"; \
+	  echo "dist: compiling charon.so $(VERSION) for linux-$$arch$${cc:+ with $$cc} (about 30 s)"; \
+	  CGO_ENABLED=1 CGO_CFLAGS="$${CGO_CFLAGS:--O2 -g} -DCHARON_MODULE_VERSION=$(MODULE_VERSION)" GOOS=linux GOARCH=$$arch CC="$${cc:-$$($(GO) env CC)}" \
+	    $(GO) build -trimpath -buildmode=c-shared -ldflags "-X main.version=$(VERSION)" -o "$$stage/charon.so" ./module; \
+	  rm -f "$$stage/charon.h"; chmod 0755 "$$stage/charon.so"; \
+	  sed 's/@VERSION@/$(VERSION)/g' docs/dist/charon.conf >"$$stage/charon.conf"; \
+	  sed -e 's/@VERSION@/$(VERSION)/g' -e "s/@ARCH@/$$arch/g" docs/dist/INSTALL >"$$stage/INSTALL"; \
+	  cp LICENSE CHANGELOG.md "$$stage/"; \
+	  (cd "$$stage" && sha256sum charon.so charon.conf INSTALL LICENSE CHANGELOG.md >SHA256SUMS); \
+	  tar -C "$(DIST_DIR)" --sort=name --owner=0 --group=0 --numeric-owner --mtime=@$(DIST_EPOCH) -cf - "$$name" \
+	    | gzip -9n >"$(DIST_DIR)/$$name.tar.gz"; \
+	  echo "dist: $(DIST_DIR)/$$name.tar.gz ($$(du -k "$(DIST_DIR)/$$name.tar.gz" | cut -f1) KB; charon.so $$(file -b "$$stage/charon.so" 2>/dev/null | cut -d, -f1-2 || echo $$arch))"; \
+	done; \
+	(cd "$(DIST_DIR)" && sha256sum charon-$(VERSION)-linux-*.tar.gz >SHA256SUMS); \
+	echo "dist: checksums of the tarballs in $(DIST_DIR)/SHA256SUMS"
+
+# Installs the amd64 tarball the way INSTALL and the README say, into a scratch
+# directory: verifies SHA256SUMS, starts the pinned redis-server by hand with the
+# README's loadmodule line (path replaced by the extracted charon.so), and asks
+# CHARON.RATE for one hit.
+dist-check: redis
+	@set -euo pipefail; \
+	tarball="$(DIST_DIR)/charon-$(VERSION)-linux-amd64.tar.gz"; \
+	[ -s "$$tarball" ] || { echo "dist-check: $$tarball is missing; run make dist" >&2; exit 1; }; \
+	tmp=$$(mktemp -d "$${TMPDIR:-/tmp}/charon-dist.XXXXXX"); pid=; \
+	trap '[ -z "$$pid" ] || kill $$pid 2>/dev/null || true; rm -rf "$$tmp"' EXIT; \
+	tar -C "$$tmp" -xzf "$$tarball"; dir="$$tmp/charon-$(VERSION)-linux-amd64"; \
+	(cd "$$dir" && sha256sum --quiet -c SHA256SUMS) || { echo "dist-check: SHA256SUMS does not verify" >&2; exit 1; }; \
+	echo "dist-check: SHA256SUMS verified"; \
+	line=$$(grep -m1 -E '^loadmodule /[^ ]*charon\.so' README.md || true); \
+	[ -n "$$line" ] || { echo "dist-check: README.md has no 'loadmodule /.../charon.so' line" >&2; exit 1; }; \
+	args=$$(sed -E 's#^loadmodule [^ ]*charon\.so##' <<<"$$line"); \
+	sock="$$tmp/redis.sock"; \
+	printf 'port 0\nunixsocket %s\ndir %s\nsave ""\nappendonly no\nloadmodule %s/charon.so%s\n' "$$sock" "$$tmp" "$$dir" "$$args" >"$$tmp/redis.conf"; \
+	echo "dist-check: $$(tail -1 "$$tmp/redis.conf")"; \
+	$(REDIS_SERVER) "$$tmp/redis.conf" >"$$tmp/server.log" 2>&1 & pid=$$!; \
+	cli() { $(REDIS_PREFIX)/bin/redis-cli -s "$$sock" "$$@"; }; \
+	for i in $$(seq 1 100); do [ "$$(cli PING 2>/dev/null)" = PONG ] && break; \
+	  kill -0 $$pid 2>/dev/null || { cat "$$tmp/server.log" >&2; exit 1; }; sleep 0.1; done; \
+	ver=$$(cli MODULE LIST | sed -n '4p'); \
+	[ "$$ver" = "$(MODULE_VERSION)" ] || { echo "dist-check: MODULE LIST ver is '$$ver', want $(MODULE_VERSION)" >&2; exit 1; }; \
+	got=$$(cli CHARON.RATE rl:dist-check TIER 10 1000 1000 0 | head -1); \
+	[ "$$got" = 1 ] || { echo "dist-check: CHARON.RATE granted '$$got', want 1" >&2; cat "$$tmp/server.log" >&2; exit 1; }; \
+	echo "dist-check: ok (charon $(VERSION) = MODULE LIST $$ver loaded from the tarball; CHARON.RATE granted 1)"
 
 # Tools the checks need, installed through the Go module proxy (pinned).
 STATICCHECK := $(BUILD)/bin/staticcheck
@@ -138,8 +231,9 @@ include $(CURDIR)/mk/matrix.mk
 # ---------------------------------------------------------------------------
 # Docker. Keep this section last; it belongs to the Docker work.
 #
-# `make docker` builds the image (Redis built inside by `make redis` from a verified
-# tarball, charon.so from `make build`). With no registry to pull from, a missing
+# `make docker` builds the image from source (inside: `make redis` from a verified
+# tarball, a Go toolchain verified by SHA-256, then `make build`; nothing built on the
+# host is copied in). With no registry to pull from, a missing
 # base image is first built from Debian's archive with debootstrap and tagged as the
 # Dockerfile's default base. `make docker-test` checks a running container (health,
 # MODULE LIST, a CHARON.RATE key kept across a new container on the same volume),
@@ -234,8 +328,9 @@ docker-base: docker-daemon
 # The Dockerfile's ARG defaults must equal the Makefile's pins (checked unless
 # overridden on the command line). A local or cached tarball is staged into the
 # build context; inside, `make redis` verifies it against the checksums.
-docker: build docker-base
+docker: docker-base
 	@set -euo pipefail; \
+	goproxy="$${GOPROXY:-$$($(GO) env GOPROXY 2>/dev/null || true)}"; \
 	if [ "$(origin REDIS_VERSION)$(origin REDIS_SHA256)$(origin REDIS_SHA256_DEBIAN)" = filefilefile ]; then \
 	  for pin in REDIS_VERSION=$(REDIS_VERSION) REDIS_SHA256=$(REDIS_SHA256) REDIS_SHA256_DEBIAN=$(REDIS_SHA256_DEBIAN); do \
 	    lines=$$(grep -E "^ARG $${pin%%=*}=" Dockerfile || true); \
@@ -245,14 +340,27 @@ docker: build docker-base
 	  done; \
 	fi; \
 	rm -rf "$(DOCKER_STAGE)"; mkdir -p "$(DOCKER_STAGE)"; \
+	govers=$$(sed -n 's/^ARG GO_VERSION=//p' Dockerfile); arch=$$($(GO) env GOARCH); mod=v0.0.1-go$$govers.linux-$$arch; \
+	echo "docker: staging the go$$govers linux-$$arch toolchain and the Go modules (go mod download on this machine)"; \
+	rm -rf "$(BUILD)/docker-go"; mkdir -p "$(BUILD)/docker-go"; \
+	zip=$$($(GO) mod download -json golang.org/toolchain@$$mod | sed -n 's/^[[:space:]]*"Zip": "\(.*\)",*$$/\1/p'); \
+	[ -s "$$zip" ] || { echo "docker: go mod download golang.org/toolchain@$$mod gave no zip" >&2; exit 1; }; \
+	ln -f "$$zip" "$(BUILD)/docker-go/$$mod.zip" 2>/dev/null || cp "$$zip" "$(BUILD)/docker-go/$$mod.zip"; \
+	rm -rf "$(BUILD)/docker-gomod"; modcache=$$(mktemp -d "$${TMPDIR:-/tmp}/charon-gomod.XXXXXX"); \
+	GOMODCACHE="$$modcache" GOFLAGS=-modcacherw $(GO) mod download; \
+	mkdir -p "$(BUILD)/docker-gomod/cache"; cp -r "$$modcache/cache/download" "$(BUILD)/docker-gomod/cache/"; rm -rf "$$modcache"; \
 	tarball="$(REDIS_TARBALL)"; \
 	if [ -z "$$tarball" ] && [ -s "$(REDIS_TARBALL_CACHE)" ]; then tarball="$(REDIS_TARBALL_CACHE)"; fi; \
 	tararg=; \
 	if [ -n "$$tarball" ]; then ln -f "$$tarball" "$(DOCKER_STAGE)/" 2>/dev/null || cp -p "$$tarball" "$(DOCKER_STAGE)/"; tararg="build/docker/$$(basename "$$tarball")"; fi; \
 	start=$$(date +%s); \
+	echo "docker: building $(DOCKER_IMAGE) from source: Redis $(REDIS_VERSION) and charon.so $(VERSION) compiled inside" \
+	  "(cold: 5 to 15 minutes, mostly Redis; after a source change: the module step only)"; \
 	for target in build runtime; do \
 	  tag="$(DOCKER_IMAGE)"; [ $$target = runtime ] || tag="$(DOCKER_BUILD_IMAGE)"; \
+	  echo "docker: stage $$target -> $$tag"; \
 	  DOCKER_BUILDKIT=$(DOCKER_BUILDKIT) $(DOCKER) build $(if $(filter 0,$(DOCKER_BUILDKIT)),--force-rm) --target $$target \
+	    --build-arg GOPROXY="$$goproxy" \
 	    --build-arg BASE_IMAGE="$(DOCKER_BASE)" \
 	    --build-arg REDIS_VERSION="$(REDIS_VERSION)" \
 	    --build-arg REDIS_SHA256="$(REDIS_SHA256)" \
@@ -301,7 +409,10 @@ docker-test: docker-smoke
 	CGO_ENABLED=0 $(GO) test -c -tags integration -o "$(DOCKER_TESTS)/" ./tests/...; \
 	bins=$$(ls "$(DOCKER_TESTS)"/*.test 2>/dev/null || true); \
 	[ -n "$$bins" ] || { echo "docker-test: ./tests/... built no test binaries" >&2; exit 1; }; \
-	: >"$$tree/go.mod"; cp cshim/redismodule.h "$$tree/cshim/"; cp Makefile "$$tree/"; \
+	: >"$$tree/go.mod"; cp cshim/redismodule.h "$$tree/cshim/"; cp Makefile VERSION README.md "$$tree/"; \
+	mkdir -p "$$tree/docs"; cp docs/*.md "$$tree/docs/" 2>/dev/null || true; \
+	for f in $$(git ls-files '*example_test.go' 2>/dev/null || find module -name 'example_test.go'); do \
+	  mkdir -p "$$tree/$$(dirname "$$f")"; cp "$$f" "$$tree/$$f"; done; \
 	cid=; trap '[ -z "$$cid" ] || $(DOCKER) rm -f -v "$$cid" >/dev/null 2>&1 || true' EXIT; \
 	cid=$$($(DOCKER) create "$(DOCKER_BUILD_IMAGE)"); \
 	$(DOCKER) cp "$$cid:/src/build/redis-verified.tar.gz" "$$tree/build/"; $(DOCKER) rm -v "$$cid" >/dev/null; cid=; \

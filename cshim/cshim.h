@@ -14,9 +14,13 @@ typedef struct RedisModuleString RedisModuleString;
 typedef struct RedisModuleKey RedisModuleKey;
 typedef struct RedisModuleType RedisModuleType;
 
-/* The module's identity, shown by MODULE LIST. */
+/* The module's identity, shown by MODULE LIST. The version number comes from the
+ * repository's VERSION file: make passes -DCHARON_MODULE_VERSION=MAJOR*10000 +
+ * MINOR*100 + PATCH (0.1.0 -> 100). A build without make shows 1. */
 #define CHARON_MODULE_NAME "charon"
-#define CHARON_MODULE_VERSION 100 /* 0.1.0 */
+#ifndef CHARON_MODULE_VERSION
+#define CHARON_MODULE_VERSION 1
+#endif
 
 /* Status codes of the batch helpers. */
 #define CSHIM_OK 0

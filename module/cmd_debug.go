@@ -19,7 +19,7 @@ func debugCommands(opts options) []rm.Command {
 		Arity:      2,
 		Summary:    "Reports the module's Go runtime (RUNTIME) or tests panic recovery (PANIC, with module argument debug yes).",
 		Complexity: "O(1)",
-		Since:      "0.1.0",
+		Since:      version,
 		Handler: func(c rm.Ctx, args rm.Args) error {
 			return debugCommand(c, args, opts)
 		},

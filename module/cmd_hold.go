@@ -90,7 +90,7 @@ func holdCommands(c rm.Ctx) ([]rm.Command, error) {
 			FirstKey: 1, LastKey: 1, Step: 1,
 			Summary:    summary,
 			Complexity: "O(K) amortized for K keys named (O(1) per key when leases are uniform); O(H) to compute retry_after on a rejection.",
-			Since:      "0.2.0",
+			Since:      version,
 			KeySpecs:   specs(first, step),
 			Handler:    func(c rm.Ctx, args rm.Args) error { return h.run(c, args, k) },
 		}
@@ -106,7 +106,7 @@ func holdCommands(c rm.Ctx) ([]rm.Command, error) {
 			FirstKey: 1, LastKey: 1, Step: 1,
 			Summary:    "Stores a serialized charon-hd value (emitted by AOF rewrite); the payload is validated first.",
 			Complexity: "O(N) where N is the number of holds.",
-			Since:      "0.2.0",
+			Since:      version,
 			KeySpecs:   []rm.KeySpec{{Flags: rm.KeyOW | rm.KeyUpdate, Index: 1, LastKey: 0, KeyStep: 1}},
 			Handler:    h.loadHold,
 		},
@@ -114,7 +114,7 @@ func holdCommands(c rm.Ctx) ([]rm.Command, error) {
 			Name: "charon.holdseed", Flags: "admin", Arity: 2,
 			Summary:    "Reseeds this server's hold id generator with a fixed seed, making the next ids predictable: for tests and documentation only.",
 			Complexity: "O(1)",
-			Since:      "0.2.0",
+			Since:      version,
 			Handler:    h.holdSeed,
 		},
 	}, nil

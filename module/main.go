@@ -19,6 +19,11 @@ import (
 	"github.com/charon-redis/charon/rm"
 )
 
+// version is the release in the repository's VERSION file, set by make with
+// -ldflags "-X main.version=..." (with the matching MODULE LIST number passed to
+// cshim). COMMAND DOCS shows it as every command's "since".
+var version = "0.0.0-dev"
+
 // main is never run: a c-shared library only needs a main package.
 func main() {}
 

@@ -5,6 +5,7 @@ package tests
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -83,19 +84,38 @@ func TestHoldClientDo(t *testing.T) {
 	rdb := s.Client(t)
 	ctx := context.Background()
 	sem := concurrency.New(rdb, nil)
-	pool := &concurrency.Pool{Name: "do", Limit: 1, Lease: 300 * time.Millisecond}
+	// A lease long enough that no scheduling stall on a loaded machine outlasts the
+	// two thirds of it between renewals (300ms did: a 250ms stall lost the hold).
+	pool := &concurrency.Pool{Name: "do", Limit: 1, Lease: 3 * time.Second}
+	key, _ := concurrency.KeyNames(concurrency.DefaultPrefix, pool.Name, "alice")
 
-	// Held for three leases: the renewals keep it; nobody else gets the copy.
+	// Held past the deadline it had when fn started: only a renewal can keep it, and
+	// nobody else gets the copy meanwhile.
 	err := sem.Do(ctx, pool, "alice", concurrency.ReserveArgs{}, func(ctx context.Context, h *concurrency.Hold) error {
-		end := time.Now().Add(900 * time.Millisecond)
-		for time.Now().Before(end) {
-			_, err := sem.Reserve(ctx, pool, "alice", concurrency.ReserveArgs{})
-			if !errors.Is(err, concurrency.ErrRejected) {
-				return errors.New("the copy was free while held")
+		// The domain key expires 1ms after its latest live deadline.
+		first, err := rdb.Do(ctx, "PEXPIRETIME", key).Int64()
+		if err != nil || first < 0 {
+			return fmt.Errorf("PEXPIRETIME %s: %d, %v", key, first, err)
+		}
+		giveUp := time.Now().Add(30 * time.Second)
+		for {
+			now, err := rdb.Time(ctx).Result()
+			if err != nil {
+				return err
+			}
+			_, err = sem.Reserve(ctx, pool, "alice", concurrency.ReserveArgs{})
+			switch {
+			case ctx.Err() != nil:
+				return context.Cause(ctx)
+			case !errors.Is(err, concurrency.ErrRejected):
+				return fmt.Errorf("the copy was free while held: %v", err)
+			case now.UnixMilli() > first:
+				return nil // renewed: held past its first deadline
+			case time.Now().After(giveUp):
+				return fmt.Errorf("the server's clock did not pass %d ms", first)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		return ctx.Err()
 	})
 	require.NoError(t, err)
 	// Released on return.
@@ -105,11 +125,36 @@ func TestHoldClientDo(t *testing.T) {
 
 	// Lost: someone releases the hold; the next renewal cancels fn's context.
 	err = sem.Do(ctx, pool, "alice", concurrency.ReserveArgs{}, func(ctx context.Context, h *concurrency.Hold) error {
-		require.NoError(t, rdb.Do(ctx, "CHARON.RELEASE", "hd:{do}:d:alice", h.ID).Err())
+		require.NoError(t, rdb.Do(ctx, "CHARON.RELEASE", key, h.ID).Err())
 		select {
 		case <-ctx.Done():
 			require.ErrorIs(t, context.Cause(ctx), concurrency.ErrLost)
 			return ctx.Err()
+		case <-time.After(10 * time.Second):
+			return errors.New("not cancelled")
+		}
+	})
+	require.ErrorIs(t, err, concurrency.ErrLost)
+}
+
+// Do cancels the function's context when the lease runs out while renewals fail
+// without an answer that the hold is lost (here: the user may no longer RENEW), so the
+// function never runs on after another client may have taken its copy.
+func TestHoldClientDoLapse(t *testing.T) {
+	t.Parallel()
+	s := harness.Start(t, harness.Options{})
+	admin := s.Client(t)
+	ctx := context.Background()
+	require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", "worker", "on", ">pw", "~*", "&*", "+@all").Err())
+	worker := s.Client(t, func(o *redis.Options) { o.Username, o.Password = "worker", "pw" })
+	pool := &concurrency.Pool{Name: "lapse", Limit: 1, Lease: 300 * time.Millisecond}
+
+	err := concurrency.New(worker, nil).Do(ctx, pool, "alice", concurrency.ReserveArgs{}, func(fctx context.Context, h *concurrency.Hold) error {
+		require.NoError(t, admin.Do(ctx, "ACL", "SETUSER", "worker", "-charon.renew").Err())
+		select {
+		case <-fctx.Done():
+			require.ErrorIs(t, context.Cause(fctx), concurrency.ErrLost)
+			return fctx.Err()
 		case <-time.After(10 * time.Second):
 			return errors.New("not cancelled")
 		}

@@ -409,30 +409,56 @@ func (s *Semaphore) Seize(ctx context.Context, p *Pool, t *Ticket) (*Hold, error
 }
 
 // Do reserves copies, runs fn while holding them, renews the lease every third of it
-// in the background and releases them when fn returns. If a renewal finds the hold
-// lost, fn's context is cancelled with ErrLost as its cause, and Do returns an error
-// wrapping ErrLost (together with fn's error). A rejection returns the
-// *RejectedError without running fn.
+// in the background and releases them when fn returns. fn's context is cancelled with
+// a cause wrapping ErrLost when a renewal finds the hold lost, or when the lease runs
+// out before a renewal is answered (renewals failing: Redis unreachable, an error
+// reply), so fn never goes on past the end of a lease it cannot prove it still holds;
+// Do then returns an error wrapping ErrLost (together with fn's error). A rejection
+// returns the *RejectedError without running fn.
 func (s *Semaphore) Do(ctx context.Context, p *Pool, domain string, a ReserveArgs, fn func(ctx context.Context, h *Hold) error) error {
+	sent := time.Now()
 	h, err := s.Reserve(ctx, p, domain, a)
 	if err != nil {
 		return err
 	}
+	lease := p.lease()
 	fctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	// The server stamped the hold's deadline after the request was sent, so the lease
+	// lasts at least until sent+lease on this clock: past that, with no renewal
+	// answered since, the hold may be gone. Each answered renewal moves this bound to
+	// the time it was sent + lease.
+	lapsed := fmt.Errorf("%w: the lease ran out before a renewal was answered", ErrLost)
+	lapse := time.AfterFunc(time.Until(sent.Add(lease)), func() { cancel(lapsed) })
+	defer lapse.Stop()
 	done := make(chan struct{})
 	renewed := make(chan error, 1)
 	go func() {
-		t := time.NewTicker(p.lease() / 3)
+		t := time.NewTicker(lease / 3)
 		defer t.Stop()
 		for {
 			select {
 			case <-done:
 				renewed <- nil
 				return
+			case <-fctx.Done():
+				if context.Cause(fctx) == lapsed {
+					renewed <- lapsed
+					return
+				}
+				<-done // the caller's context ended: fn is returning
+				renewed <- nil
+				return
 			case <-t.C:
-				if err := h.Renew(fctx); err != nil && errors.Is(err, ErrLost) {
-					cancel(ErrLost)
+				start := time.Now()
+				err := h.Renew(fctx)
+				switch {
+				case err == nil:
+					if lapse.Stop() { // not fired yet: the hold lives until start+lease
+						lapse.Reset(time.Until(start.Add(lease)))
+					}
+				case errors.Is(err, ErrLost):
+					cancel(err)
 					renewed <- err
 					return
 				}

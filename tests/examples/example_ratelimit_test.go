@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -147,12 +148,33 @@ func Example_tiers() {
 	// asked 10: granted 7 in tier 2 (burst false), 0 left
 }
 
+// tickClock is a fake ratelimit.Clock for examples: it starts at 2100-01-01 and each
+// reading is 1ms after the previous one, so requests land in distinct milliseconds no
+// matter how fast or slow the machine is. Sleep moves it instead of waiting.
+type tickClock struct{ ms atomic.Int64 }
+
+func newTickClock() *tickClock {
+	c := &tickClock{}
+	c.ms.Store(time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli())
+	return c
+}
+
+func (c *tickClock) Now() time.Time { return time.UnixMilli(c.ms.Add(1)) }
+
+func (c *tickClock) Sleep(ctx context.Context, d time.Duration) error {
+	c.ms.Add(d.Milliseconds())
+	return ctx.Err()
+}
+
 // The net/http middleware: the domain is the X-Api-Key header; a request without one is
-// the client's mistake (400), not an outage.
+// the client's mistake (400), not an outage. The rejection's t is the seconds until the
+// first hit leaves the hour's window, rounded up, so it depends on the milliseconds
+// between the requests: a fake clock (tickClock) sets the requests' time (AT).
 func Example_middleware() {
 	rdb := redis.NewClient(&redis.Options{Addr: addr})
 	defer rdb.Close()
-	limiter := ratelimit.NewLimiter(rdb, nil)
+	// A fake clock keeps the output the same on every run; a server passes nil.
+	limiter := ratelimit.NewLimiter(rdb, &ratelimit.Options{Clock: newTickClock()})
 
 	api := ratelimit.PerHour("http-api", 2)
 	mw, err := limiter.Middleware(ratelimit.MiddlewareOptions{
