@@ -1010,6 +1010,8 @@ loop:
 	for s := range before {
 		if before[s] == from.Addr() && after[s] == to.Addr() {
 			moved++
+		} else {
+			require.Equal(t, before[s], after[s], "slot %d changed owner but not from %s to %s", s, from.Addr(), to.Addr())
 		}
 	}
 	for _, id := range f.ids {
@@ -1018,7 +1020,10 @@ loop:
 			usersMoved++
 		}
 	}
-	require.Equal(t, slotsToMove, moved, "slots moved from %s to %s", from.Addr(), to.Addr())
+	// At least what was asked, not exactly: the cli sizes the move per source as
+	// ceil(float32(n)/owned*owned), which is 3001 when the source owns 5461 slots
+	// (float32 3000/5461*5461 = 3000.000244); valkey-cli 9.1.2 moved 3001.
+	require.GreaterOrEqual(t, moved, slotsToMove, "slots moved from %s to %s", from.Addr(), to.Addr())
 	require.Positive(t, usersMoved, "no slot holding users moved")
 	t.Logf("%d slots, holding %d of the users, moved from %s to %s", moved, usersMoved, from.Addr(), to.Addr())
 

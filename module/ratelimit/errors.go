@@ -35,7 +35,10 @@ const (
 	// EXECABORT reach us only when go-redis's cluster client gave up redirecting a
 	// transaction: it queues ASKING inside MULTI, where it comes too late, and after
 	// MaxRedirects reports the transaction's EXECABORT instead of the redirect. That
-	// happens while a slot's keys wait on the importing node.
+	// happens while a slot's keys wait on the importing node. Redis answers ASK to the
+	// queued command (the transaction is flagged, EXEC aborts); Valkey 9 checks a
+	// transaction's keys only at EXEC and answers EXEC itself with ASK after
+	// discarding the transaction. Either way nothing ran.
 	classTransient
 	// classUnreachable: the command was not sent, or not completely (no connection, no
 	// pool slot, a write that failed before EXEC was complete).

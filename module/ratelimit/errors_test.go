@@ -54,6 +54,7 @@ func TestClassify(t *testing.T) {
 		{"execabort as the command's own error (cluster gave up on ASK)", serverErr("EXECABORT Transaction discarded because of previous errors."), classTransient},
 		{"moved that go-redis gave up on", serverErr("MOVED 3999 127.0.0.1:6381"), classTransient},
 		{"ask inside MULTI", serverErr("ASK 3999 127.0.0.1:6381"), classTransient},
+		{"ask as EXEC's own reply (Valkey 9), wrapped", wrap(serverErr("ASK 7346 127.0.0.1:40357")), classTransient},
 		{"not a prefix match", serverErr("ERR ASKING is not allowed here"), classServer},
 		{"tryagain", wrap(serverErr("TRYAGAIN Multiple keys request during rehashing of slot")), classTransient},
 		{"clusterdown", serverErr("CLUSTERDOWN The cluster is down"), classTransient},
