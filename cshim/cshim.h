@@ -170,9 +170,13 @@ uint64_t *cshim_info_counters(void);
 int cshim_info_register(RedisModuleCtx *ctx);
 /* Values moved by active defrag, counted by the types' defrag callbacks. */
 extern uint64_t cshim_defrag_moves;
-/* The defrag callback of both data types (one block per value), in type_rate.c. */
+/* The callbacks both data types share (a value is one cshim_blob block), in type_blob.c. */
 struct RedisModuleDefragCtx;
 int cshim_defrag_block(struct RedisModuleDefragCtx *ctx, RedisModuleString *key, void **value);
+size_t cshim_blob_mem_usage(const void *value);
+void cshim_blob_free(void *value);
+size_t cshim_blob_free_effort(RedisModuleString *key, const void *value);
+void *cshim_blob_copy(RedisModuleString *fromkey, RedisModuleString *tokey, const void *value);
 
 /* The Go runtime's figures for INFO, filled by rm's charonGoRuntimeStats. */
 typedef struct cshim_runtime_stats {

@@ -64,31 +64,12 @@ static void hold_aof_rewrite(RedisModuleIO *aof, RedisModuleString *key, void *v
     RedisModule_Free(p);
 }
 
-static size_t hold_mem_usage(const void *value) { return RedisModule_MallocSize((void *)value); }
-
-static void hold_free(void *value) { RedisModule_Free(value); }
-
-static size_t hold_free_effort(RedisModuleString *key, const void *value) {
-    (void)key;
-    (void)value;
-    return 1; /* one block */
-}
-
 static void hold_digest(RedisModuleDigest *md, void *value) {
     size_t len;
     unsigned char *p = persisted(value, &len);
     RedisModule_DigestAddStringBuffer(md, (const char *)p, len);
     RedisModule_DigestEndSequence(md);
     RedisModule_Free(p);
-}
-
-static void *hold_copy(RedisModuleString *fromkey, RedisModuleString *tokey, const void *value) {
-    (void)fromkey;
-    (void)tokey;
-    const cshim_blob *src = value;
-    cshim_blob *b = RedisModule_Alloc(sizeof(cshim_blob) + src->len);
-    memcpy(b, src, sizeof(cshim_blob) + src->len);
-    return b;
 }
 
 /* The registry's check is the persisted form's (CHARON.LOADHOLD validates with it). */
@@ -100,11 +81,11 @@ int cshim_hold_type_create(RedisModuleCtx *ctx) {
         .rdb_load = hold_rdb_load,
         .rdb_save = hold_rdb_save,
         .aof_rewrite = hold_aof_rewrite,
-        .mem_usage = hold_mem_usage,
-        .free = hold_free,
+        .mem_usage = cshim_blob_mem_usage,
+        .free = cshim_blob_free,
         .digest = hold_digest,
-        .free_effort = hold_free_effort,
-        .copy = hold_copy,
+        .free_effort = cshim_blob_free_effort,
+        .copy = cshim_blob_copy,
         /* RedisModule_DefragAlloc is present since 6.2; without it, no defrag. */
         .defrag = RedisModule_DefragAlloc ? cshim_defrag_block : NULL,
     };

@@ -58,44 +58,10 @@ static void rate_aof_rewrite(RedisModuleIO *aof, RedisModuleString *key, void *v
     RedisModule_EmitAOF(aof, CHARON_RATE_LOAD_COMMAND, "sb", key, (const char *)b->data, (size_t)b->len);
 }
 
-static size_t rate_mem_usage(const void *value) {
-    return RedisModule_MallocSize((void *)value);
-}
-
-static void rate_free(void *value) { RedisModule_Free(value); }
-
-static size_t rate_free_effort(RedisModuleString *key, const void *value) {
-    (void)key;
-    (void)value;
-    return 1; /* one block */
-}
-
 static void rate_digest(RedisModuleDigest *md, void *value) {
     const cshim_blob *b = value;
     RedisModule_DigestAddStringBuffer(md, (const char *)b->data, b->len);
     RedisModule_DigestEndSequence(md);
-}
-
-static void *rate_copy(RedisModuleString *fromkey, RedisModuleString *tokey, const void *value) {
-    (void)fromkey;
-    (void)tokey;
-    const cshim_blob *src = value;
-    cshim_blob *b = RedisModule_Alloc(sizeof(cshim_blob) + src->len);
-    memcpy(b, src, sizeof(cshim_blob) + src->len);
-    return b;
-}
-
-/* Active defrag for both types (each value is one block): move the block if the
- * allocator would rather have it elsewhere (RedisModule_DefragAlloc returns NULL
- * when it would not). One block, so the work is always done in one call (returns 0). */
-int cshim_defrag_block(RedisModuleDefragCtx *ctx, RedisModuleString *key, void **value) {
-    (void)key;
-    void *moved = RedisModule_DefragAlloc(ctx, *value);
-    if (moved != NULL) {
-        *value = moved;
-        cshim_defrag_moves++;
-    }
-    return 0;
 }
 
 int cshim_rate_type_create(RedisModuleCtx *ctx) {
@@ -104,11 +70,11 @@ int cshim_rate_type_create(RedisModuleCtx *ctx) {
         .rdb_load = rate_rdb_load,
         .rdb_save = rate_rdb_save,
         .aof_rewrite = rate_aof_rewrite,
-        .mem_usage = rate_mem_usage,
-        .free = rate_free,
+        .mem_usage = cshim_blob_mem_usage,
+        .free = cshim_blob_free,
         .digest = rate_digest,
-        .free_effort = rate_free_effort,
-        .copy = rate_copy,
+        .free_effort = cshim_blob_free_effort,
+        .copy = cshim_blob_copy,
         /* RedisModule_DefragAlloc is present since 6.2; without it, no defrag. */
         .defrag = RedisModule_DefragAlloc ? cshim_defrag_block : NULL,
     };

@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 
+	"github.com/charon-redis/charon/module/internal/args"
 	"github.com/charon-redis/charon/module/rate"
 	"github.com/charon-redis/charon/rm"
 )
@@ -70,6 +72,17 @@ var errDebugDisabled = &argError{arg: "PANIC", reason: "disabled; load the modul
 type argError struct{ arg, reason string }
 
 func (e *argError) Error() string { return "ERR " + e.arg + ": " + e.reason }
+
+// argReply turns the pure parsers' argument error (module/rate and module/hold share
+// one type, *args.Error) into the reply "ERR <ARG>: <reason>"; ok is false for any
+// other error.
+func argReply(err error) (reply error, ok bool) {
+	var arg *args.Error
+	if !errors.As(err, &arg) {
+		return nil, false
+	}
+	return errors.New("ERR " + arg.Error()), true
+}
 
 func boolInt(b bool) int64 {
 	if b {

@@ -122,10 +122,10 @@ func holdCommands(c rm.Ctx) ([]rm.Command, error) {
 
 // holdErr turns the pure package's errors into reply texts.
 func holdErr(err error) error {
-	var arg *hold.ArgError
+	if r, ok := argReply(err); ok {
+		return r
+	}
 	switch {
-	case errors.As(err, &arg):
-		return errors.New("ERR " + arg.Error())
 	case errors.Is(err, hold.ErrLost):
 		return errors.New("LOST " + err.Error())
 	}

@@ -209,10 +209,10 @@ func keepScratch(scratch, grown, stored []byte) []byte {
 // rateErr turns the pure package's errors into reply texts: "ERR <ARG>: <reason>"
 // for arguments, WRONGTYPE for a value of the other kind, ERR for a corrupt value.
 func rateErr(err error) error {
-	var arg *rate.ArgError
+	if r, ok := argReply(err); ok {
+		return r
+	}
 	switch {
-	case errors.As(err, &arg):
-		return errors.New("ERR " + arg.Error())
 	case errors.Is(err, rate.ErrWrongKind):
 		// "key holds a global log" (or the reverse): the wrong kind of value.
 		return errors.New("WRONGTYPE " + strings.TrimSuffix(err.Error(), ": "+rate.ErrWrongKind.Error()))

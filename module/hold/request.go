@@ -8,6 +8,8 @@ package hold
 import (
 	"bytes"
 	"strconv"
+
+	"github.com/charon-redis/charon/module/internal/args"
 )
 
 // Bounds from the contract (the same as CHARON.RATE's).
@@ -84,56 +86,21 @@ type Request struct {
 	NSkip int
 }
 
-// ArgError names the offending argument. The glue replies "ERR <Arg>: <Reason>".
-type ArgError struct {
-	Arg    string
-	Reason string
-}
+// ArgError names the offending argument. The glue replies "ERR <Arg>: <Reason>". It is
+// the one argument error of the module's parsers (module/rate's ArgError is the same type).
+type ArgError = args.Error
 
-// Error returns "<Arg>: <reason>".
-func (e *ArgError) Error() string { return e.Arg + ": " + e.Reason }
-
-func argErr(arg, reason string) error { return &ArgError{Arg: arg, Reason: reason} }
+// Short local names for the shared primitives (functions, so that they inline).
+func argErr(arg, reason string) error { return args.Err(arg, reason) }
+func eqFold(b []byte, kw string) bool { return args.EqFold(b, kw) }
 
 func rangeErr(arg string, lo, hi int64) error {
 	return argErr(arg, "must be an integer in "+strconv.FormatInt(lo, 10)+".."+strconv.FormatInt(hi, 10))
 }
 
-// eqFold reports whether b equals the upper-case ASCII keyword kw, ignoring case.
-func eqFold(b []byte, kw string) bool {
-	if len(b) != len(kw) {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if 'a' <= c && c <= 'z' {
-			c -= 'a' - 'A'
-		}
-		if c != kw[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // parseInt parses a decimal integer in [lo, hi] the way Redis's string2ll does: no
 // '+', no spaces, no leading zeros.
-func parseInt(b []byte, lo, hi int64) (int64, bool) {
-	if len(b) == 0 || len(b) > 19 {
-		return 0, false
-	}
-	if b[0] == '0' {
-		return 0, len(b) == 1 && lo <= 0
-	}
-	var v int64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		v = v*10 + int64(c-'0')
-	}
-	return v, v >= lo && v <= hi
-}
+func parseInt(b []byte, lo, hi int64) (int64, bool) { return args.ParseBounded(b, lo, hi) }
 
 // ParseID parses a hold id: exactly 16 hex digits, not all zero.
 func ParseID(b []byte) (uint64, bool) {
@@ -173,14 +140,12 @@ func quoteArg(b []byte) string {
 	return "'" + string(b) + "'"
 }
 
-func value(args [][]byte, i int, name string, seen bool, lo, hi int64) (int64, error) {
-	if seen {
-		return 0, argErr(name, "given more than once")
+func value(argv [][]byte, i int, name string, seen bool, lo, hi int64) (int64, error) {
+	b, err := args.Value(argv, i, name, seen)
+	if err != nil {
+		return 0, err
 	}
-	if i+1 >= len(args) {
-		return 0, argErr(name, "missing value")
-	}
-	v, ok := parseInt(args[i+1], lo, hi)
+	v, ok := parseInt(b, lo, hi)
 	if !ok {
 		return 0, rangeErr(name, lo, hi)
 	}

@@ -7,7 +7,11 @@
 // for hits import github.com/charon-redis/charon/module/ratelimit instead.
 package rate
 
-import "strconv"
+import (
+	"strconv"
+
+	"github.com/charon-redis/charon/module/internal/args"
+)
 
 // Bounds from the CHARON.RATE contract.
 const (
@@ -76,88 +80,22 @@ type Request struct {
 }
 
 // ArgError names the offending argument of a command. The glue turns it into the reply
-// "ERR <Arg>: <Reason>".
-type ArgError struct {
-	Arg    string
-	Reason string
-}
+// "ERR <Arg>: <Reason>". It is the one argument error of the module's parsers
+// (module/hold's ArgError is the same type).
+type ArgError = args.Error
 
-// Error returns "<Arg>: <reason>".
-func (e *ArgError) Error() string { return e.Arg + ": " + e.Reason }
-
-func argErr(arg, reason string) error { return &ArgError{Arg: arg, Reason: reason} }
-
-// eqFold reports whether b equals the upper-case ASCII keyword kw, ignoring case.
-func eqFold(b []byte, kw string) bool {
-	if len(b) != len(kw) {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if 'a' <= c && c <= 'z' {
-			c -= 'a' - 'A'
-		}
-		if c != kw[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// parseInt parses a decimal int64 the way Redis's string2ll does: optional '-', no
-// leading zeros, no spaces or '+', no overflow.
-func parseInt(b []byte) (int64, bool) {
-	if len(b) == 0 || len(b) > 20 {
-		return 0, false
-	}
-	neg := false
-	i := 0
-	if b[0] == '-' {
-		neg = true
-		i = 1
-		if len(b) == 1 {
-			return 0, false
-		}
-	}
-	if b[i] == '0' {
-		// "0" alone is fine; "-0" and leading zeros are not.
-		return 0, len(b) == 1
-	}
-	var v uint64
-	for ; i < len(b); i++ {
-		c := b[i]
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		if v > (1<<63)/10 {
-			return 0, false
-		}
-		v = v*10 + uint64(c-'0')
-	}
-	if neg {
-		if v > 1<<63 {
-			return 0, false
-		}
-		return -int64(v), true
-	}
-	if v > 1<<63-1 {
-		return 0, false
-	}
-	return int64(v), true
-}
+// Short local names for the shared primitives (functions, not variables, so that they
+// inline and escape analysis sees through them: the hot path allocates nothing).
+func argErr(arg, reason string) error { return args.Err(arg, reason) }
+func eqFold(b []byte, kw string) bool { return args.EqFold(b, kw) }
+func parseInt(b []byte) (int64, bool) { return args.ParseInt(b) }
 
 // rangeErr builds the error for a number outside [lo, hi].
 func rangeErr(arg string, lo, hi int64) error {
 	return argErr(arg, "must be an integer between "+strconv.FormatInt(lo, 10)+" and "+strconv.FormatInt(hi, 10))
 }
 
-func parseBounded(b []byte, lo, hi int64) (int64, bool) {
-	v, ok := parseInt(b)
-	if !ok || v < lo || v > hi {
-		return 0, false
-	}
-	return v, true
-}
+func parseBounded(b []byte, lo, hi int64) (int64, bool) { return args.ParseBounded(b, lo, hi) }
 
 // QuoteArg makes a user argument safe to echo in an error reply: quoted, printable
 // ASCII only (a NUL, CR or LF becomes '?'), at most 32 bytes and "..." when cut.
@@ -360,14 +298,12 @@ func (p *Parser) Parse(args [][]byte, req *Request) error {
 
 // optionValue reads the value of the option name at args[i] (its value is args[i+1]):
 // an integer in [lo, hi], for an option not seen before.
-func optionValue(args [][]byte, i int, name string, seen bool, lo, hi int64) (int64, error) {
-	if seen {
-		return 0, argErr(name, "given more than once")
+func optionValue(argv [][]byte, i int, name string, seen bool, lo, hi int64) (int64, error) {
+	b, err := args.Value(argv, i, name, seen)
+	if err != nil {
+		return 0, err
 	}
-	if i+1 >= len(args) {
-		return 0, argErr(name, "missing value")
-	}
-	v, ok := parseBounded(args[i+1], lo, hi)
+	v, ok := parseBounded(b, lo, hi)
 	if !ok {
 		return 0, rangeErr(name, lo, hi)
 	}
