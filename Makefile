@@ -56,15 +56,7 @@ $(REDIS_SERVER):
 	tarball="$(REDIS_TARBALL)"; \
 	if [ -z "$$tarball" ]; then \
 	  tarball="$(REDIS_TARBALL_CACHE)"; \
-	  if [ ! -s "$$tarball" ]; then \
-	    start=$$SECONDS; echo "redis: fetching $(REDIS_URL)"; \
-	    if ! curl -fsSL --connect-timeout 10 --max-time 120 -o "$$tarball.part" "$(REDIS_URL)" 2>/dev/null; then \
-	      echo "redis: upstream unreachable, using Debian's source package of $(REDIS_VERSION)"; \
-	      $(MAKE) --no-print-directory -s redis-debian-source DEST="$$tarball.part"; \
-	    fi; \
-	    mv "$$tarball.part" "$$tarball"; \
-	    echo "redis: fetched in $$((SECONDS - start))s"; \
-	  fi; \
+	  $(MAKE) --no-print-directory redis-fetch; \
 	fi; \
 	actual=$$(sha256sum "$$tarball" | cut -d' ' -f1); \
 	if [ "$$actual" != "$(REDIS_SHA256)" ] && [ "$$actual" != "$(REDIS_SHA256_DEBIAN)" ]; then \
@@ -82,6 +74,22 @@ $(REDIS_SERVER):
 	$(MAKE) -C "$$src" install PREFIX="$(REDIS_PREFIX)" >>"$(BUILD)/redis-build.log" 2>&1; \
 	echo "redis: built in $$((SECONDS - start))s"; \
 	"$(REDIS_SERVER)" --version
+
+# Fetches the tarball into the build folder (upstream, else Debian's source package)
+# unless it is there already; `make redis` and the Docker build verify it.
+.PHONY: redis-fetch
+redis-fetch:
+	@mkdir -p $(BUILD)
+	@set -euo pipefail; \
+	tarball="$(REDIS_TARBALL_CACHE)"; \
+	[ ! -s "$$tarball" ] || exit 0; \
+	start=$$SECONDS; echo "redis: fetching $(REDIS_URL)"; \
+	if ! curl -fsSL --connect-timeout 10 --max-time 120 -o "$$tarball.part" "$(REDIS_URL)" 2>/dev/null; then \
+	  echo "redis: upstream unreachable, using Debian's source package of $(REDIS_VERSION)"; \
+	  $(MAKE) --no-print-directory -s redis-debian-source DEST="$$tarball.part"; \
+	fi; \
+	mv "$$tarball.part" "$$tarball"; \
+	echo "redis: fetched in $$((SECONDS - start))s"
 
 # Debian's orig tarball of the same release (suite bookworm carries 7.0.15), through
 # `apt-get source` with a private sources list, lists and cache in a temporary
@@ -351,7 +359,9 @@ docker: docker-base
 	GOMODCACHE="$$modcache" GOFLAGS=-modcacherw $(GO) mod download; \
 	mkdir -p "$(BUILD)/docker-gomod/cache"; cp -r "$$modcache/cache/download" "$(BUILD)/docker-gomod/cache/"; rm -rf "$$modcache"; \
 	tarball="$(REDIS_TARBALL)"; \
-	if [ -z "$$tarball" ] && [ -s "$(REDIS_TARBALL_CACHE)" ]; then tarball="$(REDIS_TARBALL_CACHE)"; fi; \
+	if [ -z "$$tarball" ]; then \
+	  $(MAKE) --no-print-directory redis-fetch; tarball="$(REDIS_TARBALL_CACHE)"; \
+	fi; \
 	tararg=; \
 	if [ -n "$$tarball" ]; then ln -f "$$tarball" "$(DOCKER_STAGE)/" 2>/dev/null || cp -p "$$tarball" "$(DOCKER_STAGE)/"; tararg="build/docker/$$(basename "$$tarball")"; fi; \
 	start=$$(date +%s); \
