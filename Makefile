@@ -422,7 +422,7 @@ docker-test: docker-smoke
 	[ -n "$$bins" ] || { echo "docker-test: ./tests/... built no test binaries" >&2; exit 1; }; \
 	: >"$$tree/go.mod"; cp cshim/redismodule.h "$$tree/cshim/"; cp Makefile VERSION README.md "$$tree/"; \
 	mkdir -p "$$tree/docs"; cp docs/*.md "$$tree/docs/" 2>/dev/null || true; \
-	for f in $$(git ls-files '*example_test.go' 2>/dev/null || find module -name 'example_test.go'); do \
+	for f in $$(git grep -l '^func Example' -- '*_test.go' 2>/dev/null || grep -rl --include='*_test.go' '^func Example' module tests); do \
 	  mkdir -p "$$tree/$$(dirname "$$f")"; cp "$$f" "$$tree/$$f"; done; \
 	cid=; trap '[ -z "$$cid" ] || $(DOCKER) rm -f -v "$$cid" >/dev/null 2>&1 || true' EXIT; \
 	cid=$$($(DOCKER) create "$(DOCKER_BUILD_IMAGE)"); \
