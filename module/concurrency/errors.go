@@ -1,13 +1,11 @@
 package concurrency
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/charon-redis/charon/module/internal/outcome"
 )
 
 var (
@@ -44,53 +42,23 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
 }
 
-// errClass says what an error from go-redis proves about the command (as in package
-// ratelimit: commands travel inside MULTI/EXEC, so an error while writing proves
-// nothing ran).
-type errClass uint8
+// errClass and its values are package outcome's (shared with module/ratelimit:
+// commands travel inside MULTI/EXEC, so an error while writing proves nothing ran).
+type errClass = outcome.Class
 
 const (
-	classUnknown errClass = iota
-	classServer
-	classTransient
-	classUnreachable
-	classGaveUp
+	classUnknown     = outcome.Unknown
+	classServer      = outcome.Server
+	classTransient   = outcome.Transient
+	classUnreachable = outcome.Unreachable
+	classGaveUp      = outcome.GaveUp
 )
 
+// classify decides what err proves: this package's own sentinel first, then what
+// go-redis's error proves.
 func classify(err error) errClass {
-	var rerr redis.Error
-	switch {
-	case errors.Is(err, ErrOutcomeUnknown):
-		return classUnknown
-	case errors.As(err, &rerr):
-		for _, p := range []string{"TRYAGAIN ", "CLUSTERDOWN ", "LOADING ", "MASTERDOWN ", "MOVED ", "ASK ", "EXECABORT "} {
-			if redis.HasErrorPrefix(err, p) {
-				return classTransient
-			}
-		}
-		return classServer
-	case errors.Is(err, redis.ErrClosed):
-		return classGaveUp
-	case errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrPoolExhausted):
-		return classUnreachable
-	}
-	var oe *net.OpError
-	if errors.As(err, &oe) {
-		switch oe.Op {
-		case "dial", "write":
-			if errors.Is(oe.Err, context.Canceled) || errors.Is(oe.Err, context.DeadlineExceeded) {
-				return classGaveUp
-			}
-			return classUnreachable
-		}
+	if errors.Is(err, ErrOutcomeUnknown) {
 		return classUnknown
 	}
-	var de *net.DNSError
-	if errors.As(err, &de) {
-		return classUnreachable
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return classGaveUp
-	}
-	return classUnknown
+	return outcome.Classify(err)
 }

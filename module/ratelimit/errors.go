@@ -1,11 +1,9 @@
 package ratelimit
 
 import (
-	"context"
 	"errors"
-	"net"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/charon-redis/charon/module/internal/outcome"
 )
 
 // ErrOutcomeUnknown is wrapped (together with the cause) when CHARON.RATE may have
@@ -20,40 +18,20 @@ var ErrOutcomeUnknown = errors.New("ratelimit: outcome unknown, the request may 
 // unsent commands): Redis counts as unreachable.
 var errNotSent = errors.New("not sent within the limiter's timeout")
 
-// errClass says what an error from go-redis proves about the command.
-type errClass uint8
+// errClass and its values are package outcome's, named as this package uses them.
+type errClass = outcome.Class
 
 const (
-	// classUnknown: the command may have been executed.
-	classUnknown errClass = iota
-	// classServer: the server answered with an error; nothing was written (the
-	// contract: a CHARON.RATE error changes nothing, and an error while queueing
-	// aborts the transaction).
-	classServer
-	// classTransient: a server error that proves the command was not executed and is
-	// worth retrying soon (slot migration, failover, loading). MOVED, ASK and a bare
-	// EXECABORT reach us only when go-redis's cluster client gave up redirecting a
-	// transaction: it queues ASKING inside MULTI, where it comes too late, and after
-	// MaxRedirects reports the transaction's EXECABORT instead of the redirect. That
-	// happens while a slot's keys wait on the importing node. Redis answers ASK to the
-	// queued command (the transaction is flagged, EXEC aborts); Valkey 9 checks a
-	// transaction's keys only at EXEC and answers EXEC itself with ASK after
-	// discarding the transaction. Either way nothing ran.
-	classTransient
-	// classUnreachable: the command was not sent, or not completely (no connection, no
-	// pool slot, a write that failed before EXEC was complete).
-	classUnreachable
-	// classGaveUp: the caller's context ended before the command was sent, or the
-	// go-redis client is closed. Not sent, but not a reason to fail open.
-	classGaveUp
+	classUnknown     = outcome.Unknown
+	classServer      = outcome.Server
+	classTransient   = outcome.Transient
+	classUnreachable = outcome.Unreachable
+	classGaveUp      = outcome.GaveUp
 )
 
-// classify decides what err proves. It relies on the command travelling inside
-// MULTI/EXEC (see Limiter): the transaction runs only once EXEC has been read
-// completely, so an error while writing proves nothing ran. Anything it cannot prove is
-// classUnknown.
+// classify decides what err proves: the limiter's own sentinels first, then what
+// go-redis's error proves (package outcome).
 func classify(err error) errClass {
-	var rerr redis.Error
 	switch {
 	case err == nil:
 		return classServer // not used
@@ -61,38 +39,6 @@ func classify(err error) errClass {
 		return classUnknown
 	case errors.Is(err, errNotSent):
 		return classUnreachable
-	case errors.As(err, &rerr):
-		for _, p := range []string{"TRYAGAIN ", "CLUSTERDOWN ", "LOADING ", "MASTERDOWN ", "MOVED ", "ASK ", "EXECABORT "} {
-			if redis.HasErrorPrefix(err, p) {
-				return classTransient
-			}
-		}
-		return classServer
-	case errors.Is(err, redis.ErrClosed):
-		return classGaveUp
-	case errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrPoolExhausted):
-		return classUnreachable
 	}
-	var oe *net.OpError
-	if errors.As(err, &oe) {
-		switch oe.Op {
-		case "dial", "write":
-			if errors.Is(oe.Err, context.Canceled) || errors.Is(oe.Err, context.DeadlineExceeded) {
-				return classGaveUp // the caller's context ended while dialing
-			}
-			return classUnreachable
-		}
-		return classUnknown // "read" and anything else: it may have run
-	}
-	var de *net.DNSError
-	if errors.As(err, &de) {
-		return classUnreachable
-	}
-	// go-redis returns a bare context error only before sending (waiting for a pool
-	// slot, sleeping between its own retries of unsent commands); after sending, an
-	// expired context shows up as a *net.OpError read timeout.
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return classGaveUp
-	}
-	return classUnknown
+	return outcome.Classify(err)
 }
