@@ -33,13 +33,84 @@ typedef struct RedisModuleType RedisModuleType;
  * module's main package, is declared in onload.c.) */
 int charonGoCommand(int slot, RedisModuleCtx *ctx, RedisModuleString **argv, int argc, int keys_request);
 
+/* ---- frame commands (frame.c) ----
+ * A frame command reads and writes up to CSHIM_FRAME_KEYS values of one blob type and
+ * replies with integer fields. C does everything around its one C->Go crossing: it
+ * opens the keys and hands Go their values, the server clock and views of the
+ * arguments; after Go returns it stores the values Go produced (in place when they
+ * fit), sets their expiry, signals them, replicates and replies. The common path makes
+ * no Go->C call at all (design rule 4). */
+#define CSHIM_FRAME_KEYS 2
+#define CSHIM_FRAME_FIELDS 16
+/* Key states, besides CSHIM_OK (a value of the type) and CSHIM_WRONGTYPE. */
+#define CSHIM_FRAME_ABSENT 1 /* no value */
+#define CSHIM_FRAME_UNUSED 2 /* no such key in this call, or the same name as key 0 */
+/* What C propagates after a successful call. */
+#define CSHIM_REPL_NONE 0
+#define CSHIM_REPL_VERBATIM 1
+#define CSHIM_REPL_OPTIONS 2 /* as cshim_replicate_with_option */
+
+typedef struct cshim_frame_key {
+    int argi;            /* argv index, -1 when unused */
+    int state;           /* CSHIM_OK, CSHIM_FRAME_ABSENT, CSHIM_WRONGTYPE, CSHIM_FRAME_UNUSED */
+    unsigned char *data; /* the stored bytes (CSHIM_OK), writable up to cap */
+    size_t len, cap;
+    unsigned char *scratch; /* a C buffer for a new value that does not fit in place */
+    size_t scratch_cap;
+    /* Set by Go: the new value (data, rewritten in place, or scratch); NULL leaves
+     * the key alone. expire_at > 0 is the absolute expiry to set with it. */
+    const unsigned char *out;
+    size_t outlen;
+    long long expire_at;
+} cshim_frame_key;
+
+typedef struct cshim_frame {
+    long long now; /* the server clock, Unix ms */
+    int replayed;  /* from a primary's replication stream or the AOF being loaded */
+    const char *const *arg_ptrs;
+    const size_t *arg_lens;
+    cshim_frame_key keys[CSHIM_FRAME_KEYS];
+    /* Set by Go. reply = 1: store the keys' new values, replicate (repl), then reply
+     * with fields[0:nfields]; reply = 0: Go replied itself (an error) and nothing is
+     * written. */
+    int reply;
+    int64_t fields[CSHIM_FRAME_FIELDS];
+    int repl;
+    int skip_a, skip_b;
+    RedisModuleString *name_a, *name_b;
+    long long val_a, val_b;
+} cshim_frame;
+
+/* Makes slot a frame command over values of type t: its key 0 is argv[1], its key 1
+ * (when keyword is not NULL) the argument after the first keyword argument from
+ * argv[2] on (as a Redis keyword key spec finds it). event names the keyspace event
+ * of a write; cmd is the name it replicates under; names the nfields reply fields.
+ * The strings must live as long as the module. */
+int cshim_frame_define(int slot, RedisModuleType *t, const char *event, const char *keyword, const char *cmd,
+                       const char *const *names, int nfields);
+/* Grows key i's scratch to at least n bytes (a value that outgrew it); returns it, or
+ * NULL when n exceeds CSHIM_BLOB_MAX. */
+unsigned char *cshim_frame_reserve(cshim_frame *f, int i, size_t n);
+/* Every trampoline's target: a getkeys-api request or a plain command goes to Go's
+ * dispatcher, a frame command runs its frame. */
+int cshim_dispatch(int slot, RedisModuleCtx *ctx, RedisModuleString **argv, int argc);
+/* Go's entry point for a frame command (rm/dispatch.go). */
+void charonGoFrame(int slot, RedisModuleCtx *ctx, RedisModuleString **argv, int argc, cshim_frame *f);
+
 /* ---- registry of module types (blob values) ---- */
-/* A blob value is one RedisModule_Alloc block: a length, then the bytes. */
+/* A blob value is one RedisModule_Alloc block: a length, the bytes usable in place
+ * (what the allocator really gave, read once at allocation so that the hot path never
+ * asks the allocator), then the bytes. */
 typedef struct cshim_blob {
     uint32_t len;
+    uint32_t cap; /* len <= cap <= CSHIM_BLOB_MAX */
     unsigned char data[];
 } cshim_blob;
 #define CSHIM_BLOB_MAX (64u * 1024u * 1024u)
+/* A new block holding n bytes (uninitialized), its cap set (type_blob.c). */
+cshim_blob *cshim_blob_alloc(size_t n);
+/* b resized to hold n bytes (the first min(len, n) kept), its len and cap set; it may move. */
+cshim_blob *cshim_blob_resize(cshim_blob *b, size_t n);
 
 typedef int (*cshim_check_fn)(const unsigned char *p, size_t n);
 int cshim_type_register(const char *name, RedisModuleType *t, cshim_check_fn check);

@@ -1,14 +1,13 @@
 /* tramp.c: command trampolines. Redis calls a plain C function per command; each
- * one here forwards its slot number to the single exported Go dispatcher, which
- * indexes the Go command table filled at load. No Go pointer ever reaches C. The
- * trampoline also says whether Redis only asks for key positions (getkeys-api), so
- * that question costs no extra crossing. */
+ * one here forwards its slot number to cshim_dispatch (frame.c), which runs a frame
+ * command's frame or calls the single exported Go dispatcher, which indexes the Go
+ * command table filled at load. No Go pointer ever reaches C. */
 #include "redismodule.h"
 #include "cshim.h"
 
 #define TRAMP(g, k) \
     static int tramp_##g##_##k(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) { \
-        return charonGoCommand((g) * 8 + (k), ctx, argv, argc, RedisModule_IsKeysPositionRequest(ctx)); \
+        return cshim_dispatch((g) * 8 + (k), ctx, argv, argc); \
     }
 #define TRAMP8(g) TRAMP(g, 0) TRAMP(g, 1) TRAMP(g, 2) TRAMP(g, 3) TRAMP(g, 4) TRAMP(g, 5) TRAMP(g, 6) TRAMP(g, 7)
 #define REF8(g) tramp_##g##_0, tramp_##g##_1, tramp_##g##_2, tramp_##g##_3, \

@@ -29,8 +29,7 @@ static void *hold_rdb_load(RedisModuleIO *io, int encver) {
     cshim_blob *b = NULL;
     if (n >= 0) {
         size_t size = charon_hold_mem_size(charon_hold_cap_for((uint64_t)n));
-        b = RedisModule_Alloc(sizeof(cshim_blob) + size);
-        b->len = (uint32_t)size;
+        b = cshim_blob_alloc(size);
         if (!charon_hold_build((const unsigned char *)buf, n, b->data)) {
             RedisModule_Free(b);
             b = NULL;

@@ -41,8 +41,7 @@ static void *rate_rdb_load(RedisModuleIO *io, int encver) {
         RedisModule_Free(buf);
         return NULL;
     }
-    cshim_blob *b = RedisModule_Alloc(sizeof(cshim_blob) + len);
-    b->len = (uint32_t)len;
+    cshim_blob *b = cshim_blob_alloc(len);
     if (len) memcpy(b->data, buf, len);
     RedisModule_Free(buf);
     return b;

@@ -42,6 +42,9 @@ func rateCommands(c rm.Ctx) ([]rm.Command, error) {
 				{Flags: keyRW, Keyword: "GLOBAL", StartFrom: 2, LastKey: 0, KeyStep: 1},
 			},
 			Handler: h.rate,
+			// C opens both keys and does the writes, the replication and the reply
+			// around the one crossing into Go.
+			Frame: &rm.FrameSpec{Type: typ, Event: evRate, Keyword: "GLOBAL", Fields: h.fields},
 		},
 		{
 			Name:     "charon.inspect",
@@ -76,9 +79,8 @@ var (
 	evLoadValue = rm.NewEvent("charon.loadvalue")
 )
 
-// rateHandler holds CHARON.RATE's reusable scratch. Redis runs commands on its main
-// thread only, so one set of buffers serves every call and the hot path allocates
-// nothing once they have grown.
+// rateHandler holds CHARON.RATE's reusable state. Redis runs commands on its main
+// thread only, so one set serves every call and the hot path allocates nothing.
 type rateHandler struct {
 	typ    *rm.Type
 	fields *rm.Fields
@@ -88,8 +90,6 @@ type rateHandler struct {
 	parser rate.Parser // caches the parse of the last LIMITS strings
 	req    rate.Request
 	views  [][]byte
-	out    []byte
-	gout   []byte
 }
 
 var (
@@ -100,7 +100,15 @@ var (
 
 // CHARON.RATE key [MAX n] [MIN n] [HARD n] [GLOBAL gkey n] [AT ms] [DRYRUN]
 // (TIER ... | LIMITS "..." | CLOSED)
+//
+// A frame command (rm.FrameSpec): C has opened the key (frame key 0) and the GLOBAL
+// key (frame key 1) and, after this returns, stores what it asked for, replicates and
+// replies; this computes, and calls no Redis API.
 func (h *rateHandler) rate(c rm.Ctx, args rm.Args) error {
+	f, ok := c.Frame()
+	if !ok {
+		return errNoFrame
+	}
 	h.views = args.Views(h.views)
 	req := &h.req
 	if err := h.parser.Parse(h.views[2:], req); err != nil {
@@ -108,7 +116,7 @@ func (h *rateHandler) rate(c rm.Ctx, args rm.Args) error {
 	}
 	// The clock the keys' expiry is measured on (rate.ExpireAt): this server's for a
 	// client's request, the primary's (CLOCK, else the request's time) for a replayed one.
-	serverNow, replayed := c.ClientClock()
+	serverNow, replayed := f.Clock()
 	if !replayed {
 		if req.HasClock {
 			return errClockClient
@@ -117,46 +125,39 @@ func (h *rateHandler) rate(c rm.Ctx, args rm.Args) error {
 			return rateErr(err)
 		}
 	}
-	gidx := -1
 	if req.HasGlobal {
-		gidx = req.GlobalKeyIdx + 2
+		gidx := req.GlobalKeyIdx + 2
 		if bytes.Equal(h.views[1], h.views[gidx]) {
 			return errGlobalIsKey
 		}
+		// C found the GLOBAL key as the key spec does (the first GLOBAL argument); a
+		// valid request has no other.
+		if f.KeyArg(1) != gidx {
+			return fmt.Errorf("internal error: GLOBAL key at argument %d, the frame opened %d", gidx, f.KeyArg(1))
+		}
 	}
-
-	key, cur, _, err := c.OpenBlobWrite(args.At(1), h.typ)
+	cur, _, err := f.Value(0)
 	if err != nil {
 		return err
 	}
-	defer key.Close()
-	var gkey rm.WriteKey
 	var gcur []byte
-	if gidx >= 0 {
-		gkey, gcur, _, err = c.OpenBlobWrite(args.At(gidx), h.typ)
-		if err != nil {
+	if req.HasGlobal {
+		if gcur, _, err = f.Value(1); err != nil {
 			return err
 		}
-		defer gkey.Close()
 	}
 
 	now := req.At
 	if !req.HasAt {
-		now = serverNow
-		if replayed {
-			now = rm.Milliseconds() // a bare command in an old AOF
-		}
+		now = serverNow // also for a bare command replayed from an old AOF
 	}
-	// The stored values are rewritten in place when they fit (StoreBlob then copies
-	// nothing).
-	res, val, gval, err := rate.ApplyInPlace(cur, gcur, req, now, h.out[:0], h.gout[:0])
+	// The stored values are rewritten in place when they fit, else built in C's
+	// scratch buffers: either way C stores them without a copy from Go memory.
+	res, val, gval, err := rate.ApplyInPlace(cur, gcur, req, now, f.Scratch(0), f.Scratch(1))
 	if err != nil {
 		return rateErr(err)
 	}
 	if res.Write {
-		if len(val) > rm.MaxBlob || len(gval) > rm.MaxBlob {
-			return rm.BlobTooBig("key", h.typ, max(len(val), len(gval)))
-		}
 		clock := serverNow
 		if replayed {
 			clock = res.T
@@ -165,46 +166,46 @@ func (h *rateHandler) rate(c rm.Ctx, args rm.Args) error {
 			}
 		}
 		// Each key expires at the moment it stops mattering, on the server's clock.
-		if err := key.StoreBlob(h.typ, val, rate.ExpireAt(res.ExpireAt, res.T, clock), evRate); err != nil {
+		if err := f.Store(0, val, rate.ExpireAt(res.ExpireAt, res.T, clock)); err != nil {
 			return err
 		}
 		if gval != nil {
-			if err := gkey.StoreBlob(h.typ, gval, rate.ExpireAt(res.GlobalExpireAt, res.T, clock), evRate); err != nil {
+			if err := f.Store(1, gval, rate.ExpireAt(res.GlobalExpireAt, res.T, clock)); err != nil {
 				return err
 			}
 		}
-		// Replicas and the AOF get the request with its effective time made explicit
-		// (AT replaced or appended), and the clock reading when it moved the expiry
-		// (CLOCK), so they compute what the primary did and set the same expiry.
-		at := rm.Explicit{Skip: -1, Name: h.at, Value: res.T}
-		if req.HasAt {
-			at.Skip = req.AtIdx + 2
-		}
-		clk := rm.Explicit{Skip: -1}
-		if req.HasClock {
-			clk.Skip = req.ClockIdx + 2
-		}
-		if clock > res.T {
-			clk.Name, clk.Value = h.clock, clock
-		}
-		if err := c.ReplicateWithOptions("CHARON.RATE", args, at, clk); err != nil {
-			return err
-		}
-		h.out, h.gout = keepScratch(h.out, val, cur), keepScratch(h.gout, gval, gcur)
+		h.replicate(f, req, &res, clock)
 	}
 	countRate(req, &res)
-	c.ReplyIntFields(h.fields, res.Fields[:])
+	f.Reply(res.Fields[:])
 	return nil
 }
 
-// keepScratch keeps the larger of a scratch buffer and what Apply grew it into
-// (never the stored value itself, written in place).
-func keepScratch(scratch, grown, stored []byte) []byte {
-	if cap(grown) > cap(scratch) && (len(stored) == 0 || len(grown) == 0 || &grown[0] != &stored[0]) {
-		return grown[:0]
+// replicate sends replicas and the AOF the request with its effective time explicit,
+// and the clock reading when it moved the expiry (CLOCK), so that they compute what
+// this server did and set the same expiry. A client's own AT already makes the time
+// explicit: unless CLOCK must be added, the command goes as it came.
+func (h *rateHandler) replicate(f rm.Frame, req *rate.Request, res *rate.Result, clock int64) {
+	needClock := clock > res.T
+	if req.HasAt && !req.HasClock && !needClock {
+		f.ReplicateVerbatim()
+		return
 	}
-	return scratch
+	at := rm.Explicit{Skip: -1, Name: h.at, Value: res.T}
+	if req.HasAt {
+		at.Skip = req.AtIdx + 2
+	}
+	clk := rm.Explicit{Skip: -1}
+	if req.HasClock {
+		clk.Skip = req.ClockIdx + 2
+	}
+	if needClock {
+		clk.Name, clk.Value = h.clock, clock
+	}
+	f.ReplicateWithOptions(at, clk)
 }
+
+var errNoFrame = errors.New("ERR internal error: CHARON.RATE runs only as a frame command")
 
 // rateErr turns the pure package's errors into reply texts: "ERR <ARG>: <reason>"
 // for arguments, WRONGTYPE for a value of the other kind, ERR for a corrupt value.

@@ -62,6 +62,8 @@ type Command struct {
 	ACLCategories string
 	KeySpecs      []KeySpec
 	Handler       Handler
+	// Frame, when set, makes the command a frame command (see FrameSpec).
+	Frame *FrameSpec
 }
 
 // commands is the dispatch table: slot i is the command registered with trampoline i.
@@ -115,6 +117,11 @@ func (c Ctx) register(slot int, cmd *Command) error {
 	if C.cshim_set_command_info(c.p, name, optCString(cmd.Summary), optCString(cmd.Complexity),
 		optCString(cmd.Since), C.int(cmd.Arity), specs, C.int(len(cmd.KeySpecs))) != 0 {
 		return fmt.Errorf("command %s: RedisModule_SetCommandInfo refused its info (arity or key specs)", cmd.Name)
+	}
+	if cmd.Frame != nil {
+		if err := cmd.Frame.define(slot, cmd.Name); err != nil {
+			return err
+		}
 	}
 	if cmd.ACLCategories != "" {
 		rc := C.cshim_set_acl_categories(c.p, name, C.CString(cmd.ACLCategories))

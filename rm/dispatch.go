@@ -20,7 +20,7 @@ import (
 //
 //export charonGoCommand
 func charonGoCommand(slot C.int, ctx *C.RedisModuleCtx, argv **C.RedisModuleString, argc C.int, keysRequest C.int) C.int {
-	c := Ctx{ctx}
+	c := Ctx{p: ctx}
 	defer func() {
 		if r := recover(); r != nil {
 			name := "?"
@@ -46,6 +46,28 @@ func charonGoCommand(slot C.int, ctx *C.RedisModuleCtx, argv **C.RedisModuleStri
 	return 0
 }
 
+// charonGoFrame is charonGoCommand for a frame command (rm.FrameSpec): C opened the
+// keys and made views of the arguments; what the handler asks of the frame, C does
+// after it returns. A handler that fails, or panics, leaves f.reply at 0: C then
+// writes nothing.
+//
+//export charonGoFrame
+func charonGoFrame(slot C.int, ctx *C.RedisModuleCtx, argv **C.RedisModuleString, argc C.int, f *C.cshim_frame) {
+	c := Ctx{p: ctx, f: f}
+	defer func() {
+		if r := recover(); r != nil {
+			f.reply = 0
+			c.Log(LogWarning, fmt.Sprintf("charon: panic in %s: %v\n%s", commands[slot].Name, r, debug.Stack()))
+			c.ReplyError(fmt.Sprintf("ERR internal error in %s: %v (see the server log)", commands[slot].Name, r))
+		}
+	}()
+	args := Args{argv: argv, argc: int(argc), ptrs: f.arg_ptrs, lens: f.arg_lens}
+	if err := commands[slot].Handler(c, args); err != nil {
+		f.reply = 0
+		c.replyErr(err)
+	}
+}
+
 // replyErr maps a handler's error to its reply, in one place.
 func (c Ctx) replyErr(err error) {
 	switch {
@@ -69,7 +91,7 @@ type LoadFunc func(c Ctx, args []ModuleArg) ([]Command, error)
 // config (LoadConfigs), then registers the commands. Any failure is logged and
 // refuses the load (returns 1).
 func Load(ctx, argv unsafe.Pointer, argc int, load LoadFunc) (rc int) {
-	c := Ctx{(*C.RedisModuleCtx)(ctx)}
+	c := Ctx{p: (*C.RedisModuleCtx)(ctx)}
 	defer func() {
 		if r := recover(); r != nil {
 			c.Log(LogWarning, fmt.Sprintf("charon: refusing to load: panic: %v\n%s", r, debug.Stack()))

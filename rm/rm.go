@@ -25,8 +25,12 @@ import (
 	_ "github.com/charon-redis/charon/cshim" // links the C side
 )
 
-// Ctx is the context of one command call (or of OnLoad).
-type Ctx struct{ p *C.RedisModuleCtx }
+// Ctx is the context of one command call (or of OnLoad). f is the frame C built
+// around a frame command (nil otherwise).
+type Ctx struct {
+	p *C.RedisModuleCtx
+	f *C.cshim_frame
+}
 
 // String is a Redis module string owned by Redis (an argument) or by the caller.
 type String struct{ p *C.RedisModuleString }
@@ -35,6 +39,9 @@ type String struct{ p *C.RedisModuleString }
 type Args struct {
 	argv **C.RedisModuleString
 	argc int
+	// views of every argument, when C already made them (a frame command)
+	ptrs **C.char
+	lens *C.size_t
 }
 
 // Len reports the number of arguments, the command name included.
@@ -46,14 +53,29 @@ func (a Args) At(i int) String {
 }
 
 // Bytes returns a borrowed view of argument i.
-func (a Args) Bytes(i int) []byte { return a.At(i).Bytes() }
+func (a Args) Bytes(i int) []byte {
+	if a.ptrs != nil {
+		return a.view(i)
+	}
+	return a.At(i).Bytes()
+}
+
+// view is argument i from the views C made.
+func (a Args) view(i int) []byte {
+	p := unsafe.Slice(a.ptrs, a.argc)[i]
+	return unsafe.Slice((*byte)(unsafe.Pointer(p)), int(unsafe.Slice(a.lens, a.argc)[i]))
+}
 
 // From returns the arguments from index i on, as their own Args.
 func (a Args) From(i int) Args {
 	if i >= a.argc {
 		return Args{}
 	}
-	return Args{argv: &unsafe.Slice(a.argv, a.argc)[i], argc: a.argc - i}
+	b := Args{argv: &unsafe.Slice(a.argv, a.argc)[i], argc: a.argc - i}
+	if a.ptrs != nil {
+		b.ptrs, b.lens = &unsafe.Slice(a.ptrs, a.argc)[i], &unsafe.Slice(a.lens, a.argc)[i]
+	}
+	return b
 }
 
 // argScratch holds the pointers and lengths that Views asks C to fill. It lives in
@@ -71,6 +93,12 @@ var argScratch struct {
 func (a Args) Views(dst [][]byte) [][]byte {
 	dst = dst[:0]
 	if a.argc == 0 {
+		return dst
+	}
+	if a.ptrs != nil {
+		for i := 0; i < a.argc; i++ {
+			dst = append(dst, a.view(i))
+		}
 		return dst
 	}
 	if argScratch.cap < a.argc {

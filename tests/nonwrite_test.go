@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -371,8 +372,51 @@ func TestRateErrorTexts(t *testing.T) {
 	require.NoError(t, c.Ping(ctx).Err())
 }
 
+// TestRatePropagatedForms: what a grant sends replicas and the AOF. A request without
+// AT gets the time it used appended; one with AT goes verbatim (AT already makes it
+// deterministic); one whose AT lies behind the server clock keeps its AT and gets
+// CLOCK appended, so that the expiry is the same everywhere.
+func TestRatePropagatedForms(t *testing.T) {
+	t.Parallel()
+	s := harness.Start(t, harness.Options{Config: []string{"appendonly yes"}})
+	c := s.Client(t)
+	ctx := context.Background()
+	ahead := rtNow() + 60_000
+	behind := rtNow() - 3_600_000
+	require.Equal(t, int64(1), rtFields(t, c.Do(ctx, "CHARON.RATE", "rl:{f}:bare", "LIMITS", "5/1m").Val(), 3)[0])
+	require.Equal(t, int64(1), rtFields(t, c.Do(ctx, rtCmd("rl:{f}:ahead", ahead, "LIMITS", "5/1m")...).Val(), 3)[0])
+	require.Equal(t, int64(1), rtFields(t, c.Do(ctx, rtCmd("rl:{f}:behind", behind, "LIMITS", "5/1m")...).Val(), 3)[0])
+	resp := func(args ...string) string {
+		var b strings.Builder
+		fmt.Fprintf(&b, "*%d\r\n", len(args))
+		for _, a := range args {
+			fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+		}
+		return b.String()
+	}
+	var aof string
+	harness.Eventually(t, 10*time.Second, func() (bool, string) {
+		incr, err := filepath.Glob(filepath.Join(s.Dir(), "appendonlydir", "*.incr.aof"))
+		require.NoError(t, err)
+		aof = ""
+		for _, f := range incr {
+			b, err := os.ReadFile(f)
+			require.NoError(t, err)
+			aof += string(b)
+		}
+		return strings.Count(aof, "CHARON.RATE") == 3, "the AOF holds the three grants"
+	})
+	ms := `\$13\r\n\d{13}\r\n`
+	bare := resp("CHARON.RATE", "rl:{f}:bare", "LIMITS", "5/1m", "AT")
+	require.Regexp(t, regexp.QuoteMeta("*6"+bare[2:])+ms, aof, "a bare request gets AT appended")
+	require.Contains(t, aof, resp("CHARON.RATE", "rl:{f}:ahead", "AT", strconv.FormatInt(ahead, 10), "LIMITS", "5/1m"),
+		"a request with AT goes verbatim")
+	late := resp("CHARON.RATE", "rl:{f}:behind", "LIMITS", "5/1m", "AT", strconv.FormatInt(behind, 10), "CLOCK")
+	require.Regexp(t, regexp.QuoteMeta("*8"+late[2:])+ms, aof, "a request behind the clock keeps AT and gets CLOCK")
+}
+
 // TestRateLimitsForm: the compact form answers and stores exactly what the TIER form
-// does, and is replicated as sent (with AT made explicit).
+// does, and is replicated as sent.
 func TestRateLimitsForm(t *testing.T) {
 	t.Parallel()
 	primary, replica := harness.StartPrimaryReplica(t, harness.Options{Config: []string{"appendonly yes"}})
@@ -396,8 +440,8 @@ func TestRateLimitsForm(t *testing.T) {
 	require.Equal(t, rtPExpireTime(t, c, "rl:{l}:tier"), rtPExpireTime(t, c, "rl:{l}:limits"))
 	harness.WaitReplicaSync(t, primary, replica)
 	require.Equal(t, rtDigest(t, c), rtDigest(t, replica.Client(t)))
-	// The AOF (fed like the replicas) holds the compact form as sent, AT made explicit,
-	// once per grant in either form. The server writes the AOF after replying (Valkey 9
+	// The AOF (fed like the replicas) holds the compact form as sent, once per grant in
+	// either form: these requests carry AT, so they are propagated verbatim. The server writes the AOF after replying (Valkey 9
 	// later than Redis), so read it until every grant is there.
 	var aof []byte
 	harness.Eventually(t, 10*time.Second, func() (bool, string) {
@@ -413,5 +457,6 @@ func TestRateLimitsForm(t *testing.T) {
 		return nl == grants && nt == grants, fmt.Sprintf("AOF holds %d LIMITS and %d TIER commands, want %d of each", nl, nt, grants)
 	})
 	require.Positive(t, grants)
-	require.Contains(t, string(aof), "$6\r\nLIMITS\r\n$35\r\n10/1s, 50/5s/5s/15s, 1000/1m/1m/10m\r\n$2\r\nAT\r\n")
+	require.Contains(t, string(aof), "$11\r\nCHARON.RATE\r\n$13\r\nrl:{l}:limits\r\n$2\r\nAT\r\n")
+	require.Contains(t, string(aof), "$6\r\nLIMITS\r\n$35\r\n10/1s, 50/5s/5s/15s, 1000/1m/1m/10m\r\n*")
 }
