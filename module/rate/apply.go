@@ -391,8 +391,12 @@ func (c *calc) expiry(entered *[MaxTiers]bool, entry *[MaxTiers]int64) int64 {
 // maxEventLen bounds one encoded event: its step, a header and 17 counts.
 const maxEventLen = 2*maxVarint + Slots*maxVarint
 
-// maxHeaderLen bounds an encoded header and trailer.
-const maxHeaderLen = 2 + 5*maxVarint + 3*maxVarint + maxVarint + 1 + MaxTiers*(5*maxVarint+1+3*maxVarint) + trailerLen
+// maxHeaderLen bounds an encoded header and trailer, maxTierHeaderLen a tier's part.
+const (
+	maxTierHeaderLen = 5*maxVarint + 1 + 3*maxVarint
+	maxHeaderLen     = 2 + 5*maxVarint + 3*maxVarint + maxVarint + 1 + MaxTiers*maxTierHeaderLen + trailerLen
+	smallTiers       = 4 // emit's header buffer for up to this many tiers is small
+)
 
 // newest reads the newest event of v (the one a grant at v.last merges into).
 func (v *view) newestEvent(s *[Slots]int64) (int64, error) {
@@ -447,14 +451,22 @@ func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTier
 		}
 	}
 	var total int64
-	for j := 0; j < Slots; j++ {
-		if j < c.n {
-			s[j] = min(s[j]+take[j], MaxStoredCount)
-		}
-		total += s[j]
-	}
 	var evb [maxEventLen]byte
-	ev := appendEvent(evb[:0], d, &s)
+	var ev []byte
+	if !merge && take[0] == granted {
+		// The common request: every hit in tier 1 at a new ms. s holds them alone
+		// (take[0] <= MaxMax < MaxStoredCount), no need to scan the 17 slots.
+		s[0], total = take[0], take[0]
+		ev = appendSingle(evb[:0], d, 0, take[0])
+	} else {
+		for j := 0; j < Slots; j++ {
+			if j < c.n {
+				s[j] = min(s[j]+take[j], MaxStoredCount)
+			}
+			total += s[j]
+		}
+		ev = appendEvent(evb[:0], d, &s)
+	}
 	evOff, newEnd := keepEnd, keepEnd+len(ev)
 
 	// The old header is read: c.v becomes the new one (its bytes, c.v.b, stay the
@@ -537,8 +549,16 @@ func (c *calc) emit(old []byte, nv *view, cur []byte, inPlace bool, out []byte, 
 	for j := 0; j < nv.n; j++ {
 		nv.tiers[j].cu.off -= shift
 	}
-	var hb [maxHeaderLen]byte
-	hdr := appendHeader(hb[:0], nv)
+	// The header is built on the stack; Go zeroes the buffer first, so a request of
+	// a few tiers takes a buffer of its size rather than one for 16 tiers.
+	var hdr []byte
+	if nv.n <= smallTiers {
+		var hb [maxHeaderLen - (MaxTiers-smallTiers)*maxTierHeaderLen]byte
+		hdr = appendHeader(hb[:0], nv)
+	} else {
+		var hb [maxHeaderLen]byte
+		hdr = appendHeader(hb[:0], nv)
+	}
 	n := nv.end + len(hdr)
 	var dst []byte
 	if inPlace && cap(cur) >= n {

@@ -45,3 +45,27 @@ func TestHeaderVarintFastPath(t *testing.T) {
 		check()
 	}
 }
+
+// encodeDomain writes a new event of tier-1 hits with appendSingle, without the
+// 17-slot scan of appendEvent: the bytes must be appendEvent's.
+func TestSingleEventFastPath(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := 0; i < 100000; i++ {
+		d := rng.Int64N(1 << uint(rng.IntN(54)))
+		cnt := int64(1)
+		if rng.IntN(2) == 0 {
+			cnt = 1 + rng.Int64N(1<<uint(rng.IntN(47)))
+			cnt = min(cnt, MaxStoredCount)
+		}
+		j := 0
+		if rng.IntN(4) == 0 {
+			j = rng.IntN(Slots)
+		}
+		var s [Slots]int64
+		s[j] = cnt
+		want := appendEvent(nil, d, &s)
+		if got := appendSingle(nil, d, j, cnt); string(got) != string(want) {
+			t.Fatalf("d=%d slot %d count %d: % x, appendEvent % x", d, j, cnt, got, want)
+		}
+	}
+}

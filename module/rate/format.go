@@ -333,17 +333,8 @@ func appendEvent(b []byte, d int64, c *[Slots]int64) []byte {
 	case lo < 0:
 		// Unreachable from Apply (granted > 0); an invalid event makes Encode fail.
 		return append(b, 0x70)
-	case lo == 0 && hi == 0 && c[0] == 1:
-		switch {
-		case d < 0x40:
-			return append(b, byte(d))
-		case d < 0x8000:
-			return append(b, 0x80|byte(d>>8), byte(d))
-		}
-		return appendStep(b, d, formOne)
 	case lo == hi:
-		b = appendStep(b, d, formSingle)
-		return appendUvarint(b, uint64(c[lo]-1)<<slotBits|uint64(lo))
+		return appendSingle(b, d, lo, c[lo])
 	}
 	b = appendStep(b, d, formMulti)
 	b = appendUvarint(b, uint64(hi-lo-1)<<slotBits|uint64(lo))
@@ -351,6 +342,21 @@ func appendEvent(b []byte, d int64, c *[Slots]int64) []byte {
 		b = appendUvarint(b, uint64(c[j]))
 	}
 	return b
+}
+
+// appendSingle appends an event whose only hits are cnt (>= 1) in slot j.
+func appendSingle(b []byte, d int64, j int, cnt int64) []byte {
+	if j == 0 && cnt == 1 {
+		switch {
+		case d < 0x40:
+			return append(b, byte(d))
+		case d < 0x8000:
+			return append(b, 0x80|byte(d>>8), byte(d))
+		}
+		return appendStep(b, d, formOne)
+	}
+	b = appendStep(b, d, formSingle)
+	return appendUvarint(b, uint64(cnt-1)<<slotBits|uint64(j))
 }
 
 // hreader reads the header's varints; any failure sets bad.
