@@ -89,7 +89,7 @@ var ErrBadRequest = errors.New("rate: invalid request")
 // calc holds one request's working state; it lives on the caller's stack.
 type calc struct {
 	req        *Request
-	v, gv      view
+	v          view
 	hasV       bool // the key holds a value
 	hasGV      bool // the global key holds a value
 	hasG       bool
@@ -147,8 +147,7 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 	c.req = req
 	c.n = req.NTiers
 	c.v.start, c.v.end = 1, 1 // no value: the first event goes at offset 1
-	c.gv.start, c.gv.end = 1, 1
-	c.v.sec.off, c.gv.sec.off = 1, 1
+	c.v.sec.off = 1
 	curIn, gcurIn := inPlace, inPlace
 	if len(cur) > 0 {
 		if cur[0] == encV1 {
@@ -165,7 +164,17 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 		}
 		c.hasV = true
 	}
+	// The global key's header, only with GLOBAL: a view is 1.4 KB to zero. It is
+	// not a field of c: escape analysis follows c as a whole, and c.v's bytes leak
+	// to the event walker, which would move it to the heap.
+	var gv *view
 	c.hasG = req.HasGlobal
+	if c.hasG {
+		var g view
+		g.start, g.end = 1, 1
+		g.sec.off = 1
+		gv = &g
+	}
 	if c.hasG && len(gcur) > 0 {
 		if gcur[0] == encV1 {
 			if gcur, err = convertV1(gcur, gout[:0]); err != nil {
@@ -173,11 +182,11 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 			}
 			gcurIn = true
 		}
-		if err := parseHeader(gcur, &c.gv); err != nil {
+		if err := parseHeader(gcur, gv); err != nil {
 			return res, nil, nil, fmt.Errorf("global key: %w", err)
 		}
-		if c.gv.kind != KindGlobal {
-			return res, nil, nil, fmt.Errorf("global key holds a %v log: %w", c.gv.kind, ErrWrongKind)
+		if gv.kind != KindGlobal {
+			return res, nil, nil, fmt.Errorf("global key holds a %v log: %w", gv.kind, ErrWrongKind)
 		}
 		c.hasGV = true
 	}
@@ -188,7 +197,7 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 		t = max(t, c.v.last)
 	}
 	if c.hasGV {
-		t = max(t, c.gv.last)
+		t = max(t, gv.last)
 	}
 	c.t = t
 	res.T = t
@@ -225,9 +234,11 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 		return res, nil, nil, fmt.Errorf("key: %w", corrupt(c.sec.off, f.String()))
 	}
 	c.domainHits = c.sec.sum
-	c.gsec = c.gv.sec
+	if c.hasG {
+		c.gsec = gv.sec
+	}
 	if c.hasGV {
-		if f := c.gv.advance(&c.gsec, -1, t-1000); f != faultNone {
+		if f := gv.advance(&c.gsec, -1, t-1000); f != faultNone {
 			return res, nil, nil, fmt.Errorf("global key: %w", corrupt(c.gsec.off, f.String()))
 		}
 		c.globalHits = c.gsec.sum
@@ -279,7 +290,7 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 		f[FieldGlobalHits] = c.globalHits
 	}
 	if c.hasGV {
-		res.GlobalExpireAt = c.gv.last + 1001
+		res.GlobalExpireAt = gv.last + 1001
 	}
 
 	// Rule 6: decision.
@@ -289,26 +300,27 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 		x := c.expiry(&c.entered, &c.entry)
 		res.ExpireAt = x
 		f[FieldResetAfter] = max(x-t, 0)
-		f[FieldRetryAfter] = c.retryAfter(need)
+		f[FieldRetryAfter] = c.retryAfter(need, gv)
 		return res, nil, nil, nil
 	}
 
-	// Rule 7: the state after recording, as if written.
+	// Rule 7: the state after recording, as if written. The stored state is not
+	// needed any more (retry_after is for rejections): c's arrays become the new
+	// state in place rather than copies.
 	res.Granted = true
 	f[FieldGranted] = granted
 	var enteredNow [MaxTiers]bool
-	entered2, entry2, state2, hits2 := c.entered, c.entry, c.state, c.hits
 	for j := 0; j < c.n; j++ {
 		if part[j] && c.state[j] == Inactive {
 			enteredNow[j] = true
-			entered2[j], entry2[j], state2[j] = true, t, Active
+			c.entered[j], c.entry[j], c.state[j] = true, t, Active
 			if j > start {
 				f[FieldBurst] = 1
 			}
 		}
-		hits2[j] = satAdd(hits2[j], take[j], hitSumCap)
+		c.hits[j] = satAdd(c.hits[j], take[j], hitSumCap)
 	}
-	f[FieldTier], f[FieldTierLimit], f[FieldTierHits] = c.currentTier(&state2, &hits2)
+	f[FieldTier], f[FieldTierLimit], f[FieldTierHits] = c.currentTier(&c.state, &c.hits)
 	f[FieldDomainHits] = c.domainHits + granted
 	if c.hasG {
 		f[FieldGlobalHits] = c.globalHits + granted
@@ -317,18 +329,18 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 	if take[0] > 0 {
 		c.x1 = max(c.x1, t+req.Tiers[0].Window+1)
 	}
-	x := max(c.expiry(&entered2, &entry2), t+1001)
+	x := max(c.expiry(&c.entered, &c.entry), t+1001)
 	res.ExpireAt = x
 	f[FieldResetAfter] = x - t
 	if req.DryRun {
 		return res, nil, nil, nil
 	}
 	res.Write = true
-	if newVal, err = c.encodeDomain(cur, curIn, out, &take, granted, &enteredNow, &entered2, &entry2, &state2); err != nil {
+	if newVal, err = c.encodeDomain(cur, curIn, out, &take, granted, &enteredNow); err != nil {
 		return res, nil, nil, fmt.Errorf("key: %w", err)
 	}
 	if c.hasG {
-		if newGVal, err = c.encodeGlobal(gcur, gcurIn, gout, granted); err != nil {
+		if newGVal, err = c.encodeGlobal(gv, gcur, gcurIn, gout, granted); err != nil {
 			return res, nil, nil, fmt.Errorf("global key: %w", err)
 		}
 	}
@@ -379,8 +391,12 @@ func (c *calc) expiry(entered *[MaxTiers]bool, entry *[MaxTiers]int64) int64 {
 // maxEventLen bounds one encoded event: its step, a header and 17 counts.
 const maxEventLen = 2*maxVarint + Slots*maxVarint
 
-// maxHeaderLen bounds an encoded header and trailer.
-const maxHeaderLen = 2 + 5*maxVarint + 3*maxVarint + maxVarint + 1 + MaxTiers*(5*maxVarint+1+3*maxVarint) + trailerLen
+// maxHeaderLen bounds an encoded header and trailer, maxTierHeaderLen a tier's part.
+const (
+	maxTierHeaderLen = 5*maxVarint + 1 + 3*maxVarint
+	maxHeaderLen     = 2 + 5*maxVarint + 3*maxVarint + maxVarint + 1 + MaxTiers*maxTierHeaderLen + trailerLen
+	smallTiers       = 4 // emit's header buffer for up to this many tiers is small
+)
 
 // newest reads the newest event of v (the one a grant at v.last merges into).
 func (v *view) newestEvent(s *[Slots]int64) (int64, error) {
@@ -411,7 +427,8 @@ func place(cu cursor, oldEnd, evOff, newEnd int, merge bool, t, cnt, add int64) 
 // encodeDomain writes the key's new value: the request's configuration and entries,
 // the cursors moved on, this request's hits merged into the newest event (when it is
 // at t) or appended, the dead front dropped when it outweighs the live log.
-func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTiers]int64, granted int64, enteredNow, entered2 *[MaxTiers]bool, entry2 *[MaxTiers]int64, state2 *[MaxTiers]TierState) ([]byte, error) {
+// c.entered, c.entry and c.state are the state after the request.
+func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTiers]int64, granted int64, enteredNow *[MaxTiers]bool) ([]byte, error) {
 	t := c.t
 	merge := c.hasV && c.v.last == t
 	var s [Slots]int64
@@ -427,71 +444,82 @@ func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTier
 		}
 		keepEnd = c.v.newest
 		for j := 1; j < Detached; j++ {
-			if s[j] != 0 && (j >= c.n || enteredNow[j] || state2[j] == Inactive) {
+			if s[j] != 0 && (j >= c.n || enteredNow[j] || c.state[j] == Inactive) {
 				s[Detached] = min(s[Detached]+s[j], MaxStoredCount)
 				s[j] = 0
 			}
 		}
 	}
 	var total int64
-	for j := 0; j < Slots; j++ {
-		if j < c.n {
-			s[j] = min(s[j]+take[j], MaxStoredCount)
-		}
-		total += s[j]
-	}
 	var evb [maxEventLen]byte
-	ev := appendEvent(evb[:0], d, &s)
+	var ev []byte
+	if !merge && take[0] == granted {
+		// The common request: every hit in tier 1 at a new ms. s holds them alone
+		// (take[0] <= MaxMax < MaxStoredCount), no need to scan the 17 slots.
+		s[0], total = take[0], take[0]
+		ev = appendSingle(evb[:0], d, 0, take[0])
+	} else {
+		for j := 0; j < Slots; j++ {
+			if j < c.n {
+				s[j] = min(s[j]+take[j], MaxStoredCount)
+			}
+			total += s[j]
+		}
+		ev = appendEvent(evb[:0], d, &s)
+	}
 	evOff, newEnd := keepEnd, keepEnd+len(ev)
 
-	var nv view
+	// The old header is read: c.v becomes the new one (its bytes, c.v.b, stay the
+	// old value's), which spares zeroing and filling a second 1.4 KB view.
+	nv := &c.v
+	oldEnd := nv.end
 	nv.kind, nv.last, nv.n, nv.newest, nv.end = KindDomain, t, c.n, evOff, newEnd
-	nv.sec = place(c.sec, c.v.end, evOff, newEnd, merge, t, total, granted)
+	nv.sec = place(c.sec, oldEnd, evOff, newEnd, merge, t, total, granted)
 	for j := 0; j < c.n; j++ {
 		st := &nv.tiers[j]
-		st.cfg, st.entered, st.entry = c.req.Tiers[j], entered2[j], entry2[j]
+		st.cfg, st.entered, st.entry = c.req.Tiers[j], c.entered[j], c.entry[j]
 		switch {
-		case j > 0 && state2[j] == Inactive:
+		case j > 0 && c.state[j] == Inactive:
 			st.cu = cursor{off: newEnd}
 		case j > 0 && enteredNow[j]:
 			st.cu = cursor{off: evOff, ts: t, sum: s[j]}
 		default:
-			st.cu = place(c.cu[j], c.v.end, evOff, newEnd, merge, t, s[j], take[j])
+			st.cu = place(c.cu[j], oldEnd, evOff, newEnd, merge, t, s[j], take[j])
 		}
 	}
-	nv.has1, nv.t1 = c.v.has1, c.v.t1
 	if take[0] > 0 {
 		nv.has1, nv.t1 = true, t
 	}
-	return c.emit(&c.v, &nv, cur, inPlace, out, keepEnd, ev), nil
+	return c.emit(nv.b, nv, cur, inPlace, out, keepEnd, ev), nil
 }
 
 // encodeGlobal writes the global key's new value: its second log with granted hits at
 // t, the cursor moved on, the dead front dropped in batches.
-func (c *calc) encodeGlobal(gcur []byte, inPlace bool, gout []byte, granted int64) ([]byte, error) {
+func (c *calc) encodeGlobal(gv *view, gcur []byte, inPlace bool, gout []byte, granted int64) ([]byte, error) {
 	t := c.t
-	merge := c.hasGV && c.gv.last == t
+	merge := c.hasGV && gv.last == t
 	var s [Slots]int64
 	var d int64
 	keepEnd := 1
 	if c.hasGV {
-		keepEnd, d = c.gv.end, t-c.gv.last
+		keepEnd, d = gv.end, t-gv.last
 	}
 	if merge {
 		var err error
-		if d, err = c.gv.newestEvent(&s); err != nil {
+		if d, err = gv.newestEvent(&s); err != nil {
 			return nil, err
 		}
-		keepEnd = c.gv.newest
+		keepEnd = gv.newest
 	}
 	s[Detached] = min(s[Detached]+granted, MaxStoredCount)
 	var evb [maxEventLen]byte
 	ev := appendEvent(evb[:0], d, &s)
 	evOff, newEnd := keepEnd, keepEnd+len(ev)
-	var nv view
-	nv.kind, nv.last, nv.newest, nv.end = KindGlobal, t, evOff, newEnd
-	nv.sec = place(c.gsec, c.gv.end, evOff, newEnd, merge, t, s[Detached], granted)
-	return c.emit(&c.gv, &nv, gcur, inPlace, gout, keepEnd, ev), nil
+	nv := gv // as in encodeDomain: the old header becomes the new one
+	oldEnd := nv.end
+	nv.kind, nv.last, nv.n, nv.newest, nv.end = KindGlobal, t, 0, evOff, newEnd
+	nv.sec = place(c.gsec, oldEnd, evOff, newEnd, merge, t, s[Detached], granted)
+	return c.emit(nv.b, nv, gcur, inPlace, gout, keepEnd, ev), nil
 }
 
 // compactMin is the smallest dead front worth moving the log for.
@@ -500,7 +528,7 @@ const compactMin = 16
 // emit lays out a new value: the old log's bytes [1, keepEnd) (or, when the dead
 // front [1, start) outweighs half the live log, only [start, keepEnd), moved to the
 // front), the event at t, and nv's header. nv's offsets are given as if nothing moved.
-func (c *calc) emit(old, nv *view, cur []byte, inPlace bool, out []byte, keepEnd int, ev []byte) []byte {
+func (c *calc) emit(old []byte, nv *view, cur []byte, inPlace bool, out []byte, keepEnd int, ev []byte) []byte {
 	start, first := nv.sec.off, nv.sec.ts
 	for j := 0; j < nv.n; j++ {
 		if cu := &nv.tiers[j].cu; cu.off < start {
@@ -521,8 +549,16 @@ func (c *calc) emit(old, nv *view, cur []byte, inPlace bool, out []byte, keepEnd
 	for j := 0; j < nv.n; j++ {
 		nv.tiers[j].cu.off -= shift
 	}
-	var hb [maxHeaderLen]byte
-	hdr := appendHeader(hb[:0], nv)
+	// The header is built on the stack; Go zeroes the buffer first, so a request of
+	// a few tiers takes a buffer of its size rather than one for 16 tiers.
+	var hdr []byte
+	if nv.n <= smallTiers {
+		var hb [maxHeaderLen - (MaxTiers-smallTiers)*maxTierHeaderLen]byte
+		hdr = appendHeader(hb[:0], nv)
+	} else {
+		var hb [maxHeaderLen]byte
+		hdr = appendHeader(hb[:0], nv)
+	}
 	n := nv.end + len(hdr)
 	var dst []byte
 	if inPlace && cap(cur) >= n {
@@ -535,7 +571,7 @@ func (c *calc) emit(old, nv *view, cur []byte, inPlace bool, out []byte, keepEnd
 	} else {
 		dst = append(out[:0], EncVer)
 		if keepEnd > 1 {
-			dst = append(dst, old.b[1+shift:keepEnd]...)
+			dst = append(dst, old[1+shift:keepEnd]...)
 		}
 	}
 	dst = append(dst, ev...)

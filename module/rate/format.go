@@ -1,8 +1,10 @@
 package rate
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 )
 
 // EncVer is the encoding version this package writes (FORMAT.md). The C side registers
@@ -138,6 +140,22 @@ func uvarint(b []byte, off int) (v uint64, n int) {
 		shift += 7
 	}
 	return 0, 0
+}
+
+// varint8 decodes a varint of 2 to 8 bytes held in the low bytes of x (little
+// endian), as uvarint would; n == 0 when it is longer or overlong.
+func varint8(x uint64) (v uint64, n int) {
+	// The high bit of the bytes that end a varint; none: n == 9.
+	n = bits.TrailingZeros64(^x&0x8080808080808080)>>3 + 1
+	if n > 8 || x>>(8*(n-1))&0xff == 0 {
+		return 0, 0 // longer, or overlong (a last byte of 0 after others)
+	}
+	x &= (1<<(8*n) - 1) & 0x7f7f7f7f7f7f7f7f // its bytes, without their high bits
+	// Gather the 7-bit groups: pairs, then quads, then the two halves.
+	x = x&0x007f007f007f007f | x&0x7f007f007f007f00>>1
+	x = x&0x00003fff00003fff | x&0x3fff00003fff0000>>2
+	x = x&0x000000000fffffff | x&0x0fffffff00000000>>4
+	return x, n
 }
 
 func appendUvarint(b []byte, v uint64) []byte {
@@ -315,17 +333,8 @@ func appendEvent(b []byte, d int64, c *[Slots]int64) []byte {
 	case lo < 0:
 		// Unreachable from Apply (granted > 0); an invalid event makes Encode fail.
 		return append(b, 0x70)
-	case lo == 0 && hi == 0 && c[0] == 1:
-		switch {
-		case d < 0x40:
-			return append(b, byte(d))
-		case d < 0x8000:
-			return append(b, 0x80|byte(d>>8), byte(d))
-		}
-		return appendStep(b, d, formOne)
 	case lo == hi:
-		b = appendStep(b, d, formSingle)
-		return appendUvarint(b, uint64(c[lo]-1)<<slotBits|uint64(lo))
+		return appendSingle(b, d, lo, c[lo])
 	}
 	b = appendStep(b, d, formMulti)
 	b = appendUvarint(b, uint64(hi-lo-1)<<slotBits|uint64(lo))
@@ -333,6 +342,21 @@ func appendEvent(b []byte, d int64, c *[Slots]int64) []byte {
 		b = appendUvarint(b, uint64(c[j]))
 	}
 	return b
+}
+
+// appendSingle appends an event whose only hits are cnt (>= 1) in slot j.
+func appendSingle(b []byte, d int64, j int, cnt int64) []byte {
+	if j == 0 && cnt == 1 {
+		switch {
+		case d < 0x40:
+			return append(b, byte(d))
+		case d < 0x8000:
+			return append(b, 0x80|byte(d>>8), byte(d))
+		}
+		return appendStep(b, d, formOne)
+	}
+	b = appendStep(b, d, formSingle)
+	return appendUvarint(b, uint64(cnt-1)<<slotBits|uint64(j))
 }
 
 // hreader reads the header's varints; any failure sets bad.
@@ -343,6 +367,19 @@ type hreader struct {
 }
 
 func (r *hreader) u() uint64 {
+	// A request reads some 35 header varints: with 8 bytes at hand, decode without
+	// the byte loop (a 9-byte varint, or fewer than 8 bytes left, takes the loop).
+	if off := r.off; len(r.b)-off >= 8 {
+		x := binary.LittleEndian.Uint64(r.b[off:])
+		if x&0x80 == 0 {
+			r.off = off + 1
+			return x & 0x7f
+		}
+		if v, n := varint8(x); n > 0 {
+			r.off = off + n
+			return v
+		}
+	}
 	x, n := uvarint(r.b, r.off)
 	if n == 0 {
 		r.bad = true

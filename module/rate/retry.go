@@ -12,8 +12,8 @@ import "math"
 
 // retryAfter returns the retry_after field for a rejected request at c.t, or -1 when
 // no amount of waiting helps (rule 9, or MIN above what the tiers, HARD or GLOBAL can
-// ever give).
-func (c *calc) retryAfter(need int64) int64 {
+// ever give). gv is the global key's header (with GLOBAL).
+func (c *calc) retryAfter(need int64, gv *view) int64 {
 	req := c.req
 	var sumL int64
 	for j := 0; j < c.n; j++ {
@@ -36,7 +36,7 @@ func (c *calc) retryAfter(need int64) int64 {
 		tCap = max(tCap, logClear(&c.v, c.sec, s0, req.Hard-need))
 	}
 	if req.HasGlobal && c.globalHits > req.GlobalLimit-need {
-		tCap = max(tCap, logClear(&c.gv, c.gsec, s0, req.GlobalLimit-need))
+		tCap = max(tCap, logClear(gv, c.gsec, s0, req.GlobalLimit-need))
 	}
 	// Working copies of the tier cursors: they only move forward, segment after
 	// segment, over the hits that leave a window.
