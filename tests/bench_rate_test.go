@@ -97,6 +97,8 @@ func rateCases(b testing.TB, rdb *redis.Client) []benchCase {
 	at := strconv.FormatInt(now, 10)
 	cases := []benchCase{
 		{"INCR", 100000, []string{"INCR", "k:__rand_int__"}},
+		// The cheapest write that gives its key an expiry, as CHARON.RATE must.
+		{"SET PX 1000 (write with expiry)", 100000, []string{"SET", "s:__rand_int__", "x", "PX", "1000"}},
 		{"3-tier TIER form", 100000, append([]string{"CHARON.RATE", "rl:{a}:__rand_int__", "MAX", "1"}, benchTiers...)},
 	}
 	if rdb.Do(ctx, append([]any{"CHARON.RATE", "rl:{probe}"}, toAny(benchLimits)...)...).Err() == nil {
@@ -130,10 +132,11 @@ func toAny(s []string) []any {
 	return out
 }
 
-// redisBenchmark runs one case and returns the server CPU us per request.
-func redisBenchmark(b testing.TB, port int, rdb *redis.Client, requests int, c benchCase) float64 {
+// redisBenchmark runs one case with pipeline depth pipe and returns the server CPU us
+// per request.
+func redisBenchmark(b testing.TB, port int, rdb *redis.Client, requests, pipe int, c benchCase) float64 {
 	bin := filepath.Join(filepath.Dir(harness.RedisCLIPath(b)), "redis-benchmark")
-	args := []string{"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-c", "50", "-P", "16", "-n", strconv.Itoa(requests), "-q"}
+	args := []string{"-h", "127.0.0.1", "-p", strconv.Itoa(port), "-c", "50", "-P", strconv.Itoa(pipe), "-n", strconv.Itoa(requests), "-q"}
 	if c.keys > 0 {
 		args = append(args, "-r", strconv.Itoa(c.keys))
 	}
@@ -195,19 +198,44 @@ func benchReport(b testing.TB, text string) {
 	}
 }
 
-// BenchmarkRateCost: server CPU per request of every case, side by side, in rounds.
+// BenchmarkRateCost: server CPU per request of every case, side by side, in rounds,
+// twice: with pipeline depth 16 (many requests per read: the command's own cost
+// dominates) and, for the main cases, with no pipelining (one request per read and
+// per write, as a server calling the limiter once per request of its own does).
 func BenchmarkRateCost(b *testing.B) {
 	rounds := envInt("CHARON_BENCH_ROUNDS", 3)
 	requests := envInt("CHARON_BENCH_REQUESTS", 200000)
-	s := harness.Start(b, harness.Options{})
+	floor := buildFloorModule(b)
+	s := harness.Start(b, harness.Options{Config: []string{"loadmodule " + floor}})
 	rdb := s.Client(b)
 	cases := rateCases(b, rdb)
-	us := make([][]float64, len(cases))
+	cases = append(cases[:2], append([]benchCase{{"module API floor (tests/benchfloor, C, computes nothing)", 100000,
+		append([]string{"FLOOR.RATE", "fl:__rand_int__"}, benchLimits...)}}, cases[2:]...)...)
 	for i := 0; i < b.N; i++ {
-		for r := 0; r < rounds; r++ {
-			for k, c := range cases {
-				us[k] = append(us[k], redisBenchmark(b, s.Port(), rdb, requests, c))
+		for _, pipe := range []int{16, 1} {
+			run := cases
+			n := requests
+			if pipe == 1 {
+				run = nil
+				for _, c := range cases {
+					if !strings.HasPrefix(c.name, "key with") && !strings.HasPrefix(c.name, "GLOBAL") {
+						run = append(run, c)
+					}
+				}
+				n = max(requests/4, 1000) // a request costs several times more unpipelined
 			}
+			rateCostTable(b, s.Port(), rdb, run, rounds, n, pipe)
+		}
+	}
+}
+
+// rateCostTable measures cases in rounds at one pipeline depth and reports the table
+// and the acceptance ratios.
+func rateCostTable(b *testing.B, port int, rdb *redis.Client, cases []benchCase, rounds, requests, pipe int) {
+	us := make([][]float64, len(cases))
+	for r := 0; r < rounds; r++ {
+		for k, c := range cases {
+			us[k] = append(us[k], redisBenchmark(b, port, rdb, requests, pipe, c))
 		}
 	}
 	idx := func(prefix string) int {
@@ -230,12 +258,12 @@ func BenchmarkRateCost(b *testing.B) {
 	}
 	incr := idx("INCR")
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n#### Server CPU per request (%d rounds of %d requests per case; redis-benchmark -c 50 -P 16)\n\n", rounds, requests)
+	fmt.Fprintf(&sb, "\n#### Server CPU per request, pipeline %d (%d rounds of %d requests per case; redis-benchmark -c 50 -P %d)\n\n", pipe, rounds, requests, pipe)
 	sb.WriteString("| case | server CPU us/request, min / median / max | vs INCR, min / median / max |\n|---|---|---|\n")
 	for k, c := range cases {
 		fmt.Fprintf(&sb, "| %s | %s | %sx |\n", c.name, fmtStats(us[k], 3), fmtStats(ratio(k, incr), 2))
 	}
-	sb.WriteString("\n| acceptance ratio (within each round) | min / median / max | bound |\n|---|---|---|\n")
+	fmt.Fprintf(&sb, "\n| acceptance ratio, pipeline %d (within each round) | min / median / max | bound |\n|---|---|---|\n", pipe)
 	for _, a := range []struct {
 		name, num, den, bound string
 	}{
@@ -244,12 +272,29 @@ func BenchmarkRateCost(b *testing.B) {
 		{"3-tier TIER form / INCR", "3-tier TIER", "INCR", "<= 2.0"},
 		{"3-tier compact LIMITS form / INCR", "3-tier compact", "INCR", "<= 1.6"},
 		{"Lua charon.lua / compact LIMITS form", "Lua", "3-tier compact", ">= 15"},
+		{"(reference) SET PX / INCR", "SET PX", "INCR", ""},
+		{"(reference) module API floor / INCR", "module API floor", "INCR", ""},
+		{"(reference) compact LIMITS form / module API floor", "3-tier compact", "module API floor", ""},
 	} {
 		if rs := ratio(idx(a.num), idx(a.den)); len(rs) > 0 {
 			fmt.Fprintf(&sb, "| %s | %s | %s |\n", a.name, fmtStats(rs, 2), a.bound)
 		}
 	}
 	benchReport(b, sb.String())
+}
+
+// buildFloorModule compiles tests/benchfloor/floor.c, the benchmark-only module whose
+// FLOOR.RATE makes a grant's Redis API calls from C and computes nothing, against the
+// pinned redismodule.h, and returns the .so's path.
+func buildFloorModule(b *testing.B) string {
+	root := harness.RepoRoot(b)
+	out := filepath.Join(b.TempDir(), "floor.so")
+	cc := exec.Command("gcc", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
+		"-I", filepath.Join(root, "cshim"), "-o", out, filepath.Join(root, "tests", "benchfloor", "floor.c"))
+	if o, err := cc.CombinedOutput(); err != nil {
+		b.Fatalf("building the floor module: %v\n%s", err, o)
+	}
+	return out
 }
 
 // BenchmarkRateMemory1M: memory per domain with 1M domain keys of the 3-tier form,
