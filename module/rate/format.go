@@ -634,37 +634,159 @@ func (w *evWalk) step(f *fault) bool {
 	return true
 }
 
+// evCount reads the event at b[off:end] as readEvent does (same next, step and fault
+// on any bytes) but keeps only its count in slot j, or its second-log total for j < 0:
+// the cursor walks need nothing else, and an event struct is 170 bytes to fill.
+func evCount(b []byte, off, end, j int) (next int, d uint64, cnt int64, f fault) {
+	if off >= end {
+		return off, 0, 0, faultTime
+	}
+	c0 := b[off]
+	off++
+	if c0 < 0x40 {
+		if j <= 0 {
+			cnt = 1
+		}
+		return off, uint64(c0), cnt, faultNone
+	}
+	if c0 >= 0x80 {
+		if off >= end {
+			return off, 0, 0, faultTime
+		}
+		if j <= 0 {
+			cnt = 1
+		}
+		return off + 1, uint64(c0&0x7f)<<8 | uint64(b[off]), cnt, faultNone
+	}
+	d = uint64(c0 & 15)
+	if d == 15 {
+		x, n := uvarint(b[:end], off)
+		if n == 0 {
+			return off, 0, 0, faultTime
+		}
+		off += n
+		d += x
+	}
+	switch (c0 >> 4) & 3 {
+	case formOne:
+		if j <= 0 {
+			cnt = 1
+		}
+		return off, d, cnt, faultNone
+	case formSingle:
+		var h uint64
+		if off < end && b[off] < 0x80 {
+			h = uint64(b[off])
+			off++
+		} else {
+			x, n := uvarint(b[:end], off)
+			if n == 0 {
+				return off, d, 0, faultHeader
+			}
+			h = x
+			off += n
+		}
+		slot, c := h&(1<<slotBits-1), h>>slotBits+1
+		if slot > Detached || c > MaxStoredCount {
+			return off, d, 0, faultSingle
+		}
+		if j < 0 || uint64(j) == slot {
+			cnt = int64(c)
+		}
+		return off, d, cnt, faultNone
+	case formMulti:
+		h, n := uvarint(b[:end], off)
+		if n == 0 {
+			return off, d, 0, faultHeader
+		}
+		off += n
+		lo, kk := h&(1<<slotBits-1), h>>slotBits
+		if kk > Slots-2 || lo+kk+2 > Slots {
+			return off, d, 0, faultMulti
+		}
+		k := int(kk) + 2
+		i := j - int(lo) // the count wanted (j >= 0); all of them for j < 0
+		for x := 0; x < k; x++ {
+			c, n := uvarint(b[:end], off)
+			if n == 0 || c > MaxStoredCount {
+				return off, d, 0, faultCount
+			}
+			off += n
+			if c == 0 && (x == 0 || x == k-1) {
+				return off, d, 0, faultUntrimmed
+			}
+			if j < 0 || x == i {
+				cnt += int64(c)
+			}
+		}
+		return off, d, cnt, faultNone
+	}
+	return off, d, 0, faultHeader
+}
+
 // advance moves cu forward to the first event at or after lower holding counts in
-// slot j (j < 0: any event), subtracting what it passes from cu.sum.
+// slot j (j < 0: any event), subtracting what it passes from cu.sum. On damage it
+// returns the fault with cu.off and cu.ts unchanged (cu.sum less what it passed).
 func (v *view) advance(cu *cursor, j int, lower int64) fault {
 	if cu.off >= v.end || (cu.ts >= lower && j < 0) {
 		return faultNone
 	}
-	var w evWalk
-	if f := w.at(v, cu.off, cu.ts); f != faultNone {
+	b := v.b[:v.end]
+	end := len(b)
+	off, ts, sum := cu.off, cu.ts, cu.sum
+	next, _, c, f := evCount(b, off, end, j)
+	if f != faultNone {
 		return f
 	}
-	var f fault
-	for {
-		c := w.e.slotCount(j)
-		if w.ts >= lower && c != 0 {
+	var one int64 // a slot-0 hit's count in slot j
+	if j <= 0 {
+		one = 1
+	}
+	for ts < lower || c == 0 {
+		sum -= c
+		if next >= end {
+			off = end
 			break
 		}
-		cu.sum -= c
-		if !w.step(&f) {
-			if f != faultNone {
+		// The common forms inline, each with a step >= 1: one slot-0 hit (1 or 2
+		// bytes), one slot's count with a short step and a 1-byte varint; evCount
+		// reads the rest (and every damaged event).
+		var d uint64
+		var nn int
+		c0 := b[next]
+		if c0-1 < 0x3f {
+			nn, d, c = next+1, uint64(c0), one
+		} else if next+1 < end && (c0 >= 0x80 && c0|b[next+1] != 0x80 ||
+			c0-0x51 < 14 && b[next+1] < 0x80 && b[next+1]&(1<<slotBits-1) <= Detached) {
+			h := b[next+1]
+			if c0 >= 0x80 {
+				nn, d, c = next+2, uint64(c0&0x7f)<<8|uint64(h), one
+			} else {
+				nn, d, c = next+2, uint64(c0&15), 0
+				if j < 0 || j == int(h&(1<<slotBits-1)) {
+					c = int64(h>>slotBits) + 1
+				}
+			}
+		} else {
+			nn, d, c, f = evCount(b, next, end, j)
+			if f != faultNone || d == 0 || d > uint64(MaxAt) {
+				if f == faultNone {
+					f = faultNotIncreasing
+				}
+				cu.sum = sum
 				return f
 			}
-			break
 		}
+		off, ts, next = next, ts+int64(d), nn
 	}
-	if cu.sum < 0 || w.ts > v.last {
+	cu.sum = sum
+	if sum < 0 || ts > v.last {
 		return faultSum
 	}
-	cu.off, cu.ts = w.off, w.ts
-	if cu.off >= v.end {
-		cu.off, cu.ts = v.end, 0
-		if cu.sum != 0 {
+	cu.off, cu.ts = off, ts
+	if off >= end {
+		cu.off, cu.ts = end, 0
+		if sum != 0 {
 			return faultSum
 		}
 	}
