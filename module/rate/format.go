@@ -405,6 +405,131 @@ var errV1 = errors.New("rate: version 1 value")
 // parseHeader checks and reads everything but the events, in O(T). Events are checked
 // by checkEvents (Validate) and, on the hot path, by the cursor walks.
 func parseHeader(b []byte, v *view) error {
+	if parseHeaderFast(b, v) {
+		return nil
+	}
+	return parseHeaderSlow(b, v)
+}
+
+// fastHeaderVals bounds the varints parseHeaderFast decodes: a domain header of
+// smallTiers tiers (more take parseHeaderSlow).
+const fastHeaderVals = 10 + smallTiers*9
+
+// parseHeaderFast reads a valid header of up to smallTiers tiers as parseHeaderSlow
+// does: one tight loop decodes every varint of the header (kind, tier count and flags
+// are single bytes < 0x80: read as varints, they are the same), then straight-line
+// code checks and stores them. It returns false on any
+// doubt (damage, a 9-byte varint, more tiers, a short value), and parseHeaderSlow
+// then reads the header again and reports the error. It accepts only what
+// parseHeaderSlow accepts and fills v the same way.
+func parseHeaderFast(b []byte, v *view) bool {
+	if len(b) < 8 || b[0] != EncVer {
+		return false
+	}
+	lim, hl := trailer(b)
+	end := lim - hl
+	if hl < 1 || end < 2 {
+		return false
+	}
+	var h [fastHeaderVals]uint64
+	n := 0
+	hb := b[:lim]
+	for off := end; off < len(hb); {
+		if n == len(h) {
+			return false
+		}
+		c := hb[off]
+		off++
+		x := uint64(c & 0x7f)
+		// The loop of uvarint: at most 9 bytes, a last byte of 0 only alone.
+		for shift := 7; c >= 0x80; shift += 7 {
+			if off >= len(hb) || shift > 56 {
+				return false
+			}
+			c = hb[off]
+			off++
+			if c == 0 {
+				return false
+			}
+			x |= uint64(c&0x7f) << shift
+		}
+		h[n] = x
+		n++
+	}
+	if n < 8 {
+		return false
+	}
+	kind, last, start, back, nl := h[0], h[1], h[2], h[3], h[4]
+	if kind != uint64(KindDomain) && kind != uint64(KindGlobal) || last > MaxAt ||
+		start < 1 || start >= uint64(end) || back > last || nl < 1 || nl > uint64(end)-start {
+		return false
+	}
+	v.b, v.end, v.kind, v.last, v.start = b, end, Kind(kind), int64(last), int(start)
+	v.first, v.newest = int64(last-back), end-int(nl)
+	if !hcursor(v, &v.sec, h[5], h[6], h[7], false) {
+		return false
+	}
+	v.n, v.has1 = 0, false
+	if kind == uint64(KindGlobal) {
+		return n == 8
+	}
+	if n < 10 {
+		return false
+	}
+	t1, nt := h[8], h[9]
+	if t1 > last+1 || nt == 0 || nt > smallTiers {
+		return false
+	}
+	v.has1, v.t1 = t1 > 0, int64(last-t1+1)
+	v.n = int(nt)
+	i := 10
+	for t := range v.tiers[:nt] {
+		if i+8 > n {
+			return false
+		}
+		lm, wi, ac, co, flags := h[i], h[i+1], h[i+2], h[i+3], h[i+4]
+		if lm > MaxCount || wi < 1 || wi > MaxDuration || ac < 1 || ac > MaxDuration || co > MaxDuration || flags > flagSkip|flagEnter {
+			return false
+		}
+		st := &v.tiers[t]
+		st.cfg = Tier{Limit: int64(lm), Window: int64(wi), Active: int64(ac), Cooldown: int64(co), Skippable: flags&flagSkip != 0}
+		st.entered = flags&flagEnter != 0
+		st.entry = 0
+		i += 5
+		if st.entered {
+			if h[i] > last || i+4 > n {
+				return false
+			}
+			st.entry = int64(last - h[i])
+			i++
+		}
+		if !hcursor(v, &st.cu, h[i], h[i+1], h[i+2], true) {
+			return false
+		}
+		i += 3
+	}
+	return i == n
+}
+
+// hcursor is hreader.cursor for parseHeaderFast, on decoded values.
+func hcursor(v *view, cu *cursor, rel, x, sum uint64, fromFirst bool) bool {
+	if rel > uint64(v.end-v.start) || x > uint64(v.last-v.first) || sum > hitSumCap {
+		return false
+	}
+	cu.off, cu.ts, cu.sum = v.start+int(rel), v.last-int64(x), int64(sum)
+	if fromFirst {
+		cu.ts = v.first + int64(x)
+	}
+	if cu.off == v.end {
+		cu.ts = 0
+		return x == 0 && sum == 0
+	}
+	return true
+}
+
+// parseHeaderSlow is parseHeader's reader of record: any header, with the error of the
+// first thing wrong.
+func parseHeaderSlow(b []byte, v *view) error {
 	v.b = b
 	if len(b) < 1+trailerLen {
 		return corrupt(0, "short value")
