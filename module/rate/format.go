@@ -405,6 +405,131 @@ var errV1 = errors.New("rate: version 1 value")
 // parseHeader checks and reads everything but the events, in O(T). Events are checked
 // by checkEvents (Validate) and, on the hot path, by the cursor walks.
 func parseHeader(b []byte, v *view) error {
+	if parseHeaderFast(b, v) {
+		return nil
+	}
+	return parseHeaderSlow(b, v)
+}
+
+// fastHeaderVals bounds the varints parseHeaderFast decodes: a domain header of
+// smallTiers tiers (more take parseHeaderSlow).
+const fastHeaderVals = 10 + smallTiers*9
+
+// parseHeaderFast reads a valid header of up to smallTiers tiers as parseHeaderSlow
+// does: one tight loop decodes every varint of the header (kind, tier count and flags
+// are single bytes < 0x80: read as varints, they are the same), then straight-line
+// code checks and stores them. It returns false on any
+// doubt (damage, a 9-byte varint, more tiers, a short value), and parseHeaderSlow
+// then reads the header again and reports the error. It accepts only what
+// parseHeaderSlow accepts and fills v the same way.
+func parseHeaderFast(b []byte, v *view) bool {
+	if len(b) < 8 || b[0] != EncVer {
+		return false
+	}
+	lim, hl := trailer(b)
+	end := lim - hl
+	if hl < 1 || end < 2 {
+		return false
+	}
+	var h [fastHeaderVals]uint64
+	n := 0
+	hb := b[:lim]
+	for off := end; off < len(hb); {
+		if n == len(h) {
+			return false
+		}
+		c := hb[off]
+		off++
+		x := uint64(c & 0x7f)
+		// The loop of uvarint: at most 9 bytes, a last byte of 0 only alone.
+		for shift := 7; c >= 0x80; shift += 7 {
+			if off >= len(hb) || shift > 56 {
+				return false
+			}
+			c = hb[off]
+			off++
+			if c == 0 {
+				return false
+			}
+			x |= uint64(c&0x7f) << shift
+		}
+		h[n] = x
+		n++
+	}
+	if n < 8 {
+		return false
+	}
+	kind, last, start, back, nl := h[0], h[1], h[2], h[3], h[4]
+	if kind != uint64(KindDomain) && kind != uint64(KindGlobal) || last > MaxAt ||
+		start < 1 || start >= uint64(end) || back > last || nl < 1 || nl > uint64(end)-start {
+		return false
+	}
+	v.b, v.end, v.kind, v.last, v.start = b, end, Kind(kind), int64(last), int(start)
+	v.first, v.newest = int64(last-back), end-int(nl)
+	if !hcursor(v, &v.sec, h[5], h[6], h[7], false) {
+		return false
+	}
+	v.n, v.has1 = 0, false
+	if kind == uint64(KindGlobal) {
+		return n == 8
+	}
+	if n < 10 {
+		return false
+	}
+	t1, nt := h[8], h[9]
+	if t1 > last+1 || nt == 0 || nt > smallTiers {
+		return false
+	}
+	v.has1, v.t1 = t1 > 0, int64(last-t1+1)
+	v.n = int(nt)
+	i := 10
+	for t := range v.tiers[:nt] {
+		if i+8 > n {
+			return false
+		}
+		lm, wi, ac, co, flags := h[i], h[i+1], h[i+2], h[i+3], h[i+4]
+		if lm > MaxCount || wi < 1 || wi > MaxDuration || ac < 1 || ac > MaxDuration || co > MaxDuration || flags > flagSkip|flagEnter {
+			return false
+		}
+		st := &v.tiers[t]
+		st.cfg = Tier{Limit: int64(lm), Window: int64(wi), Active: int64(ac), Cooldown: int64(co), Skippable: flags&flagSkip != 0}
+		st.entered = flags&flagEnter != 0
+		st.entry = 0
+		i += 5
+		if st.entered {
+			if h[i] > last || i+4 > n {
+				return false
+			}
+			st.entry = int64(last - h[i])
+			i++
+		}
+		if !hcursor(v, &st.cu, h[i], h[i+1], h[i+2], true) {
+			return false
+		}
+		i += 3
+	}
+	return i == n
+}
+
+// hcursor is hreader.cursor for parseHeaderFast, on decoded values.
+func hcursor(v *view, cu *cursor, rel, x, sum uint64, fromFirst bool) bool {
+	if rel > uint64(v.end-v.start) || x > uint64(v.last-v.first) || sum > hitSumCap {
+		return false
+	}
+	cu.off, cu.ts, cu.sum = v.start+int(rel), v.last-int64(x), int64(sum)
+	if fromFirst {
+		cu.ts = v.first + int64(x)
+	}
+	if cu.off == v.end {
+		cu.ts = 0
+		return x == 0 && sum == 0
+	}
+	return true
+}
+
+// parseHeaderSlow is parseHeader's reader of record: any header, with the error of the
+// first thing wrong.
+func parseHeaderSlow(b []byte, v *view) error {
 	v.b = b
 	if len(b) < 1+trailerLen {
 		return corrupt(0, "short value")
@@ -634,37 +759,159 @@ func (w *evWalk) step(f *fault) bool {
 	return true
 }
 
+// evCount reads the event at b[off:end] as readEvent does (same next, step and fault
+// on any bytes) but keeps only its count in slot j, or its second-log total for j < 0:
+// the cursor walks need nothing else, and an event struct is 170 bytes to fill.
+func evCount(b []byte, off, end, j int) (next int, d uint64, cnt int64, f fault) {
+	if off >= end {
+		return off, 0, 0, faultTime
+	}
+	c0 := b[off]
+	off++
+	if c0 < 0x40 {
+		if j <= 0 {
+			cnt = 1
+		}
+		return off, uint64(c0), cnt, faultNone
+	}
+	if c0 >= 0x80 {
+		if off >= end {
+			return off, 0, 0, faultTime
+		}
+		if j <= 0 {
+			cnt = 1
+		}
+		return off + 1, uint64(c0&0x7f)<<8 | uint64(b[off]), cnt, faultNone
+	}
+	d = uint64(c0 & 15)
+	if d == 15 {
+		x, n := uvarint(b[:end], off)
+		if n == 0 {
+			return off, 0, 0, faultTime
+		}
+		off += n
+		d += x
+	}
+	switch (c0 >> 4) & 3 {
+	case formOne:
+		if j <= 0 {
+			cnt = 1
+		}
+		return off, d, cnt, faultNone
+	case formSingle:
+		var h uint64
+		if off < end && b[off] < 0x80 {
+			h = uint64(b[off])
+			off++
+		} else {
+			x, n := uvarint(b[:end], off)
+			if n == 0 {
+				return off, d, 0, faultHeader
+			}
+			h = x
+			off += n
+		}
+		slot, c := h&(1<<slotBits-1), h>>slotBits+1
+		if slot > Detached || c > MaxStoredCount {
+			return off, d, 0, faultSingle
+		}
+		if j < 0 || uint64(j) == slot {
+			cnt = int64(c)
+		}
+		return off, d, cnt, faultNone
+	case formMulti:
+		h, n := uvarint(b[:end], off)
+		if n == 0 {
+			return off, d, 0, faultHeader
+		}
+		off += n
+		lo, kk := h&(1<<slotBits-1), h>>slotBits
+		if kk > Slots-2 || lo+kk+2 > Slots {
+			return off, d, 0, faultMulti
+		}
+		k := int(kk) + 2
+		i := j - int(lo) // the count wanted (j >= 0); all of them for j < 0
+		for x := 0; x < k; x++ {
+			c, n := uvarint(b[:end], off)
+			if n == 0 || c > MaxStoredCount {
+				return off, d, 0, faultCount
+			}
+			off += n
+			if c == 0 && (x == 0 || x == k-1) {
+				return off, d, 0, faultUntrimmed
+			}
+			if j < 0 || x == i {
+				cnt += int64(c)
+			}
+		}
+		return off, d, cnt, faultNone
+	}
+	return off, d, 0, faultHeader
+}
+
 // advance moves cu forward to the first event at or after lower holding counts in
-// slot j (j < 0: any event), subtracting what it passes from cu.sum.
+// slot j (j < 0: any event), subtracting what it passes from cu.sum. On damage it
+// returns the fault with cu.off and cu.ts unchanged (cu.sum less what it passed).
 func (v *view) advance(cu *cursor, j int, lower int64) fault {
 	if cu.off >= v.end || (cu.ts >= lower && j < 0) {
 		return faultNone
 	}
-	var w evWalk
-	if f := w.at(v, cu.off, cu.ts); f != faultNone {
+	b := v.b[:v.end]
+	end := len(b)
+	off, ts, sum := cu.off, cu.ts, cu.sum
+	next, _, c, f := evCount(b, off, end, j)
+	if f != faultNone {
 		return f
 	}
-	var f fault
-	for {
-		c := w.e.slotCount(j)
-		if w.ts >= lower && c != 0 {
+	var one int64 // a slot-0 hit's count in slot j
+	if j <= 0 {
+		one = 1
+	}
+	for ts < lower || c == 0 {
+		sum -= c
+		if next >= end {
+			off = end
 			break
 		}
-		cu.sum -= c
-		if !w.step(&f) {
-			if f != faultNone {
+		// The common forms inline, each with a step >= 1: one slot-0 hit (1 or 2
+		// bytes), one slot's count with a short step and a 1-byte varint; evCount
+		// reads the rest (and every damaged event).
+		var d uint64
+		var nn int
+		c0 := b[next]
+		if c0-1 < 0x3f {
+			nn, d, c = next+1, uint64(c0), one
+		} else if next+1 < end && (c0 >= 0x80 && c0|b[next+1] != 0x80 ||
+			c0-0x51 < 14 && b[next+1] < 0x80 && b[next+1]&(1<<slotBits-1) <= Detached) {
+			h := b[next+1]
+			if c0 >= 0x80 {
+				nn, d, c = next+2, uint64(c0&0x7f)<<8|uint64(h), one
+			} else {
+				nn, d, c = next+2, uint64(c0&15), 0
+				if j < 0 || j == int(h&(1<<slotBits-1)) {
+					c = int64(h>>slotBits) + 1
+				}
+			}
+		} else {
+			nn, d, c, f = evCount(b, next, end, j)
+			if f != faultNone || d == 0 || d > uint64(MaxAt) {
+				if f == faultNone {
+					f = faultNotIncreasing
+				}
+				cu.sum = sum
 				return f
 			}
-			break
 		}
+		off, ts, next = next, ts+int64(d), nn
 	}
-	if cu.sum < 0 || w.ts > v.last {
+	cu.sum = sum
+	if sum < 0 || ts > v.last {
 		return faultSum
 	}
-	cu.off, cu.ts = w.off, w.ts
-	if cu.off >= v.end {
-		cu.off, cu.ts = v.end, 0
-		if cu.sum != 0 {
+	cu.off, cu.ts = off, ts
+	if off >= end {
+		cu.off, cu.ts = end, 0
+		if sum != 0 {
 			return faultSum
 		}
 	}

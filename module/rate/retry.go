@@ -90,20 +90,25 @@ func logClear(v *view, cu cursor, s0, bound int64) int64 {
 	if v.advance(&cu, -1, s0-1000) != faultNone || cu.sum <= bound || cu.off >= v.end {
 		return s0
 	}
-	var w evWalk
-	if w.at(v, cu.off, cu.ts) != faultNone {
+	b, end := v.b[:v.end], v.end
+	next, _, c, f := evCount(b, cu.off, end, -1)
+	if f != faultNone {
 		return s0
 	}
-	sum := cu.sum
-	var f fault
+	sum, ts := cu.sum, cu.ts
 	for {
-		sum -= w.e.total
+		sum -= c
 		if sum <= bound {
-			return w.ts + 1001
+			return ts + 1001
 		}
-		if !w.step(&f) {
+		if next >= end {
 			return s0
 		}
+		var d uint64
+		if next, d, c, f = evCount(b, next, end, -1); f != faultNone || d == 0 || d > uint64(MaxAt) {
+			return s0
+		}
+		ts += int64(d)
 	}
 }
 
