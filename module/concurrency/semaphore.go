@@ -468,6 +468,14 @@ func (s *Semaphore) Do(ctx context.Context, p *Pool, domain string, a ReserveArg
 	ferr := fn(fctx, h)
 	close(done)
 	lost := <-renewed
+	if lost == nil {
+		// The lapse timer or a renewal may have cancelled fn's context with ErrLost
+		// just as fn returned, when the renewer's select saw done first: fn's
+		// context is then the witness.
+		if cause := context.Cause(fctx); errors.Is(cause, ErrLost) {
+			lost = cause
+		}
+	}
 	// Release with the caller's context: fn's may be cancelled.
 	rerr := h.Release(context.WithoutCancel(ctx))
 	switch {
