@@ -366,7 +366,10 @@ func BenchmarkRateInstructions(b *testing.B) {
 		out := filepath.Join(dir, fmt.Sprintf("cg.%s.%d", bench, n))
 		cmd := exec.Command("valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file="+out,
 			bin, "-test.run", "^$", "-test.bench", "^"+bench+"$", "-test.benchtime", strconv.Itoa(n)+"x")
-		cmd.Env = append(os.Environ(), "GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off", "GOGC=off")
+		// GOMAXPROCS=1: with more Ps, the runtime's idle threads spin on locks under
+		// valgrind (which runs one thread at a time) and add millions of instructions
+		// that differ from run to run.
+		cmd.Env = append(os.Environ(), "GODEBUG=asyncpreemptoff=1,cpu.rdtscp=off", "GOGC=off", "GOMAXPROCS=1")
 		if o, err := cmd.CombinedOutput(); err != nil {
 			b.Fatalf("valgrind %s: %v\n%s", bench, err, lastLines(string(o), 20))
 		}
