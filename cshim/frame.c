@@ -27,6 +27,7 @@ static const char **arg_ptrs;
 static size_t *arg_lens;
 static int arg_cap;
 static unsigned char *scratch[CSHIM_FRAME_KEYS];
+#define CSHIM_FRAME_SCRATCH_KEEP (1u << 20)
 static size_t scratch_cap[CSHIM_FRAME_KEYS];
 
 int cshim_frame_define(int slot, RedisModuleType *t, const char *event, const char *keyword, const char *cmd,
@@ -136,7 +137,16 @@ static int frame_run(int slot, RedisModuleCtx *ctx, RedisModuleString **argv, in
         }
     }
 done:
-    for (int i = 0; i < CSHIM_FRAME_KEYS; i++) cshim_close_key(keys[i]);
+    for (int i = 0; i < CSHIM_FRAME_KEYS; i++) {
+        cshim_close_key(keys[i]);
+        /* A scratch buffer grown for one huge value is not kept: it would sit in
+         * used_memory for good. */
+        if (scratch_cap[i] > CSHIM_FRAME_SCRATCH_KEEP) {
+            RedisModule_Free(scratch[i]);
+            scratch[i] = NULL;
+            scratch_cap[i] = 0;
+        }
+    }
     return REDISMODULE_OK;
 }
 
