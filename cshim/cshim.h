@@ -253,7 +253,7 @@ void *cshim_blob_copy(RedisModuleString *fromkey, RedisModuleString *tokey, cons
 typedef struct cshim_runtime_stats {
     char go_version[32];
     long long gomaxprocs, gcpercent, memlimit;
-    unsigned long long heap_inuse, heap_objects, gc_cycles, gc_last_pause_ns, gc_pause_total_ns;
+    unsigned long long heap_inuse, heap_objects, heap_allocs, gc_cycles, gc_last_pause_ns, gc_pause_total_ns;
     long long goroutines;
 } cshim_runtime_stats;
 void charonGoRuntimeStats(cshim_runtime_stats *out);

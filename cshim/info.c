@@ -91,6 +91,7 @@ static void add_runtime_section(RedisModuleInfoCtx *ctx) {
     RedisModule_InfoAddFieldLongLong(ctx, "memlimit", rt.memlimit);
     RedisModule_InfoAddFieldULongLong(ctx, "heap_inuse", rt.heap_inuse);
     RedisModule_InfoAddFieldULongLong(ctx, "heap_objects", rt.heap_objects);
+    RedisModule_InfoAddFieldULongLong(ctx, "heap_allocs", rt.heap_allocs);
     RedisModule_InfoAddFieldULongLong(ctx, "gc_cycles", rt.gc_cycles);
     RedisModule_InfoAddFieldULongLong(ctx, "gc_last_pause_ns", rt.gc_last_pause_ns);
     RedisModule_InfoAddFieldULongLong(ctx, "gc_pause_total_ns", rt.gc_pause_total_ns);

@@ -73,6 +73,7 @@ func charonGoRuntimeStats(out *C.cshim_runtime_stats) {
 	out.memlimit = C.longlong(memLimit())
 	out.heap_inuse = C.ulonglong(memStats.HeapInuse)
 	out.heap_objects = C.ulonglong(memStats.HeapObjects)
+	out.heap_allocs = C.ulonglong(memStats.Mallocs)
 	out.gc_cycles = C.ulonglong(memStats.NumGC)
 	if memStats.NumGC > 0 {
 		out.gc_last_pause_ns = C.ulonglong(memStats.PauseNs[(memStats.NumGC+255)%256])

@@ -127,7 +127,7 @@ func TestInfoCharonCounters(t *testing.T) {
 	require.Contains(t, []string{"7.0", "7.2", "7.4"}, info["api_level"])
 	require.True(t, strings.HasPrefix(info["go_version"], "go"), "go_version %q", info["go_version"])
 	for _, n := range []string{"gomaxprocs", "gcpercent", "memlimit", "heap_inuse", "heap_objects",
-		"gc_cycles", "gc_last_pause_ns", "gc_pause_total_ns", "goroutines"} {
+		"heap_allocs", "gc_cycles", "gc_last_pause_ns", "gc_pause_total_ns", "goroutines"} {
 		_, err := strconv.ParseInt(info[n], 10, 64)
 		require.NoError(t, err, "INFO charon %s=%q", n, info[n])
 	}
