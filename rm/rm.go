@@ -14,6 +14,8 @@ package rm
 #cgo nocallback cshim_string_ptr_len
 #cgo noescape cshim_string_to_long_long
 #cgo nocallback cshim_string_to_long_long
+#cgo noescape cshim_create_string
+#cgo nocallback cshim_create_string
 #include <stdlib.h>
 #include "cshim.h"
 */
