@@ -511,7 +511,8 @@ func parseHeaderFast(b []byte, v *view) bool {
 	return i == n
 }
 
-// hcursor is hreader.cursor for parseHeaderFast, on decoded values.
+// hcursor checks and sets a cursor from its decoded fields (hreader.cursor, and
+// parseHeaderFast, which decodes the varints first).
 func hcursor(v *view, cu *cursor, rel, x, sum uint64, fromFirst bool) bool {
 	if rel > uint64(v.end-v.start) || x > uint64(v.last-v.first) || sum > hitSumCap {
 		return false
@@ -653,18 +654,7 @@ func appendTrailer(b []byte, hl int) []byte {
 // the newest event has time and sum 0.
 func (r *hreader) cursor(v *view, cu *cursor, fromFirst bool) bool {
 	rel, x, sum := r.u(), r.u(), r.u()
-	if r.bad || rel > uint64(v.end-v.start) || x > uint64(v.last-v.first) || sum > hitSumCap {
-		return false
-	}
-	cu.off, cu.ts, cu.sum = v.start+int(rel), v.last-int64(x), int64(sum)
-	if fromFirst {
-		cu.ts = v.first + int64(x)
-	}
-	if cu.off == v.end {
-		cu.ts = 0
-		return x == 0 && sum == 0
-	}
-	return true
+	return !r.bad && hcursor(v, cu, rel, x, sum, fromFirst)
 }
 
 func appendCursor(b []byte, cu *cursor, v *view, fromFirst bool) []byte {
