@@ -53,9 +53,15 @@ func TestNoGoAllocations(t *testing.T) {
 		func(i int) []any {
 			return []any{"CHARON.RESERVE", "nh:{g}:" + strconv.Itoa(i%300), "MAX", 1, "LIMIT", 1000000, "GLOBAL", "nh:{g}", 100000000, "LEASE", 600000}
 		},
-		func(i int) []any { return []any{"CHARON.RESERVE", "nh:{f}:full", "MAX", 1, "LIMIT", 1, "LEASE", 600000} },
-		func(i int) []any { return []any{"UNREAD.MARK", "nu:{u}:" + strconv.Itoa(i%300), "c" + strconv.Itoa(i%7), 1} },
-		func(i int) []any { return []any{"UNREAD.READ", "nu:{u}:" + strconv.Itoa(i%300), "c" + strconv.Itoa(i%5)} },
+		func(i int) []any {
+			return []any{"CHARON.RESERVE", "nh:{f}:full", "MAX", 1, "LIMIT", 1, "LEASE", 600000}
+		},
+		func(i int) []any {
+			return []any{"UNREAD.MARK", "nu:{u}:" + strconv.Itoa(i%300), "c" + strconv.Itoa(i%7), 1}
+		},
+		func(i int) []any {
+			return []any{"UNREAD.READ", "nu:{u}:" + strconv.Itoa(i%300), "c" + strconv.Itoa(i%5)}
+		},
 		func(i int) []any { return []any{"UNREAD.COUNT", "nu:{u}:1", "nu:{u}:2", "nu:{u}:3", "nu:{u}:missing"} },
 	}
 	// Holds to renew and release inside the measured window, taken before it.
