@@ -391,12 +391,8 @@ func (c *calc) expiry(entered *[MaxTiers]bool, entry *[MaxTiers]int64) int64 {
 // maxEventLen bounds one encoded event: its step, a header and 17 counts.
 const maxEventLen = 2*maxVarint + Slots*maxVarint
 
-// maxHeaderLen bounds an encoded header and trailer, maxTierHeaderLen a tier's part.
-const (
-	maxTierHeaderLen = 5*maxVarint + 1 + 3*maxVarint
-	maxHeaderLen     = 2 + 5*maxVarint + 3*maxVarint + maxVarint + 1 + MaxTiers*maxTierHeaderLen + trailerLen
-	smallTiers       = 4 // emit's header buffer for up to this many tiers is small
-)
+// smallTiers is the most tiers parseHeaderFast reads.
+const smallTiers = 4
 
 // newest reads the newest event of v (the one a grant at v.last merges into).
 func (v *view) newestEvent(s *[Slots]int64) (int64, error) {
@@ -549,31 +545,26 @@ func (c *calc) emit(old []byte, nv *view, cur []byte, inPlace bool, out []byte, 
 	for j := 0; j < nv.n; j++ {
 		nv.tiers[j].cu.off -= shift
 	}
-	// The header is built on the stack; Go zeroes the buffer first, so a request of
-	// a few tiers takes a buffer of its size rather than one for 16 tiers.
-	var hdr []byte
-	if nv.n <= smallTiers {
-		var hb [maxHeaderLen - (MaxTiers-smallTiers)*maxTierHeaderLen]byte
-		hdr = appendHeader(hb[:0], nv)
-	} else {
-		var hb [maxHeaderLen]byte
-		hdr = appendHeader(hb[:0], nv)
-	}
-	n := nv.end + len(hdr)
-	var dst []byte
-	if inPlace && cap(cur) >= n {
-		dst = cur[:n]
+	// The header is written straight into the new value: in place into cur's
+	// capacity when it fits, else into out, grown as appending it would.
+	if inPlace && cap(cur) > nv.end {
+		dst := cur[:cap(cur)]
 		dst[0] = EncVer
 		if shift > 0 {
 			copy(dst[1:], cur[start:keepEnd])
 		}
-		dst = dst[:keepEnd-shift]
-	} else {
-		dst = append(out[:0], EncVer)
-		if keepEnd > 1 {
-			dst = append(dst, old[1+shift:keepEnd]...)
+		copy(dst[keepEnd-shift:], ev)
+		if end, ok := putHeader(dst, nv.end, nv); ok {
+			return dst[:end]
 		}
+		// The log (moved) and the event at t are in dst[1:nv.end]: appended from there
+		// as below, so that out grows by the same steps.
+		ev = dst[keepEnd-shift : nv.end]
+		old, keepEnd, shift = dst, keepEnd-shift, 0
 	}
-	dst = append(dst, ev...)
-	return append(dst, hdr...)
+	dst := append(out[:0], EncVer)
+	if keepEnd > 1 {
+		dst = append(dst, old[1+shift:keepEnd]...)
+	}
+	return appendHeader(append(dst, ev...), nv)
 }

@@ -1,6 +1,7 @@
 package rate
 
 import (
+	"bytes"
 	"math/rand/v2"
 	"reflect"
 	"testing"
@@ -278,6 +279,7 @@ func TestHeaderFastPath(t *testing.T) {
 		if !parseHeaderFast(v, &fast) && slow.n <= smallTiers {
 			t.Fatalf("% x: parseHeaderFast refuses a valid header of %d tiers", v, slow.n)
 		}
+		checkPutHeader(t, v, &slow)
 		check(v)
 		for k := 0; k < 20; k++ {
 			b := append([]byte(nil), v...)
@@ -376,11 +378,46 @@ func TestHeaderFastPathBounds(t *testing.T) {
 		if err == nil && slow.n <= smallTiers && !ok {
 			t.Fatalf("% x: parseHeaderFast refuses a valid header", b)
 		}
+		if err == nil {
+			checkPutHeader(t, b, &slow)
+		}
 		if ok {
 			accepted++
 		}
 	}
 	if accepted < 1000 {
 		t.Fatalf("only %d valid headers generated", accepted)
+	}
+}
+
+// checkPutHeader writes v, read from the valid value b, back with putHeader into
+// buffers too short, exact and longer, and with appendHeader: the header and trailer
+// are b's, written only where they fit.
+func checkPutHeader(t *testing.T, b []byte, v *view) {
+	t.Helper()
+	lim, hl := trailer(b)
+	want := b[lim-hl:]
+	if n := headerSize(v); n != hl || n+trailerSize(n) != len(want) {
+		t.Fatalf("% x: headerSize %d, want %d", b, n, hl)
+	}
+	if got := appendHeader([]byte{1, 2}, v); !bytes.Equal(got[2:], want) || got[0] != 1 || got[1] != 2 {
+		t.Fatalf("% x: appendHeader gives % x", b, got)
+	}
+	const off = 3
+	for extra := -4; extra <= 9; extra++ {
+		if len(want)+extra < 0 {
+			continue
+		}
+		buf := bytes.Repeat([]byte{0xa5}, off+len(want)+extra)
+		end, ok := putHeader(buf, off, v)
+		if ok != (extra >= 0) {
+			t.Fatalf("% x: putHeader into %d bytes: ok %v", b, len(want)+extra, ok)
+		}
+		if !bytes.Equal(buf[:off], []byte{0xa5, 0xa5, 0xa5}) {
+			t.Fatalf("% x: putHeader wrote before its offset", b)
+		}
+		if ok && (end != off+len(want) || !bytes.Equal(buf[off:end], want)) {
+			t.Fatalf("% x: putHeader gives % x (end %d)", b, buf[off:], end)
+		}
 	}
 }

@@ -657,42 +657,126 @@ func (r *hreader) cursor(v *view, cu *cursor, fromFirst bool) bool {
 	return !r.bad && hcursor(v, cu, rel, x, sum, fromFirst)
 }
 
-func appendCursor(b []byte, cu *cursor, v *view, fromFirst bool) []byte {
-	if cu.off >= v.end {
-		return append(appendUvarint(b, uint64(v.end-v.start)), 0, 0)
-	}
-	b = appendUvarint(b, uint64(cu.off-v.start))
-	if fromFirst {
-		b = appendUvarint(b, uint64(cu.ts-v.first))
-	} else {
-		b = appendUvarint(b, uint64(v.last-cu.ts))
-	}
-	return appendUvarint(b, uint64(cu.sum))
+// uvarintLen is the length of v's varint (1 + (bits-1)/7, at least 1).
+func uvarintLen(v uint64) int {
+	return (bits.Len64(v|1)*9 + 64) / 64
 }
 
-// appendHeader appends v's header (kind .. tiers) and the trailer; v.b is not used.
-func appendHeader(b []byte, v *view) []byte {
-	h0 := len(b)
-	b = append(b, byte(v.kind))
-	b = appendUvarint(b, uint64(v.last))
-	b = appendUvarint(b, uint64(v.start))
-	b = appendUvarint(b, uint64(v.last-v.first))
-	b = appendUvarint(b, uint64(v.end-v.newest))
-	b = appendCursor(b, &v.sec, v, false)
-	if v.kind == KindDomain {
-		var t1 uint64
-		if v.has1 {
-			t1 = uint64(v.last-v.t1) + 1
+// putUvarint writes v's varint at b[i:] and returns where it ends, or len(b)+1 when
+// it does not fit (and for any i > len(b), so that a header's writes can be chained
+// and checked once at the end). Most header fields take one byte: that case is
+// inlined.
+func putUvarint(b []byte, i int, v uint64) int {
+	if v < 0x80 && i < len(b) {
+		b[i] = byte(v)
+		return i + 1
+	}
+	return putUvarintLong(b, i, v)
+}
+
+func putUvarintLong(b []byte, i int, v uint64) int {
+	for v >= 0x80 {
+		if i >= len(b) {
+			return len(b) + 1
 		}
-		b = appendUvarint(b, t1)
-		b = append(b, byte(v.n))
+		b[i] = byte(v) | 0x80
+		v >>= 7
+		i++
+	}
+	return putByte(b, i, byte(v))
+}
+
+// putByte writes x at b[i] as putUvarint does.
+func putByte(b []byte, i int, x byte) int {
+	if i >= len(b) {
+		return len(b) + 1
+	}
+	b[i] = x
+	return i + 1
+}
+
+// cursorFields are the three varints of a cursor: offset from the log start, time
+// (from the first event's for tier cursors, back from the newest for the second
+// log's), sum; a cursor past the newest event has time and sum 0.
+func cursorFields(cu *cursor, v *view, fromFirst bool) (rel, x, sum uint64) {
+	if cu.off >= v.end {
+		return uint64(v.end - v.start), 0, 0
+	}
+	if fromFirst {
+		return uint64(cu.off - v.start), uint64(cu.ts - v.first), uint64(cu.sum)
+	}
+	return uint64(cu.off - v.start), uint64(v.last - cu.ts), uint64(cu.sum)
+}
+
+func cursorLen(cu *cursor, v *view, fromFirst bool) int {
+	rel, x, sum := cursorFields(cu, v, fromFirst)
+	return uvarintLen(rel) + uvarintLen(x) + uvarintLen(sum)
+}
+
+func putCursor(b []byte, i int, cu *cursor, v *view, fromFirst bool) int {
+	rel, x, sum := cursorFields(cu, v, fromFirst)
+	i = putUvarint(b, i, rel)
+	i = putUvarint(b, i, x)
+	return putUvarint(b, i, sum)
+}
+
+// t1Field is the header's newest-tier-1-hit field: 0 for none, else 1 + its age.
+func (v *view) t1Field() uint64 {
+	if v.has1 {
+		return uint64(v.last-v.t1) + 1
+	}
+	return 0
+}
+
+// headerSize is the length of v's header (kind .. tiers), trailerSize that of the
+// trailer after it: emit sizes the new value exactly, then writes the header in place.
+func headerSize(v *view) int {
+	n := 1 + uvarintLen(uint64(v.last)) + uvarintLen(uint64(v.start)) +
+		uvarintLen(uint64(v.last-v.first)) + uvarintLen(uint64(v.end-v.newest)) +
+		cursorLen(&v.sec, v, false)
+	if v.kind == KindDomain {
+		n += uvarintLen(v.t1Field()) + 1
 		for i := 0; i < v.n; i++ {
 			st := &v.tiers[i]
 			cfg := &st.cfg
-			b = appendUvarint(b, uint64(cfg.Limit))
-			b = appendUvarint(b, uint64(cfg.Window))
-			b = appendUvarint(b, uint64(cfg.Active))
-			b = appendUvarint(b, uint64(cfg.Cooldown))
+			n += uvarintLen(uint64(cfg.Limit)) + uvarintLen(uint64(cfg.Window)) +
+				uvarintLen(uint64(cfg.Active)) + uvarintLen(uint64(cfg.Cooldown)) + 1
+			if st.entered {
+				n += uvarintLen(uint64(v.last - st.entry))
+			}
+			n += cursorLen(&st.cu, v, true)
+		}
+	}
+	return n
+}
+
+func trailerSize(hl int) int {
+	if hl < 0xff {
+		return 1
+	}
+	return 3
+}
+
+// putHeader writes v's header and trailer at b[off:] and returns where they end, or
+// ok == false when they do not fit in b (whose bytes from off are then garbage);
+// v.b is not used.
+func putHeader(b []byte, off int, v *view) (end int, ok bool) {
+	i := putByte(b, off, byte(v.kind))
+	i = putUvarint(b, i, uint64(v.last))
+	i = putUvarint(b, i, uint64(v.start))
+	i = putUvarint(b, i, uint64(v.last-v.first))
+	i = putUvarint(b, i, uint64(v.end-v.newest))
+	i = putCursor(b, i, &v.sec, v, false)
+	if v.kind == KindDomain {
+		i = putUvarint(b, i, v.t1Field())
+		i = putByte(b, i, byte(v.n))
+		for j := 0; j < v.n; j++ {
+			st := &v.tiers[j]
+			cfg := &st.cfg
+			i = putUvarint(b, i, uint64(cfg.Limit))
+			i = putUvarint(b, i, uint64(cfg.Window))
+			i = putUvarint(b, i, uint64(cfg.Active))
+			i = putUvarint(b, i, uint64(cfg.Cooldown))
 			var flags byte
 			if cfg.Skippable {
 				flags |= flagSkip
@@ -700,14 +784,36 @@ func appendHeader(b []byte, v *view) []byte {
 			if st.entered {
 				flags |= flagEnter
 			}
-			b = append(b, flags)
+			i = putByte(b, i, flags)
 			if st.entered {
-				b = appendUvarint(b, uint64(v.last-st.entry))
+				i = putUvarint(b, i, uint64(v.last-st.entry))
 			}
-			b = appendCursor(b, &st.cu, v, true)
+			i = putCursor(b, i, &st.cu, v, true)
 		}
 	}
-	return appendTrailer(b, len(b)-h0)
+	hl := i - off
+	if hl < 0xff {
+		i = putByte(b, i, byte(hl))
+	} else if i+3 <= len(b) {
+		b[i], b[i+1], b[i+2] = byte(hl), byte(hl>>8), 0xff
+		i += 3
+	} else {
+		i = len(b) + 1
+	}
+	return i, i <= len(b)
+}
+
+// appendHeader appends v's header (kind .. tiers) and the trailer; v.b is not used.
+// It writes them into b's spare capacity when they fit, else grows b to their size.
+func appendHeader(b []byte, v *view) []byte {
+	h0 := len(b)
+	if end, ok := putHeader(b[:cap(b)], h0, v); ok {
+		return b[:end]
+	}
+	hl := headerSize(v)
+	b = append(b, make([]byte, hl+trailerSize(hl))...)
+	putHeader(b, h0, v)
+	return b
 }
 
 // evWalk walks events forward from a known event (offset and time).
