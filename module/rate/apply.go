@@ -99,8 +99,7 @@ type calc struct {
 	entry      [MaxTiers]int64
 	state      [MaxTiers]TierState
 	hits       [MaxTiers]int64
-	cu         [MaxTiers]cursor // tier cursors moved to their window at t (counted tiers)
-	sec, gsec  cursor           // second-log cursors moved to t-1000
+	sec, gsec  cursor // second-log cursors moved to t-1000
 	domainHits int64
 	globalHits int64
 	x1         int64 // latest tier-1 hit ts + W1 + 1
@@ -205,11 +204,14 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 	// Stored tier state under the request's configuration (extra tiers dropped, new
 	// tiers empty).
 	cur1 := -1 // highest ACTIVE tier index
+	// The tier cursors are moved in c.v (tiers the value lacks start past its end):
+	// the stored ones are not needed afterwards.
 	for j := 0; j < c.n; j++ {
-		c.cu[j] = cursor{off: c.v.end}
 		if j < c.v.n {
 			st := &c.v.tiers[j]
-			c.entered[j], c.entry[j], c.cu[j] = st.entered, st.entry, st.cu
+			c.entered[j], c.entry[j] = st.entered, st.entry
+		} else {
+			c.v.tiers[j].cu = cursor{off: c.v.end}
 		}
 		c.state[j] = stateAt(c.entered[j], c.entry[j], &req.Tiers[j], t)
 		if c.state[j] == Active {
@@ -221,10 +223,11 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 		if j > 0 && c.state[j] == Inactive {
 			continue
 		}
-		if f := c.v.advance(&c.cu[j], j, c.lower(j, t)); f != faultNone {
-			return res, nil, nil, fmt.Errorf("key: %w", corrupt(c.cu[j].off, f.String()))
+		cu := &c.v.tiers[j].cu
+		if f := c.v.advance(cu, j, c.lower(j, t)); f != faultNone {
+			return res, nil, nil, fmt.Errorf("key: %w", corrupt(cu.off, f.String()))
 		}
-		c.hits[j] = c.cu[j].sum
+		c.hits[j] = cu.sum
 	}
 	if c.n > 0 && c.v.has1 {
 		c.x1 = c.v.t1 + req.Tiers[0].Window + 1
@@ -480,7 +483,7 @@ func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTier
 		case j > 0 && enteredNow[j]:
 			st.cu = cursor{off: evOff, ts: t, sum: s[j]}
 		default:
-			st.cu = place(c.cu[j], oldEnd, evOff, newEnd, merge, t, s[j], take[j])
+			st.cu = place(st.cu, oldEnd, evOff, newEnd, merge, t, s[j], take[j])
 		}
 	}
 	if take[0] > 0 {

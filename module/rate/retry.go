@@ -38,9 +38,9 @@ func (c *calc) retryAfter(need int64, gv *view) int64 {
 	if req.HasGlobal && c.globalHits > req.GlobalLimit-need {
 		tCap = max(tCap, logClear(gv, c.gsec, s0, req.GlobalLimit-need))
 	}
-	// Working copies of the tier cursors: they only move forward, segment after
-	// segment, over the hits that leave a window.
-	wc := c.cu
+	// The tier cursors (c.v's, moved to their windows at t; retryAfter is their
+	// last use) only move forward, segment after segment, over the hits that leave
+	// a window.
 
 	var pts [2 * MaxTiers]int64
 	np := 0
@@ -75,7 +75,7 @@ func (c *calc) retryAfter(need int64, gv *view) int64 {
 			continue
 		}
 		if tCap < next {
-			if at, ok := c.segment(s, next, need, tCap, &wc); ok {
+			if at, ok := c.segment(s, next, need, tCap); ok {
 				return at - c.t
 			}
 		}
@@ -113,10 +113,11 @@ func logClear(v *view, cu cursor, s0, bound int64) int64 {
 }
 
 // segment finds the first time in [s, next), not before tCap, at which the climb
-// gathers need hits; tier states are constant on the segment. wc are the tier
-// cursors, moved on to s here.
-func (c *calc) segment(s, next, need, tCap int64, wc *[MaxTiers]cursor) (int64, bool) {
+// gathers need hits; tier states are constant on the segment. The tier cursors of
+// c.v (wc) are moved on to s here.
+func (c *calc) segment(s, next, need, tCap int64) (int64, bool) {
 	req := c.req
+	wc := &c.v.tiers
 	var st [MaxTiers]TierState
 	cur := 0
 	for j := 0; j < c.n; j++ {
@@ -157,10 +158,10 @@ func (c *calc) segment(s, next, need, tCap int64, wc *[MaxTiers]cursor) (int64, 
 		if !in[j] || (j > 0 && st[j] == Inactive) {
 			continue
 		}
-		if c.v.advance(&wc[j], j, c.lower(j, s)) != faultNone {
+		if c.v.advance(&wc[j].cu, j, c.lower(j, s)) != faultNone {
 			return 0, false // unreachable: Apply walked the same events
 		}
-		hits[j], counted[j] = wc[j].sum, true
+		hits[j], counted[j] = wc[j].cu.sum, true
 	}
 	room := func(j int) int64 { return max(req.Tiers[j].Limit-hits[j], 0) }
 	var sum int64
@@ -177,8 +178,8 @@ func (c *calc) segment(s, next, need, tCap int64, wc *[MaxTiers]cursor) (int64, 
 		best := -1
 		var leave int64
 		for j := 0; j < c.n; j++ {
-			if counted[j] && wc[j].off < c.v.end {
-				lt := wc[j].ts + req.Tiers[j].Window + 1
+			if counted[j] && wc[j].cu.off < c.v.end {
+				lt := wc[j].cu.ts + req.Tiers[j].Window + 1
 				if best < 0 || lt < leave {
 					best, leave = j, lt
 				}
@@ -188,10 +189,10 @@ func (c *calc) segment(s, next, need, tCap int64, wc *[MaxTiers]cursor) (int64, 
 			return 0, false
 		}
 		before := room(best)
-		if c.v.advance(&wc[best], best, wc[best].ts+1) != faultNone {
+		if c.v.advance(&wc[best].cu, best, wc[best].cu.ts+1) != faultNone {
 			return 0, false
 		}
-		hits[best] = wc[best].sum
+		hits[best] = wc[best].cu.sum
 		sum += room(best) - before
 		if sum >= need {
 			at := max(leave, tCap)
