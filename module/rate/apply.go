@@ -391,8 +391,12 @@ func (c *calc) expiry(entered *[MaxTiers]bool, entry *[MaxTiers]int64) int64 {
 	return x
 }
 
-// maxEventLen bounds one encoded event: its step, a header and 17 counts.
-const maxEventLen = 2*maxVarint + Slots*maxVarint
+// maxEventLen bounds one encoded event: its step, a header and 17 counts;
+// maxSingleLen one of a single slot: its first byte, step and count varints.
+const (
+	maxEventLen  = 2*maxVarint + Slots*maxVarint
+	maxSingleLen = 1 + 2*maxVarint
+)
 
 // smallTiers is the most tiers parseHeaderFast reads.
 const smallTiers = 4
@@ -450,14 +454,16 @@ func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTier
 		}
 	}
 	var total int64
-	var evb [maxEventLen]byte
 	var ev []byte
 	if !merge && take[0] == granted {
 		// The common request: every hit in tier 1 at a new ms. s holds them alone
-		// (take[0] <= MaxMax < MaxStoredCount), no need to scan the 17 slots.
+		// (take[0] <= MaxMax < MaxStoredCount), no need to scan the 17 slots; its
+		// event is short (a buffer is zeroed where it is declared).
 		s[0], total = take[0], take[0]
+		var evb [maxSingleLen]byte
 		ev = appendSingle(evb[:0], d, 0, take[0])
 	} else {
+		var evb [maxEventLen]byte
 		for j := 0; j < Slots; j++ {
 			if j < c.n {
 				s[j] = min(s[j]+take[j], MaxStoredCount)
