@@ -114,7 +114,11 @@ int cshim_reply_long_longs(RedisModuleCtx *ctx, const int64_t *vals, int n) {
 }
 
 int cshim_reply_int_fields(RedisModuleCtx *ctx, const char *const *names, const int64_t *vals, int n) {
-    if (cshim_is_resp3(ctx)) {
+    return cshim_reply_int_fields_as(ctx, cshim_is_resp3(ctx), names, vals, n);
+}
+
+int cshim_reply_int_fields_as(RedisModuleCtx *ctx, int resp3, const char *const *names, const int64_t *vals, int n) {
+    if (resp3) {
         RedisModule_ReplyWithMap(ctx, n);
         for (int i = 0; i < n; i++) {
             RedisModule_ReplyWithSimpleString(ctx, names[i]);

@@ -165,6 +165,8 @@ int cshim_reply_array(RedisModuleCtx *ctx, long n);
 int cshim_reply_map(RedisModuleCtx *ctx, long n);
 int cshim_reply_long_longs(RedisModuleCtx *ctx, const int64_t *vals, int n);
 int cshim_reply_int_fields(RedisModuleCtx *ctx, const char *const *names, const int64_t *vals, int n);
+/* cshim_reply_int_fields for a caller that already knows the protocol (resp3 != 0). */
+int cshim_reply_int_fields_as(RedisModuleCtx *ctx, int resp3, const char *const *names, const int64_t *vals, int n);
 /* reply_fields.c: fields that are integers, bulk strings (vals[i] = offset << 32 | length
  * into strs) or nulls, by kinds[i]. */
 #define CSHIM_FIELD_INT 0

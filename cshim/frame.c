@@ -52,13 +52,12 @@ unsigned char *cshim_frame_reserve(cshim_frame *f, int i, size_t n) {
     return scratch[i];
 }
 
-static int grow_args(int argc) {
-    if (argc <= arg_cap) return 1;
+static void grow_args(int argc) {
+    if (argc <= arg_cap) return;
     int n = argc < 64 ? 64 : argc;
     arg_ptrs = RedisModule_Realloc(arg_ptrs, sizeof(*arg_ptrs) * (size_t)n);
     arg_lens = RedisModule_Realloc(arg_lens, sizeof(*arg_lens) * (size_t)n);
     arg_cap = n;
-    return 1;
 }
 
 /* The argv index of key 1: the argument after the first one (from argv[2]) equal to
@@ -125,16 +124,7 @@ static int frame_run(int slot, RedisModuleCtx *ctx, RedisModuleString **argv, in
         else if (f.repl == CSHIM_REPL_OPTIONS)
             cshim_replicate_with_option(ctx, d->cmd, d->cmdlen, argv, argc, f.skip_a, f.name_a, f.val_a, f.skip_b,
                                         f.name_b, f.val_b);
-        if (flags & REDISMODULE_CTX_FLAGS_RESP3) {
-            RedisModule_ReplyWithMap(ctx, d->nfields);
-            for (int i = 0; i < d->nfields; i++) {
-                RedisModule_ReplyWithSimpleString(ctx, d->names[i]);
-                RedisModule_ReplyWithLongLong(ctx, f.fields[i]);
-            }
-        } else {
-            RedisModule_ReplyWithArray(ctx, d->nfields);
-            for (int i = 0; i < d->nfields; i++) RedisModule_ReplyWithLongLong(ctx, f.fields[i]);
-        }
+        cshim_reply_int_fields_as(ctx, (flags & REDISMODULE_CTX_FLAGS_RESP3) != 0, d->names, f.fields, d->nfields);
     }
 done:
     for (int i = 0; i < CSHIM_FRAME_KEYS; i++) {

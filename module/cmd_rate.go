@@ -44,7 +44,7 @@ func rateCommands(c rm.Ctx) ([]rm.Command, error) {
 			Handler: h.rate,
 			// C opens both keys and does the writes, the replication and the reply
 			// around the one crossing into Go.
-			Frame: &rm.FrameSpec{Type: typ, Event: evRate, Keyword: "GLOBAL", Fields: h.fields},
+			Frame: &rm.FrameSpec{Type: typ, Event: evRate, Fields: h.fields},
 		},
 		{
 			Name:     "charon.inspect",

@@ -119,7 +119,7 @@ func (c Ctx) register(slot int, cmd *Command) error {
 		return fmt.Errorf("command %s: RedisModule_SetCommandInfo refused its info (arity or key specs)", cmd.Name)
 	}
 	if cmd.Frame != nil {
-		if err := cmd.Frame.define(slot, cmd.Name); err != nil {
+		if err := cmd.Frame.define(slot, cmd); err != nil {
 			return err
 		}
 	}

@@ -23,12 +23,7 @@ func charonGoCommand(slot C.int, ctx *C.RedisModuleCtx, argv **C.RedisModuleStri
 	c := Ctx{p: ctx}
 	defer func() {
 		if r := recover(); r != nil {
-			name := "?"
-			if int(slot) < len(commands) {
-				name = commands[slot].Name
-			}
-			c.Log(LogWarning, fmt.Sprintf("charon: panic in %s: %v\n%s", name, r, debug.Stack()))
-			c.ReplyError(fmt.Sprintf("ERR internal error in %s: %v (see the server log)", name, r))
+			c.replyPanic(slot, r)
 		}
 	}()
 	if int(slot) >= len(commands) {
@@ -57,8 +52,7 @@ func charonGoFrame(slot C.int, ctx *C.RedisModuleCtx, argv **C.RedisModuleString
 	defer func() {
 		if r := recover(); r != nil {
 			f.reply = 0
-			c.Log(LogWarning, fmt.Sprintf("charon: panic in %s: %v\n%s", commands[slot].Name, r, debug.Stack()))
-			c.ReplyError(fmt.Sprintf("ERR internal error in %s: %v (see the server log)", commands[slot].Name, r))
+			c.replyPanic(slot, r)
 		}
 	}()
 	args := Args{argv: argv, argc: int(argc), ptrs: f.arg_ptrs, lens: f.arg_lens}
@@ -66,6 +60,17 @@ func charonGoFrame(slot C.int, ctx *C.RedisModuleCtx, argv **C.RedisModuleString
 		f.reply = 0
 		c.replyErr(err)
 	}
+}
+
+// replyPanic turns a handler's recovered panic into a log line with the stack and
+// an error reply naming the command.
+func (c Ctx) replyPanic(slot C.int, r any) {
+	name := "?"
+	if int(slot) < len(commands) {
+		name = commands[slot].Name
+	}
+	c.Log(LogWarning, fmt.Sprintf("charon: panic in %s: %v\n%s", name, r, debug.Stack()))
+	c.ReplyError(fmt.Sprintf("ERR internal error in %s: %v (see the server log)", name, r))
 }
 
 // replyErr maps a handler's error to its reply, in one place.

@@ -18,30 +18,34 @@ import (
 // the keys before the handler runs and does the writes, the expiry, the keyspace
 // signals, the replication and the reply after it returns, so the whole command is
 // one C->Go crossing and the handler calls no API on its common path. The handler
-// reaches the frame through Ctx.Frame.
+// reaches the frame through Ctx.Frame. Key 0 is argument 1; key 1, if any, is the
+// one the command's keyword key spec finds, so the frame opens exactly the keys that
+// cluster slot checks and ACLs see.
 type FrameSpec struct {
-	Type  *Type
-	Event *Event // raised once per key written
-	// Keyword names the option whose argument is key 1 (searched from argument 2,
-	// as a keyword key spec is); "" for a command with one key.
-	Keyword string
-	Fields  *Fields // the reply's fields, at most FrameMaxFields
+	Type   *Type
+	Event  *Event  // raised once per key written
+	Fields *Fields // the reply's fields, at most FrameMaxFields
 }
 
 // FrameMaxFields is the most integer fields a frame command replies with.
 const FrameMaxFields = C.CSHIM_FRAME_FIELDS
 
-// FrameKeys is the number of keys a frame opens.
-const FrameKeys = C.CSHIM_FRAME_KEYS
-
-// define registers spec for slot with C.
-func (spec *FrameSpec) define(slot int, name string) error {
+// define registers cmd's frame for slot with C.
+func (spec *FrameSpec) define(slot int, cmd *Command) error {
+	name := cmd.Name
 	if spec.Type == nil || spec.Event == nil || spec.Fields == nil || spec.Fields.n > FrameMaxFields {
 		return fmt.Errorf("command %s: a frame needs a type, an event and at most %d fields", name, FrameMaxFields)
 	}
 	var kw *C.char
-	if spec.Keyword != "" {
-		kw = C.CString(spec.Keyword) // lives as long as the module
+	for _, ks := range cmd.KeySpecs {
+		if ks.Keyword == "" {
+			continue
+		}
+		// cshim/frame.c searches for the keyword from argument 2, one key after it.
+		if ks.StartFrom != 2 || ks.LastKey != 0 || kw != nil {
+			return fmt.Errorf("command %s: a frame takes one keyword key, searched from argument 2", name)
+		}
+		kw = C.CString(ks.Keyword) // lives as long as the module
 	}
 	// The name it replicates under, as clients write it.
 	if C.cshim_frame_define(C.int(slot), spec.Type.p, spec.Event.p, kw, C.CString(strings.ToUpper(name)),
