@@ -106,7 +106,7 @@ type calc struct {
 	sec, gsec  cursor // second-log cursors moved to t-1000
 	domainHits int64
 	globalHits int64
-	x1         int64 // latest tier-1 hit ts + W1 + 1
+	x1         int64  // latest tier-1 hit ts + W1 + 1
 	dcaps      capSet // the request's per-domain caps at t (rule 10)
 	gcaps      capSet // its global caps
 	tokSlot    int    // ONCE: the slot an insert takes (tokLookup)
