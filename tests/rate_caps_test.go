@@ -24,7 +24,7 @@ func TestRateCapsMemory(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
 		key, max, limits string
-		wantMin int64
+		wantMin          int64
 	}{
 		{"rl:{mem}:one", "1", "1000000/1s; 1000/1h, 10000/1d", 10_000},
 		{"rl:{mem}:hundred", "100", "1000000/1s; 1000/1h, 10000/1d", 10_000},
