@@ -22,7 +22,15 @@ type capSet struct {
 	count [MaxCaps]int64 // hits each counts at t
 	add   [MaxCaps]int64 // hits a grant adds to each (planCaps; saturated below 2^62)
 	same  bool           // the key stores exactly these windows, in this order
+	// For a bucket log updated in place (planCaps): where to write, the new entry's
+	// step (0: the newest count is rewritten), the count, and how many bytes of its
+	// spare room the log uses up.
+	at, grow  [MaxCaps]int
+	step, cnt [MaxCaps]int64
 }
+
+// len is the number of caps.
+func (set *capSet) len() int { return set.n }
 
 // evalCaps counts the request's caps on v at t: a stored cap (same window) moves on,
 // a new one counts the key's second log (sec, moved to t-1000; secHits its sum).
@@ -71,7 +79,7 @@ func evalCaps(v *view, caps []Cap, sec cursor, secHits, t int64, set *capSet) fa
 // room lowers capped to every cap's room; limited reports a cap below max.
 func (set *capSet) room(capped, max int64) (int64, bool) {
 	limited := false
-	for i := 0; i < set.n; i++ {
+	for i := 0; i < set.len(); i++ {
 		r := set.cs[i].cfg.Limit - set.count[i]
 		if r < 0 {
 			r = 0
@@ -90,7 +98,7 @@ func (set *capSet) room(capped, max int64) (int64, bool) {
 // hold anything then (a new cap: the second log's hits).
 func (set *capSet) expiry(newest int64, stored, fresh bool) int64 {
 	var x int64
-	for i := 0; i < set.n; i++ {
+	for i := 0; i < set.len(); i++ {
 		cs := &set.cs[i]
 		if cs.exact() || !(fresh || set.src[i] >= 0 && stored || set.src[i] < 0 && cs.sum > 0) {
 			continue
@@ -105,7 +113,7 @@ func (set *capSet) expiry(newest int64, stored, fresh bool) int64 {
 // below need).
 func (set *capSet) clear(v *view, sec cursor, s0, need int64) (int64, bool) {
 	at := s0
-	for i := 0; i < set.n; i++ {
+	for i := 0; i < set.len(); i++ {
 		cs := &set.cs[i]
 		bound := cs.cfg.Limit - need
 		if bound < 0 {
@@ -217,15 +225,18 @@ type prefixPlan struct {
 	reply   tokReply
 	once    bool // the reply is remembered
 	rebuild bool // the regions change size: the value is rewritten
-	// For an in-place update: each bucketed cap's newest count, where its varint is.
-	capAt  [MaxCaps]int
-	capCnt [MaxCaps]int64
 }
 
 // planCaps decides how the grant of granted hits at t goes into set (moved to t; old
 // is the value the caps were read from) and updates set's states as they will be
 // written: sums, and for caps updated in place the count's place and value.
 func planCaps(old []byte, v *view, set *capSet, t, granted int64, p *prefixPlan) {
+	if set.n == 0 {
+		if v.nc > 0 {
+			p.rebuild = true // the key's caps are dropped
+		}
+		return
+	}
 	if !set.same {
 		p.rebuild = true
 	}
@@ -237,23 +248,32 @@ func planCaps(old []byte, v *view, set *capSet, t, granted int64, p *prefixPlan)
 		bt := floorDiv(t, cs.g)
 		add := min(granted, hitSumCap-1-cs.sum)
 		set.add[i] = add
-		if set.src[i] < 0 || cs.dead >= cs.len || bt != floorDiv(v.last, cs.g) {
-			// A new entry (or a new cap): the regions grow.
-			p.rebuild = true
-			if cs.dead >= cs.len || set.src[i] < 0 {
-				cs.first = bt
-			}
-			cs.sum += add
-			continue
-		}
-		c0, at := capLast(old, cs)
-		nc := c0 + add
 		cs.sum += add
-		if uvarintLen(uint64(nc)) != uvarintLen(uint64(c0)) || cs.dead >= capCompactMin && 2*cs.dead >= cs.len {
+		if set.src[i] < 0 || cs.dead >= cs.len {
+			// A new cap, or every stored bucket left: the log is written anew.
+			p.rebuild = true
+			cs.first = bt
+			continue
+		}
+		if cs.dead >= capCompactMin && 2*cs.dead >= cs.len {
+			p.rebuild = true // the dead front is dropped
+			continue
+		}
+		// In place: the newest count grows, or a new entry goes into the spare room.
+		var at, grow int
+		if newest := floorDiv(v.last, cs.g); bt == newest {
+			c0, a := capLast(old, cs)
+			at, grow = a, uvarintLen(uint64(c0+add))-uvarintLen(uint64(c0))
+			set.step[i], set.cnt[i] = 0, c0+add
+		} else {
+			at, grow = cs.off+cs.len, uvarintLen(uint64(bt-newest))+uvarintLen(uint64(add))
+			set.step[i], set.cnt[i] = bt-newest, add
+		}
+		if grow > cs.spare {
 			p.rebuild = true
 			continue
 		}
-		p.capAt[i], p.capCnt[i] = at, nc
+		set.at[i], set.grow[i] = at, grow
 	}
 }
 
@@ -365,7 +385,7 @@ func appendTokens(dst []byte, cur []byte, old *tokTable, t int64, p *prefixPlan)
 // appended. States in set get their new offsets (relative to the value starting at
 // base).
 func appendCapRegions(dst []byte, base int, cur []byte, v *view, last int64, sec cursor, set *capSet, t int64) []byte {
-	for i := 0; i < set.n; i++ {
+	for i := 0; i < set.len(); i++ {
 		cs := &set.cs[i]
 		if cs.exact() {
 			continue
@@ -394,6 +414,10 @@ func appendCapRegions(dst []byte, base int, cur []byte, v *view, last int64, sec
 			cs.first = bt - spanOf(dst[start:])
 		}
 		cs.off, cs.len, cs.dead = start-base, len(dst)-start, 0
+		cs.spare = capSpare(cs.len)
+		for range cs.spare {
+			dst = append(dst, 0)
+		}
 	}
 	return dst
 }

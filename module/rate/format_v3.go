@@ -44,10 +44,18 @@ type capState struct {
 	cfg            Cap
 	g              int64
 	cu             cursor // exact caps
-	off, len, dead int    // bucketed caps
+	off, len, dead int    // bucketed caps: region, used bytes, dead front
+	spare          int    // zero bytes after the used ones, room for new entries
 	first          int64  // the first live bucket
 	sum            int64  // the live buckets' counts
 }
+
+// capSpare is the room a rewritten bucket log gets for new entries: an eighth of it
+// and 8 bytes, so that adding buckets rewrites the value once in many.
+func capSpare(used int) int { return 8 + used/8 }
+
+// maxSpare bounds the spare room of a bucket log of used bytes (Validate).
+func maxSpare(used int) int { return 64 + used }
 
 func (cs *capState) exact() bool { return cs.g == 1 }
 
@@ -102,12 +110,13 @@ func (r *hreader) ext(v *view, raw *[MaxCaps]rawCursor, size int) error {
 			}
 			continue
 		}
-		ln, dead, span, sum := r.u(), r.u(), r.u(), r.u()
-		if r.bad || ln < 2 || ln > uint64(size-off) || dead >= ln || sum >= hitSumCap || span > uint64(cs.cfg.Window/cs.g+1) {
+		ln, spare, dead, span, sum := r.u(), r.u(), r.u(), r.u(), r.u()
+		if r.bad || ln < 2 || ln > uint64(size-off) || spare > uint64(maxSpare(int(ln))) || spare > uint64(size-off)-ln ||
+			dead >= ln || sum >= hitSumCap || span > uint64(cs.cfg.Window/cs.g+1) {
 			return corrupt(r.off, "bad bucket log fields")
 		}
-		cs.off, cs.len, cs.dead, cs.first, cs.sum = off, int(ln), int(dead), int64(span), int64(sum)
-		off += int(ln)
+		cs.off, cs.len, cs.spare, cs.dead, cs.first, cs.sum = off, int(ln), int(spare), int(dead), int64(span), int64(sum)
+		off += int(ln) + int(spare)
 	}
 	v.logBase = off
 	return nil
@@ -154,7 +163,7 @@ func extSize(v *view) int {
 			n += cursorLen(&cs.cu, v, false)
 			continue
 		}
-		n += uvarintLen(uint64(cs.len)) + uvarintLen(uint64(cs.dead)) +
+		n += uvarintLen(uint64(cs.len)) + uvarintLen(uint64(cs.spare)) + uvarintLen(uint64(cs.dead)) +
 			uvarintLen(uint64(floorDiv(v.last, cs.g)-cs.first)) + uvarintLen(uint64(cs.sum))
 	}
 	return n
@@ -178,6 +187,7 @@ func putExt(b []byte, i int, v *view) int {
 			continue
 		}
 		i = putUvarint(b, i, uint64(cs.len))
+		i = putUvarint(b, i, uint64(cs.spare))
 		i = putUvarint(b, i, uint64(cs.dead))
 		i = putUvarint(b, i, uint64(floorDiv(v.last, cs.g)-cs.first))
 		i = putUvarint(b, i, uint64(cs.sum))
@@ -397,6 +407,11 @@ func checkBuckets(b []byte, cs *capState, last int64) bool {
 			return false
 		}
 		off = next
+	}
+	for _, c := range b[end : end+cs.spare] {
+		if c != 0 {
+			return false
+		}
 	}
 	return off == end && bk == floorDiv(last, cs.g) && sum == cs.sum
 }
