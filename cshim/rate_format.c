@@ -409,7 +409,7 @@ static int check_v23(const unsigned char *p, size_t n) {
     if (p[0] == CHARON_RATE_FORMAT_V3) {
         if (!rd_ext(p, lim, &off, &x)) return 0;
     } else {
-        x.ntok = x.ncaps = x.nexact = x.nb = 0;
+        x.ntok = x.occ = x.tnew = x.ncaps = x.nexact = x.nb = 0;
     }
     if (off >= lim) return 0;
     unsigned kind = p[off++];
