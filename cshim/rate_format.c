@@ -319,18 +319,20 @@ typedef struct {
 /* Version 3's header extension, read before version 2's fields; what depends on
  * those (tnew, the regions' place, the exact caps' cursors) is checked after them. */
 typedef struct {
-    uint64_t ntok, occ, tnew, ncaps, nexact, nb;
+    uint64_t ntok, occ, tnew, tbuilt, ncaps, nexact, nb;
     uint64_t exact[RF_MAX_CAPS][3]; /* the exact caps' cursors: off, time, sum */
     rf_bcap b[RF_MAX_CAPS];
 } rf_ext;
 
 static int rd_ext(const unsigned char *p, size_t lim, size_t *off, rf_ext *x) {
     uint64_t windows[RF_MAX_CAPS];
-    x->occ = x->tnew = x->nexact = x->nb = 0;
+    x->occ = x->tnew = x->tbuilt = x->nexact = x->nb = 0;
     if (!rd(p, lim, off, &x->ntok) || x->ntok > RF_MAX_TOKENS || (x->ntok & (x->ntok - 1)) != 0) return 0;
     if (x->ntok > 0) {
         if (!rd(p, lim, off, &x->occ) || x->occ < 1 || x->occ > x->ntok) return 0;
-        if (!rd(p, lim, off, &x->tnew) || x->tnew > RF_MAX_AT) return 0; /* <= last: checked later */
+        /* tnew and tbuilt count back from last: <= last, checked once last is read */
+        if (!rd(p, lim, off, &x->tnew) || x->tnew > RF_MAX_AT) return 0;
+        if (!rd(p, lim, off, &x->tbuilt) || x->tbuilt > RF_MAX_AT) return 0;
     }
     if (*off >= lim || p[*off] > RF_MAX_CAPS) return 0;
     x->ncaps = p[(*off)++];
@@ -365,24 +367,33 @@ static int64_t floor_div(int64_t a, int64_t b) {
     return q;
 }
 
-/* A bucket log (FORMAT.md, "cap"): (step, count) entries from dead to the region's
- * end exactly; the newest bucket is floor(last / g), the first live one newest -
- * span and not older than floor((last - window) / g); steps after the first live
- * entry are >= 1 and add up to span; counts are 1..2^62-1 and add up to sum. */
+/* Reads a bucket log entry at p[*off] (before end): a step >= 1 and a count
+ * 1..2^62-1. Every entry has this form, dead or live (Go's readEntry). */
+static int rd_entry(const unsigned char *p, size_t end, size_t *off, uint64_t *step, uint64_t *cnt) {
+    return rd(p, end, off, step) && rd(p, end, off, cnt) && *step >= 1 && *cnt >= 1 && *cnt < RF_SUM_CAP;
+}
+
+/* A bucket log (FORMAT.md, "cap"): whole entries in the dead front up to dead
+ * exactly, then the live entries to the region's end exactly. The newest bucket is
+ * floor(last / g), the first live one newest - span and not older than
+ * floor((last - window) / g); the steps after the first live entry add up to span
+ * (the first one's is not read, but is >= 1 like every step); the live counts add
+ * up to sum. */
 static int check_bucket_log(const unsigned char *p, const rf_bcap *c, uint64_t last) {
     uint64_t g = (c->window + RF_SECOND_MS - 1) / RF_SECOND_MS; /* window > 1000: g >= 2 */
     int64_t newest = (int64_t)(last / g);                      /* last <= 2^53 */
     if (newest - (int64_t)c->span < floor_div((int64_t)last - (int64_t)c->window, (int64_t)g)) return 0;
-    size_t off = c->at + (size_t)c->dead, end = c->at + (size_t)c->len;
-    uint64_t steps = 0, sum = 0;
+    size_t off = c->at, live = c->at + (size_t)c->dead, end = c->at + (size_t)c->len;
+    uint64_t step, cnt, steps = 0, sum = 0;
+    while (off < live)
+        if (!rd_entry(p, end, &off, &step, &cnt) || off > live) return 0;
     for (int firstent = 1; off < end; firstent = 0) {
-        uint64_t step, cnt;
-        if (!rd(p, end, &off, &step) || !rd(p, end, &off, &cnt)) return 0;
-        if (!firstent) { /* the first live entry's step is not read */
-            if (step < 1 || step > c->span - steps) return 0;
+        if (!rd_entry(p, end, &off, &step, &cnt)) return 0;
+        if (!firstent) {
+            if (step > c->span - steps) return 0;
             steps += step;
         }
-        if (cnt < 1 || cnt > c->sum - sum) return 0; /* sum < 2^62, so each count is too */
+        if (cnt > c->sum - sum) return 0; /* sum < 2^62 */
         sum += cnt;
     }
     return steps == c->span && sum == c->sum;
@@ -411,7 +422,7 @@ static int check_v23(const unsigned char *p, size_t n) {
     if (p[0] == CHARON_RATE_FORMAT_V3) {
         if (!rd_ext(p, lim, &off, &x)) return 0;
     } else {
-        x.ntok = x.occ = x.tnew = x.ncaps = x.nexact = x.nb = 0;
+        x.ntok = x.occ = x.tnew = x.tbuilt = x.ncaps = x.nexact = x.nb = 0;
     }
     if (off >= lim) return 0;
     unsigned kind = p[off++];
@@ -449,7 +460,7 @@ static int check_v23(const unsigned char *p, size_t n) {
 
     /* What of the extension depends on version 2's fields. The regions lie in
      * [1, logBase), logBase <= start: the token table, then each bucketed cap's. */
-    if (x.tnew > last) return 0;
+    if (x.tnew > last || x.tbuilt > last) return 0;
     uint64_t logbase = 1 + RF_TOKEN_BYTES * x.ntok; /* <= 1 + 2^25 */
     if (logbase > start) return 0;
     for (uint64_t i = 0; i < x.nb; i++) {

@@ -49,6 +49,7 @@ type v3Val struct {
 	domain []uint64 // domain keys: t1, ntiers, then each tier's fields (all varints)
 
 	ntok, occ, tnew uint64
+	tbuilt          uint64  // last - when the table was rebuilt
 	table           []v3Tok // ntok slots
 	ncaps           int     // -1: len(caps)
 	caps            []v3Cap
@@ -85,7 +86,7 @@ func (v *v3Val) bytes() []byte {
 	if !v.noExt {
 		b = u(b, v.ntok)
 		if v.ntok > 0 {
-			b = u(u(b, v.occ), v.tnew)
+			b = u(u(u(b, v.occ), v.tnew), v.tbuilt)
 		}
 		n := v.ncaps
 		if n < 0 {
@@ -161,11 +162,11 @@ func v3Domain() *v3Val {
 		// t1 = last - newest tier-1 hit + 1; one tier: limit, window, active,
 		// cooldown, flags, cursor (off, time - first, sum of slot 0).
 		domain: []uint64{1, 1, 10, 60_000, 60_000, 0, 0, 0, 0, 5},
-		ntok:   4, occ: 2, tnew: 0,
+		ntok:   4, occ: 2, tnew: 0, tbuilt: 900,
 		table: []v3Tok{{}, v3Token(0x1001, last-500), v3Token(0x2001, last), {}},
 	}
 	minute, mspan, msum := v3Buckets(ts, cnt, 60, 7)
-	hour, hspan, hsum := v3Buckets(ts, cnt, 3600, 0)
+	hour, hspan, hsum := v3Buckets(ts, cnt, 3600, 1)
 	v.caps = []v3Cap{
 		{limit: 50, window: 600, cursor: [3]uint64{1, 500, 4}},
 		{limit: 100, window: 60_000, region: append([]byte{1, 1}, minute...), dead: 2, span: mspan, sum: msum},
@@ -179,7 +180,7 @@ func v3Domain() *v3Val {
 // a bucketed cap and no token table.
 func v3Global() *v3Val {
 	last := uint64(v3Last)
-	day, span, sum := v3Buckets([]uint64{last}, []uint64{2}, 86_400, 0)
+	day, span, sum := v3Buckets([]uint64{last}, []uint64{2}, 86_400, 1)
 	return &v3Val{
 		ver: 3, kind: 2, last: last, ncaps: -1,
 		log: []byte{0x50, 0x30}, first: 0, newest: 2, sec: [3]uint64{0, 0, 2},
@@ -198,14 +199,14 @@ func v3TokensOnly() *v3Val {
 		ver: 3, kind: 1, last: last, ncaps: -1,
 		log: []byte{0x00}, newest: 1, sec: [3]uint64{0, 0, 1},
 		domain: []uint64{1, 1, 10, 60_000, 60_000, 0, 0, 0, 0, 1},
-		ntok:   1, occ: 1, tnew: 7,
+		ntok:   1, occ: 1, tnew: 7, tbuilt: 7,
 		table: []v3Tok{v3Token(0xdeadbeef, last-7)},
 	}
 }
 
 // v3Table replaces v's token table with ntok slots holding the given (slot, h) pairs.
 func v3Table(v *v3Val, ntok uint64, slots map[int]uint64) {
-	v.ntok, v.occ, v.tnew = ntok, uint64(len(slots)), 0
+	v.ntok, v.occ, v.tnew, v.tbuilt = ntok, uint64(len(slots)), 0, 0
 	v.table = make([]v3Tok, ntok)
 	for i, h := range slots {
 		v.table[i] = v3Token(h, v.last)
@@ -285,7 +286,7 @@ func TestRateV3FormatCheck(t *testing.T) {
 		},
 		"first live bucket at the window's bound": func(v *v3Val) {
 			// 1-min cap: buckets last/60 - 1000 .. last/60.
-			e := binary.AppendUvarint(binary.AppendUvarint(nil, 0), 1)
+			e := binary.AppendUvarint(binary.AppendUvarint(nil, 1), 1)
 			e = binary.AppendUvarint(binary.AppendUvarint(e, 1000), 4)
 			v.caps[1].region, v.caps[1].dead, v.caps[1].span, v.caps[1].sum = e, 0, 1000, 5
 		},
@@ -319,6 +320,8 @@ func TestRateV3FormatCheck(t *testing.T) {
 		"occ one over":                      func(v *v3Val) { v.occ = 3 },
 		"tnew off by one":                   func(v *v3Val) { v.tnew = 1 },
 		"tnew past last":                    func(v *v3Val) { v.tnew = v.last + 1 },
+		"tbuilt past last":                  func(v *v3Val) { v.tbuilt = v.last + 1 },
+		"no tbuilt":                         func(v *v3Val) { v.tbuilt = 1 << 60 },
 		"empty slot with a byte":            func(v *v3Val) { v.table[0][7] = 1 },
 		"empty slot with a t0":              func(v *v3Val) { v.table[3][1] = 5 },
 		"h 0 in a used slot":                func(v *v3Val) { v.table[1][0] = 0 },
@@ -363,10 +366,14 @@ func TestRateV3FormatCheck(t *testing.T) {
 		"bucket sum off by one":             func(v *v3Val) { v.caps[1].sum++ },
 		"bucket span off by one":            func(v *v3Val) { v.caps[1].span++ },
 		"bucket span one short":             func(v *v3Val) { v.caps[1].span-- },
-		"bucket count 0":                    func(v *v3Val) { v3Entries(v, 1, [][2]uint64{{0, 5}, {15, 0}}) },
-		"bucket count 2^62":                 func(v *v3Val) { v3Entries(v, 1, [][2]uint64{{0, 1 << 62}}) },
-		"bucket step 0 after the first":     func(v *v3Val) { v3Entries(v, 1, [][2]uint64{{0, 2}, {0, 3}}) },
-		"bucket first live left the window": func(v *v3Val) { v3Entries(v, 1, [][2]uint64{{0, 2}, {1001, 3}}) },
+		"bucket count 0":                    func(v *v3Val) { v3Entries(v, 1, [][2]uint64{{1, 5}, {15, 0}}) },
+		"bucket count 2^62":                 func(v *v3Val) { v3Entries(v, 1, [][2]uint64{{1, 1 << 62}}) },
+		"bucket step 0 after the first":     func(v *v3Val) { v3Entries(v, 1, [][2]uint64{{1, 2}, {0, 3}}) },
+		"bucket first live step 0":          func(v *v3Val) { v.caps[1].region[2] = 0 },
+		"bucket dead entry step 0":          func(v *v3Val) { v.caps[1].region[0] = 0 },
+		"bucket dead entry count 0":         func(v *v3Val) { v.caps[1].region[1] = 0 },
+		"bucket dead front not whole":       func(v *v3Val) { v.caps[1].region = append([]byte{1}, v.caps[1].region...); v.caps[1].dead = 3 },
+		"bucket first live left the window": func(v *v3Val) { v3Entries(v, 1, [][2]uint64{{1, 2}, {1001, 3}}) },
 		"bucket entry runs past its region": func(v *v3Val) { v3Region(v, 1, append(bytes.Clone(v.caps[1].region), 0x80), 2) },
 		"bucket half an entry at the end":   func(v *v3Val) { v3Region(v, 1, append(bytes.Clone(v.caps[1].region), 1), 2) },
 		"bucket overlong varint":            func(v *v3Val) { v3Region(v, 1, append(bytes.Clone(v.caps[1].region), 0x81, 0x00, 1), 2) },
@@ -453,6 +460,6 @@ func v3Entries(v *v3Val, i int, entries [][2]uint64) {
 // v3Rebucket makes cap i a bucketed cap over window w (one entry: every hit at last).
 func v3Rebucket(v *v3Val, i int, w uint64) {
 	g := (w + 999) / 1000
-	e, span, sum := v3Buckets([]uint64{v.last}, []uint64{5}, g, 0)
+	e, span, sum := v3Buckets([]uint64{v.last}, []uint64{5}, g, 1)
 	v.caps[i] = v3Cap{limit: 1, window: w, region: e, span: span, sum: sum}
 }
