@@ -545,7 +545,24 @@ func rtCorruptSamples(t testing.TB, c *redis.Client) []string {
 	}
 	rtRate(t, c, 3, rtCmd("rl:{c}:16", base, rtCat([]string{"MAX", "20", "MIN", "1"}, sixteen)...)...)
 	rtRate(t, c, 3, rtCmd("rl:{c}:16", base+300, rtCat([]string{"MAX", "20", "MIN", "1"}, sixteen)...)...)
-	return []string{"rl:{c}:pen", "rl:{c}", "rl:{c}:16"}
+
+	// Version 3: ONCE tokens and caps, exact (500 ms, 300 ms) and bucketed (1 min, 1 h),
+	// per-domain and global, in the TIER and LIMITS forms; a replay writes nothing.
+	for i, dt := range []int64{0, 1, 40, 700, 2500, 9000} {
+		once := []string{"MAX", "2", "MIN", "1", "TIER", "50", "60000", "60000", "0", "CAP", "5", "500", "CAP", "100", "60000",
+			"ONCE", fmt.Sprintf("tok-%d", i), "GLOBAL", "rl:{c}:gcaps", "1000/1s, 5000/1h, 40/300ms"}
+		rtRate(t, c, 3, rtCmd("rl:{c}:once", base+dt, once...)...)
+		lim := []string{"MAX", "3", "MIN", "1", "LIMITS", "10/1s, 50/5s/5s/15s; 20/10s, 7/300ms", "ONCE", fmt.Sprintf("lim-%d", i)}
+		rtRate(t, c, 3, rtCmd("rl:{c}:lim", base+dt, lim...)...)
+	}
+	before := rtValueOf(t, c, "rl:{c}:lim")
+	rtRate(t, c, 3, rtCmd("rl:{c}:lim", base+9001, "MAX", "3", "MIN", "1", "LIMITS", "10/1s, 50/5s/5s/15s; 20/10s, 7/300ms", "ONCE", "lim-5")...)
+	require.Equal(t, before, rtValueOf(t, c, "rl:{c}:lim"), "a replay writes nothing")
+	samples := []string{"rl:{c}:pen", "rl:{c}", "rl:{c}:16", "rl:{c}:once", "rl:{c}:gcaps", "rl:{c}:lim"}
+	for _, k := range samples[3:] {
+		require.Equal(t, byte(3), rtValueOf(t, c, k)[0], "%s holds version 3", k)
+	}
+	return samples
 }
 
 // TestRateCorruptRestore: RESTORE of mutated DUMP payloads (with the CRC recomputed)

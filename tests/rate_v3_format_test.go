@@ -11,12 +11,14 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/charon-redis/charon/module/rate"
 	"github.com/charon-redis/charon/tests/harness"
 )
 
 // Version 3 of the rate value (module/rate/FORMAT.md, "Version 3"), built byte by
 // byte from the format's description: the C check that CHARON.LOADVALUE, RESTORE and
-// rdb_load run accepts the valid values and refuses each broken variant.
+// rdb_load run accepts the valid values and refuses each broken variant, as Go's
+// rate.Validate does.
 
 // v3Tok is a token slot: 8 little-endian u64 words.
 type v3Tok [8]uint64
@@ -235,6 +237,7 @@ func TestRateV3FormatCheck(t *testing.T) {
 	accepts := func(what string, v *v3Val) {
 		t.Helper()
 		b := v.bytes()
+		require.NoError(t, rate.Validate(b), "%s: Go's Validate", what)
 		require.NoError(t, load(b), "%s: LOADVALUE % x", what, b)
 		require.NoError(t, restore(b), "%s: RESTORE % x", what, b)
 		require.Equal(t, b, rtValueOf(t, c, "rl:{v3}:r"), what)
@@ -242,6 +245,7 @@ func TestRateV3FormatCheck(t *testing.T) {
 	refuses := func(what string, v *v3Val) {
 		t.Helper()
 		b := v.bytes()
+		require.Error(t, rate.Validate(b), "%s: Go's Validate accepts % x", what, b)
 		err := load(b)
 		require.Error(t, err, "%s: LOADVALUE accepted % x", what, b)
 		require.True(t, strings.HasPrefix(err.Error(), "ERR payload:"), "%s: %v", what, err)
@@ -413,10 +417,12 @@ func TestRateV3CrowdedTable(t *testing.T) {
 	}
 	v := v3TokensOnly()
 	v3Table(v, ntok, slots)
+	require.NoError(t, rate.Validate(v.bytes()))
 	require.NoError(t, c.Do(ctx, "CHARON.LOADVALUE", "rl:{v3}:crowd", string(v.bytes())).Err())
 	for _, at := range []int{1, n / 2, n - 1} {
 		w := v.clone()
 		w.table[at][0] = w.table[0][0]
+		require.Error(t, rate.Validate(w.bytes()), "Go: duplicate of slot 0 at slot %d", at)
 		err := c.Do(ctx, "CHARON.LOADVALUE", "rl:{v3}:crowd", string(w.bytes())).Err()
 		require.Error(t, err, "duplicate of slot 0 at slot %d", at)
 	}
@@ -424,6 +430,7 @@ func TestRateV3CrowdedTable(t *testing.T) {
 	w := v.clone()
 	w.table[n/2] = v3Tok{}
 	w.occ--
+	require.Error(t, rate.Validate(w.bytes()))
 	require.Error(t, c.Do(ctx, "CHARON.LOADVALUE", "rl:{v3}:crowd", string(w.bytes())).Err())
 	require.NoError(t, c.Ping(ctx).Err())
 }
