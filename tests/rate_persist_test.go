@@ -309,13 +309,14 @@ func rtSameSnap(t testing.TB, want, got rtSnapshot, withMem bool, what string) {
 }
 
 // rtPopulate sends n random requests (varied shapes: every tier set, random tier
-// lists up to 16 tiers, GLOBAL keys) an hour ahead of the real clock, so nothing
-// expires during the test, and returns how many keys exist.
+// lists up to 16 tiers, GLOBAL keys, caps and ONCE tokens in a third of them) an hour
+// ahead of the real clock, so nothing expires during the test, and returns how many
+// keys exist.
 func rtPopulate(t testing.TB, c *redis.Client, seed uint64, nKeys, nGlobal, n int) int64 {
 	t.Helper()
 	ctx := context.Background()
 	base := rtNow() + 3_600_000
-	g := &rtGen{r: rand.New(rand.NewPCG(seed, 11)), at: base, floor: base}
+	g := &rtGen{r: rand.New(rand.NewPCG(seed, 11)), at: base, floor: base, v3: 30}
 	for i := range nKeys {
 		g.keys = append(g.keys, fmt.Sprintf("rl:{p%d}:d%d", i%17, i))
 	}
@@ -340,7 +341,14 @@ func rtPopulate(t testing.TB, c *redis.Client, seed uint64, nKeys, nGlobal, n in
 		}
 	}
 	size := rtDBSize(t, c)
-	t.Logf("populated: %d requests, %d granted, %d keys", n, granted, size)
+	var v3 int
+	for _, k := range c.Keys(ctx, "rl:*").Val() {
+		if v := rtValueOf(t, c, k); v[0] == 3 {
+			v3++
+		}
+	}
+	t.Logf("populated: %d requests, %d granted, %d keys (%d of version 3)", n, granted, size, v3)
+	require.Positive(t, v3, "some keys hold tokens or caps")
 	require.Greater(t, size, int64(nKeys/2))
 	return size
 }
