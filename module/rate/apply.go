@@ -110,6 +110,16 @@ type calc struct {
 	dcaps      capSet // the request's per-domain caps at t (rule 10)
 	gcaps      capSet // its global caps
 	tokSlot    int    // ONCE: the slot an insert takes (tokLookup)
+	last0      int64  // the key's newest time as read (c.v is rewritten in place)
+	glast0     int64  // the global key's
+}
+
+// oldLast is the newest time of the key of kind as read, before the grant.
+func (c *calc) oldLast(k Kind) int64 {
+	if k == KindGlobal {
+		return c.glast0
+	}
+	return c.last0
 }
 
 func satAdd(a, b, lim int64) int64 {
@@ -501,6 +511,7 @@ func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTier
 	merge := c.hasV && c.v.last == t
 	planCaps(cur, &c.v, &c.dcaps, t, granted, p)
 	oldTok := c.v.tok
+	c.last0 = c.v.last
 	var s [Slots]int64
 	var d int64
 	keepEnd := 1
@@ -587,7 +598,7 @@ func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTier
 		}
 		nv.tok.tnew = t
 	}
-	return c.emit(nv.b, nv, cur, inPlace, out, keepEnd, ev, p, &oldTok, &c.dcaps, oldEnd, granted)
+	return c.emit(nv.b, nv, cur, inPlace, out, keepEnd, ev, p, &oldTok, &c.dcaps, oldEnd)
 }
 
 // encodeGlobal writes the global key's new value: its second log with granted hits at
@@ -617,6 +628,7 @@ func (c *calc) encodeGlobal(gv *view, gcur []byte, inPlace bool, gout []byte, gr
 	oldEnd := nv.end
 	var p prefixPlan
 	planCaps(gcur, gv, &c.gcaps, t, granted, &p)
+	c.glast0 = gv.last
 	nv.kind, nv.last, nv.n, nv.newest, nv.end = KindGlobal, t, 0, evOff, newEnd
 	nv.sec = place(c.gsec, oldEnd, evOff, newEnd, merge, t, s[Detached], s[Detached]-was)
 	nv.nc = c.gcaps.n
@@ -628,7 +640,7 @@ func (c *calc) encodeGlobal(gv *view, gcur []byte, inPlace bool, gout []byte, gr
 		nv.caps[i] = *cs
 	}
 	oldTok := gv.tok
-	return c.emit(nv.b, nv, gcur, inPlace, gout, keepEnd, ev, &p, &oldTok, &c.gcaps, oldEnd, granted)
+	return c.emit(nv.b, nv, gcur, inPlace, gout, keepEnd, ev, &p, &oldTok, &c.gcaps, oldEnd)
 }
 
 // compactMin is the smallest dead front worth moving the log for.
@@ -640,7 +652,7 @@ const compactMin = 16
 // header. nv's offsets are given as if nothing moved. When p says the regions change
 // size, the value is rewritten into out with the new regions (rebuild).
 func (c *calc) emit(old []byte, nv *view, cur []byte, inPlace bool, out []byte, keepEnd int, ev []byte,
-	p *prefixPlan, oldTok *tokTable, set *capSet, oldEnd int, granted int64) ([]byte, error) {
+	p *prefixPlan, oldTok *tokTable, set *capSet, oldEnd int) ([]byte, error) {
 	start, first := nv.sec.off, nv.sec.ts
 	for j := 0; j < nv.n; j++ {
 		if cu := &nv.tiers[j].cu; cu.off < start {
@@ -656,7 +668,7 @@ func (c *calc) emit(old []byte, nv *view, cur []byte, inPlace bool, out []byte, 
 		start, first = nv.newest, nv.last
 	}
 	if p.rebuild {
-		return c.rebuild(old, nv, cur, out, keepEnd, ev, p, oldTok, set, oldEnd, granted, start, first)
+		return c.rebuild(old, nv, cur, out, keepEnd, ev, p, oldTok, set, oldEnd, start, first)
 	}
 	base := nv.logBase
 	shift := 0
@@ -728,7 +740,7 @@ func patchPrefix(b []byte, nv *view, p *prefixPlan) []byte {
 // rebuild writes the value anew into out: the token table and the caps' bucket logs
 // (their new sizes), the live log [start, keepEnd), the event at t, the header.
 func (c *calc) rebuild(old []byte, nv *view, cur []byte, out []byte, keepEnd int, ev []byte,
-	p *prefixPlan, oldTok *tokTable, set *capSet, oldEnd int, granted int64, start int, first int64) ([]byte, error) {
+	p *prefixPlan, oldTok *tokTable, set *capSet, oldEnd int, start int, first int64) ([]byte, error) {
 	dst := append(out[:0], 0)
 	var err error
 	if dst, nv.tok, err = appendTokens(dst, cur, oldTok, c.t, p); err != nil {
@@ -739,7 +751,7 @@ func (c *calc) rebuild(old []byte, nv *view, cur []byte, out []byte, keepEnd int
 	if nv.kind == KindGlobal {
 		sec = c.gsec
 	}
-	dst = appendCapRegions(dst, 0, old, &ov, sec, set, c.t, granted)
+	dst = appendCapRegions(dst, 0, old, &ov, c.oldLast(nv.kind), sec, set, c.t)
 	for i := 0; i < set.n; i++ {
 		nv.caps[i] = set.cs[i]
 	}

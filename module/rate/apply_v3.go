@@ -20,6 +20,7 @@ type capSet struct {
 	cs    [MaxCaps]capState
 	src   [MaxCaps]int8  // the stored cap each continues, -1 for a cap new to the key
 	count [MaxCaps]int64 // hits each counts at t
+	add   [MaxCaps]int64 // hits a grant adds to each (planCaps; saturated below 2^62)
 	same  bool           // the key stores exactly these windows, in this order
 }
 
@@ -235,6 +236,7 @@ func planCaps(old []byte, v *view, set *capSet, t, granted int64, p *prefixPlan)
 		}
 		bt := floorDiv(t, cs.g)
 		add := min(granted, hitSumCap-1-cs.sum)
+		set.add[i] = add
 		if set.src[i] < 0 || cs.dead >= cs.len || bt != floorDiv(v.last, cs.g) {
 			// A new entry (or a new cap): the regions grow.
 			p.rebuild = true
@@ -355,11 +357,14 @@ func appendTokens(dst []byte, cur []byte, old *tokTable, t int64, p *prefixPlan)
 	return dst, tt, nil
 }
 
-// appendCapRegions appends the bucket logs of set (in order) to dst after a grant of
-// granted hits at t; v is the value read (cur its bytes) and sec its second-log
-// cursor moved to t-1000, from which a new cap starts. States in set get their new
-// offsets (relative to the value starting at base).
-func appendCapRegions(dst []byte, base int, cur []byte, v *view, sec cursor, set *capSet, t, granted int64) []byte {
+// appendCapRegions appends the bucket logs of set (in order) to dst after a grant at t
+// (planCaps planned it: set's sums and adds are the new ones); v is the value read
+// (cur its bytes, last its newest time) and sec its second-log cursor moved to
+// t-1000, from which a new cap starts. A stored cap's live entries are copied as they
+// are (its dead front dropped), then its newest count is rewritten or an entry
+// appended. States in set get their new offsets (relative to the value starting at
+// base).
+func appendCapRegions(dst []byte, base int, cur []byte, v *view, last int64, sec cursor, set *capSet, t int64) []byte {
 	for i := 0; i < set.n; i++ {
 		cs := &set.cs[i]
 		if cs.exact() {
@@ -367,65 +372,65 @@ func appendCapRegions(dst []byte, base int, cur []byte, v *view, sec cursor, set
 		}
 		start := len(dst)
 		bt := floorDiv(t, cs.g)
-		prev := int64(0)
-		havePrev := false
-		var pend int64 // the newest entry's count, written when the next bucket comes
-		emit := func(bk, cnt int64) {
-			if havePrev && bk == prev {
-				pend += cnt
-				return
+		add := set.add[i]
+		switch {
+		case set.src[i] >= 0 && cs.dead < cs.len:
+			newest := floorDiv(last, cs.g)
+			if bt == newest {
+				c0, at := capLast(cur, cs)
+				dst = append(dst, cur[cs.off+cs.dead:at]...)
+				dst = appendUvarint(dst, uint64(c0+add))
+			} else {
+				dst = append(dst, cur[cs.off+cs.dead:cs.off+cs.len]...)
+				dst = appendUvarint(appendUvarint(dst, uint64(bt-newest)), uint64(add))
 			}
-			if havePrev {
-				dst = appendUvarint(dst, uint64(pend))
-			}
-			step := uint64(1)
-			if havePrev {
-				step = uint64(bk - prev)
-			}
-			dst = appendUvarint(dst, step)
-			prev, pend, havePrev = bk, cnt, true
-		}
-		sum := int64(0)
-		if set.src[i] >= 0 {
-			// The live entries of the stored log.
-			end := cs.off + cs.len
-			off := cs.off + cs.dead
-			bk := cs.first
-			for first := true; off < end; first = false {
-				st, c, next, ok := readEntry(cur, off, end)
-				if !ok {
-					break
-				}
-				if !first {
-					bk += int64(st)
-				}
-				emit(bk, int64(c))
-				sum += int64(c)
-				off = next
-			}
-		} else if sec.off < v.end {
+		case set.src[i] >= 0:
+			// Every stored bucket left the window: the grant's alone.
+			dst = appendUvarint(appendUvarint(dst, 1), uint64(add))
+			cs.first = bt
+		default:
 			// A cap new to the key starts from the second log (FORMAT.md).
-			var w evWalk
-			w.at(v, sec.off, sec.ts)
-			var f fault
-			for {
-				if w.e.total > 0 {
-					emit(floorDiv(w.ts, cs.g), w.e.total)
-					sum += w.e.total
-				}
-				if !w.step(&f) {
-					break
-				}
-			}
+			dst = appendFromSecondLog(dst, v, sec, cs.g, bt, add)
+			cs.first = bt - spanOf(dst[start:])
 		}
-		add := min(granted, hitSumCap-1-sum)
-		emit(bt, add)
-		sum += add
-		dst = appendUvarint(dst, uint64(pend))
-		cs.off, cs.len, cs.dead, cs.sum = start-base, len(dst)-start, 0, sum
-		cs.first = bt - spanOf(dst[start:])
+		cs.off, cs.len, cs.dead = start-base, len(dst)-start, 0
 	}
 	return dst
+}
+
+// appendFromSecondLog writes a new cap's bucket log: the second log's hits (from sec)
+// by bucket of g ms, then add hits in bucket bt.
+func appendFromSecondLog(dst []byte, v *view, sec cursor, g, bt, add int64) []byte {
+	var prev, pend int64
+	have := false
+	put := func(bk, cnt int64) {
+		if have && bk == prev {
+			pend += cnt
+			return
+		}
+		step := uint64(1)
+		if have {
+			dst = appendUvarint(dst, uint64(pend))
+			step = uint64(bk - prev)
+		}
+		dst = appendUvarint(dst, step)
+		prev, pend, have = bk, cnt, true
+	}
+	if sec.off < v.end {
+		var w evWalk
+		w.at(v, sec.off, sec.ts)
+		var f fault
+		for {
+			if w.e.total > 0 {
+				put(floorDiv(w.ts, g), w.e.total)
+			}
+			if !w.step(&f) {
+				break
+			}
+		}
+	}
+	put(bt, add)
+	return appendUvarint(dst, uint64(pend))
 }
 
 // spanOf is the newest bucket minus the first of a bucket log written from its start

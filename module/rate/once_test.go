@@ -133,3 +133,52 @@ func TestOnceTableGrowth(t *testing.T) {
 		t.Fatalf("%d tokens after the others expired", len(v.Tokens))
 	}
 }
+
+// TestAllocsCapsOnce: the hot path with caps (exact and bucketed, per-domain and
+// global) and a fresh ONCE token on every request, grants and rejections, allocates
+// nothing once the buffers are large enough, table rebuilds and new buckets included.
+func TestAllocsCapsOnce(t *testing.T) {
+	args := words("MAX 3 MIN 1 ONCE x CAP 100000 60000 CAP 50 500 GLOBAL g 1000/1s,5000000/1h LIMITS 5/1s,50/5s/5s/15s")
+	toks := make([][]byte, 4096)
+	for i := range toks {
+		toks[i] = []byte("token-" + strconv.Itoa(i))
+	}
+	var req Request
+	var p Parser
+	val := make([]byte, 0, 1<<20)
+	gval := make([]byte, 0, 1<<16)
+	out := make([]byte, 0, 1<<20)
+	gout := make([]byte, 0, 1<<16)
+	now := int64(1_000_000)
+	var grants, rejects, i int
+	step := func() {
+		now += 7
+		i++
+		args[5] = toks[i%len(toks)]
+		if err := p.Parse(args, &req); err != nil {
+			t.Fatal(err)
+		}
+		res, nv, ngv, err := ApplyInPlace(val, gval, &req, now, out, gout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !res.Write {
+			rejects++
+			return
+		}
+		grants++
+		val = append(val[:0], nv...)
+		gval = append(gval[:0], ngv...)
+	}
+	for range 3000 {
+		step()
+	}
+	grants, rejects = 0, 0
+	if a := testing.AllocsPerRun(3000, step); a != 0 {
+		t.Fatalf("Apply with caps and ONCE: %v allocs", a)
+	}
+	if grants == 0 || rejects == 0 {
+		t.Fatalf("the run must mix grants (%d) and rejections (%d)", grants, rejects)
+	}
+	checkWritten(t, "after the run", val)
+}
