@@ -1,5 +1,6 @@
-/* rate_format.c: the C twin of Go's rate.Validate (module/rate/format.go). Both follow
- * module/rate/FORMAT.md rule for rule; a test drives both with the same inputs. */
+/* rate_format.c: the C twin of Go's rate.Validate (module/rate/format.go, format_v3.go,
+ * format_v1.go). Both follow module/rate/FORMAT.md rule for rule; tests drive both
+ * with the same inputs (TestRateCorruptRestore, TestRateLoadValue, TestRateV3FormatCheck). */
 #include "rate_format.h"
 
 #include <stdint.h>
