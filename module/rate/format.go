@@ -1160,8 +1160,11 @@ func checkRegions(v *view) error {
 				return corrupt(1+tokSlot*i, "token after the newest time")
 			}
 			newest = max(newest, r.t0)
-			// Reachable from its home with no empty slot between, and no other slot
-			// of its chain holds the same hash.
+			// At most maxProbe past its home, reachable from it with no empty slot
+			// between, and no other slot of its chain holds the same hash.
+			if (i-int(r.h))&mask > maxProbe {
+				return corrupt(1+tokSlot*i, "token slot too far from its home")
+			}
 			for k := int(r.h) & mask; k != i; k = (k + 1) & mask {
 				h, _ := tokHash(v.b, k)
 				if h == 0 || h == r.h {

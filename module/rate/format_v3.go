@@ -13,6 +13,7 @@ import (
 
 const (
 	tokSlot  = 64      // bytes per token slot: 8 little-endian words
+	maxProbe = 64      // a token lies at most this many slots past its home
 	maxTok   = 1 << 19 // token slots at most
 	onceLife = 10_000  // a token is remembered while t - t0 <= onceLife
 	t0Bits   = 53
@@ -272,14 +273,16 @@ func tokHash(b []byte, i int) (h uint64, t0 int64) {
 
 // tokLookup probes v's table (in b) for h at t: the slot of a live token with h
 // (found), else the slot an insert takes (the expired one holding h, or the first
-// free or expired slot; -1 when none).
+// free or expired slot within maxProbe of h's home; -1 when none). A token lies at
+// most maxProbe slots past its home, so a lookup reads at most maxProbe+1 slots,
+// however the tokens' hashes crowd.
 func tokLookup(b []byte, tt *tokTable, h uint64, t int64) (slot int, found bool) {
 	if tt.n == 0 {
 		return -1, false
 	}
 	mask := tt.n - 1
 	free := -1
-	for k, i := 0, int(h)&mask; k < tt.n; k, i = k+1, (i+1)&mask {
+	for k, i := 0, int(h)&mask; k < tt.n && k <= maxProbe; k, i = k+1, (i+1)&mask {
 		sh, t0 := tokHash(b, i)
 		if sh == 0 {
 			if free < 0 {
@@ -455,26 +458,37 @@ func decodeRegions(v *view, out *Value) {
 func (w *valueWriter) regions(val *Value) {
 	v := &w.v
 	if len(val.Tokens) > 0 {
-		n := max(tokSize(len(val.Tokens)), 1)
-		for n < len(val.Tokens) {
-			n *= 2
-		}
-		tab := make([]byte, 1+tokSlot*n)
-		v.tok = tokTable{n: n}
-		for i := range val.Tokens {
-			tk := &val.Tokens[i]
-			r := tokReply{h: tk.Hash, t0: tk.At, fields: tk.Fields}
-			mask := n - 1
-			k := int(r.h) & mask
-			for probes := 0; probes < n; probes++ {
-				if h, _ := tokHash(tab, k); h == 0 {
+		// The smallest table from tokSize up where every token lies within maxProbe
+		// of its home.
+		var tab []byte
+		for n := max(tokSize(len(val.Tokens)), 1); ; n *= 2 {
+			if n < len(val.Tokens) {
+				continue
+			}
+			tab = make([]byte, 1+tokSlot*n)
+			v.tok = tokTable{n: n}
+			placed := true
+			for i := range val.Tokens {
+				tk := &val.Tokens[i]
+				r := tokReply{h: tk.Hash, t0: tk.At, fields: tk.Fields}
+				k, mask := -1, n-1
+				for d, j := 0, int(r.h)&mask; d < n && d <= maxProbe; d, j = d+1, (j+1)&mask {
+					if h, _ := tokHash(tab, j); h == 0 {
+						k = j
+						break
+					}
+				}
+				if k < 0 {
+					placed = false
 					break
 				}
-				k = (k + 1) & mask
+				putTok(tab, 1+tokSlot*k, &r)
+				v.tok.occ++
+				v.tok.tnew = max(v.tok.tnew, tk.At)
 			}
-			putTok(tab, 1+tokSlot*k, &r)
-			v.tok.occ++
-			v.tok.tnew = max(v.tok.tnew, tk.At)
+			if placed || n >= maxTok {
+				break
+			}
 		}
 		v.tok.built = v.tok.tnew
 		w.b = append(w.b, tab[1:]...)
