@@ -122,9 +122,10 @@ type Table struct {
 	mu    sync.Mutex
 	epoch uint64 // outages begun (Enter)
 	res   map[string]*resource
-	lru   entry // sentinel of the LRU ring: lru.next is the most recently used
-	n     int   // pairs tracked
-	bytes int   // their memory (entryBytes + domain + local value, + resource values)
+	lru   entry        // sentinel of the LRU ring: lru.next is the most recently used
+	n     int          // pairs tracked
+	bytes int          // their memory (entryBytes + domain + local value, + resource values)
+	q     rate.Request // the engine's request, reused (it is 1 KB)
 }
 
 type resource struct {
@@ -344,8 +345,8 @@ func (t *Table) apply(e *entry, lim *Limits, p part, minHits, maxHits int64, dry
 		d.Fields[rate.FieldGlobalHits] = -1
 		return d, nil
 	}
-	var q rate.Request
-	build(&q, lim, p, sd, sr, minHits, maxHits, dry)
+	q := &t.q
+	build(q, lim, p, sd, sr, minHits, maxHits, dry)
 	var cur, gcur []byte
 	if p&partDomain != 0 {
 		cur = e.local.b
@@ -353,7 +354,7 @@ func (t *Table) apply(e *entry, lim *Limits, p part, minHits, maxHits int64, dry
 	if q.HasGlobal {
 		gcur = rs.local.b
 	}
-	res, nv, ngv, err := rate.ApplyInPlace(cur, gcur, &q, now, nil, nil)
+	res, nv, ngv, err := rate.ApplyInPlace(cur, gcur, q, now, nil, nil)
 	if err != nil {
 		// Only values this Table wrote are ever read, so this is a bug: start over.
 		t.setValue(&e.local, nil)
