@@ -118,6 +118,9 @@ func NewHolds() *Holds { return &Holds{keys: map[string]*holdKey{}} }
 // Exists reports whether key exists.
 func (h *Holds) Exists(key string) bool { return h.keys[key] != nil }
 
+// Forget deletes key, as if it expired.
+func (h *Holds) Forget(key string) { delete(h.keys, key) }
+
 // Live is the copies key holds at t (rule 1).
 func (h *Holds) Live(key string, t int64) int64 { return live(h.keys[key], t) }
 
