@@ -347,6 +347,11 @@ func TestRateErrorTexts(t *testing.T) {
 		{[]any{"CHARON.RATE", "rl:{e}:k", "LIMITS", "10/1s", "TIER", "5", "1000", "1000", "0"}, "ERR LIMITS: use either LIMITS or TIER clauses, not both"},
 		{[]any{"CHARON.RATE", "rl:{e}:k", "LIMITS", "10/1s, 5/0s"},
 			"ERR LIMITS tier 2 window: must be a duration between 1 and 315360000000 ms (digits, then ms, s, m, h, d or nothing for ms)"},
+		{[]any{"CHARON.RATE", "rl:{e}:k", "LIMITS", "10/1s, 50/5s/5s/15"},
+			"ERR LIMITS tier 2 cooldown: 15 has no unit while other durations have one: write 15s or 15ms (a bare number means ms only when no duration has a unit)"},
+		{[]any{"CHARON.RATE", "rl:{e}:k", "LIMITS", "18446744073709551617/1s"}, "ERR LIMITS tier 1 limit: must be an integer between 0 and 1000000000000"},
+		{[]any{"CHARON.RATE", "rl:{e}:k", "LIMITS", "5/18446744073709552616"},
+			"ERR LIMITS tier 1 window: must be a duration between 1 and 315360000000 ms (digits, then ms, s, m, h, d or nothing for ms)"},
 		{[]any{"CHARON.DEBUG", strings.Repeat("A", 5000)}, "ERR subcommand: must be RUNTIME or PANIC, got '" + strings.Repeat("A", 32) + "...'"},
 		{[]any{"CHARON.DEBUG", "RUN\x00TIME\r\nx"}, "ERR subcommand: must be RUNTIME or PANIC, got 'RUN?TIME??x'"},
 	} {

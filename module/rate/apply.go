@@ -413,17 +413,22 @@ func (v *view) newestEvent(s *[Slots]int64) (int64, error) {
 }
 
 // place moves a cursor of the old value to the new one, given the event at t (at
-// evOff, holding cnt in the cursor's slot, add of them from this request): a cursor
-// past the old newest event lands on the event at t, or past it when the event at t
-// is the merged old newest one and holds nothing for it.
-func place(cu cursor, oldEnd, evOff, newEnd int, merge bool, t, cnt, add int64) cursor {
+// evOff, holding cnt in the cursor's slot, of which gain more than the old newest
+// event held there when it is merged): a cursor past the old newest event lands on
+// the event at t, or past it when the event at t is the merged old newest one and
+// holds nothing for it.
+//
+// gain is what the stored count really changed by, not what the request asked for:
+// counts saturate at MaxStoredCount (and hits moved to the detached slot can be cut
+// there), so a sum that added the request's hits would drift from the counts it sums.
+func place(cu cursor, oldEnd, evOff, newEnd int, merge bool, t, cnt, gain int64) cursor {
 	if cu.off >= oldEnd {
 		if merge && cnt == 0 {
 			return cursor{off: newEnd}
 		}
 		return cursor{off: evOff, ts: t, sum: cnt}
 	}
-	cu.sum = satAdd(cu.sum, add, hitSumCap)
+	cu.sum = satAdd(cu.sum, gain, hitSumCap)
 	return cu
 }
 
@@ -440,12 +445,21 @@ func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTier
 	if c.hasV {
 		keepEnd, d = c.v.end, t-c.v.last
 	}
+	// gain[j] is what slot j of the event at t gains, secGain what its total gains:
+	// the request's hits as stored (a merged count saturates at MaxStoredCount), less
+	// what the detached slot could not take of the hits moved into it. The cursors'
+	// sums move by exactly these, so they always equal the sums of the stored counts.
+	var gain [MaxTiers]int64
+	var total, secGain int64
 	if merge {
 		var err error
 		if d, err = c.v.newestEvent(&s); err != nil {
 			return nil, err
 		}
 		keepEnd = c.v.newest
+		for j := 0; j < Slots; j++ {
+			secGain -= s[j]
+		}
 		for j := 1; j < Detached; j++ {
 			if s[j] != 0 && (j >= c.n || enteredNow[j] || c.state[j] == Inactive) {
 				s[Detached] = min(s[Detached]+s[j], MaxStoredCount)
@@ -453,25 +467,27 @@ func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTier
 			}
 		}
 	}
-	var total int64
 	var ev []byte
 	if !merge && take[0] == granted {
 		// The common request: every hit in tier 1 at a new ms. s holds them alone
 		// (take[0] <= MaxMax < MaxStoredCount), no need to scan the 17 slots; its
 		// event is short (a buffer is zeroed where it is declared).
-		s[0], total = take[0], take[0]
+		s[0], total, gain[0] = take[0], take[0], take[0]
 		var evb [maxSingleLen]byte
 		ev = appendSingle(evb[:0], d, 0, take[0])
 	} else {
 		var evb [maxEventLen]byte
 		for j := 0; j < Slots; j++ {
 			if j < c.n {
+				was := s[j]
 				s[j] = min(s[j]+take[j], MaxStoredCount)
+				gain[j] = s[j] - was
 			}
 			total += s[j]
 		}
 		ev = appendEvent(evb[:0], d, &s)
 	}
+	secGain += total
 	evOff, newEnd := keepEnd, keepEnd+len(ev)
 
 	// The old header is read: c.v becomes the new one (its bytes, c.v.b, stay the
@@ -479,7 +495,7 @@ func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTier
 	nv := &c.v
 	oldEnd := nv.end
 	nv.kind, nv.last, nv.n, nv.newest, nv.end = KindDomain, t, c.n, evOff, newEnd
-	nv.sec = place(c.sec, oldEnd, evOff, newEnd, merge, t, total, granted)
+	nv.sec = place(c.sec, oldEnd, evOff, newEnd, merge, t, total, secGain)
 	for j := 0; j < c.n; j++ {
 		st := &nv.tiers[j]
 		st.cfg, st.entered, st.entry = c.req.Tiers[j], c.entered[j], c.entry[j]
@@ -489,7 +505,7 @@ func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTier
 		case j > 0 && enteredNow[j]:
 			st.cu = cursor{off: evOff, ts: t, sum: s[j]}
 		default:
-			st.cu = place(st.cu, oldEnd, evOff, newEnd, merge, t, s[j], take[j])
+			st.cu = place(st.cu, oldEnd, evOff, newEnd, merge, t, s[j], gain[j])
 		}
 	}
 	if take[0] > 0 {
@@ -516,14 +532,15 @@ func (c *calc) encodeGlobal(gv *view, gcur []byte, inPlace bool, gout []byte, gr
 		}
 		keepEnd = gv.newest
 	}
-	s[Detached] = min(s[Detached]+granted, MaxStoredCount)
+	was := s[Detached]
+	s[Detached] = min(s[Detached]+granted, MaxStoredCount) // saturates as in encodeDomain
 	var evb [maxEventLen]byte
 	ev := appendEvent(evb[:0], d, &s)
 	evOff, newEnd := keepEnd, keepEnd+len(ev)
 	nv := gv // as in encodeDomain: the old header becomes the new one
 	oldEnd := nv.end
 	nv.kind, nv.last, nv.n, nv.newest, nv.end = KindGlobal, t, 0, evOff, newEnd
-	nv.sec = place(c.gsec, oldEnd, evOff, newEnd, merge, t, s[Detached], granted)
+	nv.sec = place(c.gsec, oldEnd, evOff, newEnd, merge, t, s[Detached], s[Detached]-was)
 	return c.emit(nv.b, nv, gcur, inPlace, gout, keepEnd, ev), nil
 }
 

@@ -40,27 +40,55 @@ func ParseLimits(s []byte, tiers *[MaxTiers]Tier) (int, error) {
 	}
 	n := 0
 	i := 0
+	var u units
 	for {
 		if n == MaxTiers {
 			return 0, argErr(limitsArg(n+1, ""), "at most "+strconv.Itoa(MaxTiers)+" tiers are allowed")
 		}
 		t := &tiers[n]
 		var err error
-		if i, err = parseCompactTier(s, i, n+1, t); err != nil {
+		if i, err = parseCompactTier(s, i, n+1, t, &u); err != nil {
 			return 0, err
 		}
 		n++
 		if i == len(s) {
-			return n, nil
+			return n, u.check()
 		}
 		// parseCompactTier stops only at the end or after a ','.
 		i++
 	}
 }
 
+// units records which durations of a LIMITS string carry a unit. A string that mixes
+// both is refused: "50/5s/5s/15" almost surely meant 15s, not 15 ms. A zero is the
+// same in every unit and counts as neither.
+type units struct {
+	some      bool  // a duration with a unit (ms included) was seen
+	bareTier  int   // the first duration without a unit: its tier (0: none),
+	bareField int   // field
+	bare      int64 // and value
+}
+
+func (u *units) saw(tier, field int, v int64, hasUnit bool) {
+	if hasUnit {
+		u.some = true
+	} else if u.bareTier == 0 {
+		u.bareTier, u.bareField, u.bare = tier, field, v
+	}
+}
+
+func (u *units) check() error {
+	if !u.some || u.bareTier == 0 {
+		return nil
+	}
+	v := strconv.FormatInt(u.bare, 10)
+	return argErr(limitsArg(u.bareTier, limitsField[u.bareField]), v+" has no unit while other durations "+
+		"have one: write "+v+"s or "+v+"ms (a bare number means ms only when no duration has a unit)")
+}
+
 // parseCompactTier parses tier number n starting at s[i] into t and returns the index
 // of the ',' that ends it, or len(s).
-func parseCompactTier(s []byte, i, n int, t *Tier) (int, error) {
+func parseCompactTier(s []byte, i, n int, t *Tier, u *units) (int, error) {
 	var vals [4]int64
 	nf := 0
 	for {
@@ -79,6 +107,7 @@ func parseCompactTier(s []byte, i, n int, t *Tier) (int, error) {
 		unit := int64(1)
 		if nf > 0 {
 			// A duration: digits and an optional unit.
+			digitsEnd := i
 			switch {
 			case i+1 < len(s) && s[i] == 'm' && s[i+1] == 's':
 				i += 2
@@ -90,6 +119,9 @@ func parseCompactTier(s []byte, i, n int, t *Tier) (int, error) {
 				unit, i = 3_600_000, i+1
 			case i < len(s) && s[i] == 'd':
 				unit, i = 86_400_000, i+1
+			}
+			if v != 0 {
+				u.saw(n, nf, v, i > digitsEnd)
 			}
 		}
 		lo, hi := int64(1), int64(MaxDuration)
@@ -139,16 +171,17 @@ func parseCompactTier(s []byte, i, n int, t *Tier) (int, error) {
 	return i, nil
 }
 
-// digitsValue is the value of a run of ASCII digits, ok false above 2^62.
+// digitsValue is the value of a run of ASCII digits, ok false above 2^62. It stops
+// before a step could overflow, so no number wraps around into the bounds.
 func digitsValue(b []byte) (int64, bool) {
 	var v int64
 	for _, c := range b {
-		v = v*10 + int64(c-'0')
-		if v > 1<<62 {
+		if v > (1<<62)/10 {
 			return 0, false
 		}
+		v = v*10 + int64(c-'0')
 	}
-	return v, true
+	return v, v <= 1<<62
 }
 
 func limitsRangeErr(n, nf int, lo, hi int64) error {

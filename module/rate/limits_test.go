@@ -31,10 +31,10 @@ func TestParseLimits(t *testing.T) {
 		{"10/1s", []Tier{{10, 1000, 1000, 0, false}}},
 		{"0/1", []Tier{{0, 1, 1, 0, false}}},
 		{"5/250ms/2h/1d?", []Tier{{5, 250, 7_200_000, 86_400_000, true}}},
-		{" \t5 / 2m / 3s / 0 ? , 7/9?\t", []Tier{{5, 120_000, 3000, 0, true}, {7, 9, 9, 0, true}}},
+		{" \t5 / 2m / 3s / 0 ? , 7/9ms?\t", []Tier{{5, 120_000, 3000, 0, true}, {7, 9, 9, 0, true}}},
 		{"007/0010s", []Tier{{7, 10_000, 10_000, 0, false}}},
 		{"1000000000000/3650d/315360000000ms/5256000m", []Tier{{MaxCount, MaxDuration, MaxDuration, MaxDuration, false}}},
-		{"1/87600h/1/0ms", []Tier{{1, MaxDuration, 1, 0, false}}},
+		{"1/87600h/1ms/0ms", []Tier{{1, MaxDuration, 1, 0, false}}},
 		{strings.Repeat("1/1,", 15) + "1/1", func() []Tier {
 			var ts []Tier
 			for range 16 {
@@ -171,6 +171,8 @@ func renderLimits(rng *rand.Rand, tiers []Tier) string {
 			b.WriteByte(" \t"[rng.IntN(2)])
 		}
 	}
+	// Durations all carry a unit, or none does (a string that mixes them is refused).
+	bare := rng.IntN(3) == 0
 	dur := func(ms int64) {
 		type unit struct {
 			name string
@@ -178,7 +180,7 @@ func renderLimits(rng *rand.Rand, tiers []Tier) string {
 		}
 		var fits []unit
 		for _, u := range []unit{{"d", 86_400_000}, {"h", 3_600_000}, {"m", 60_000}, {"s", 1000}, {"ms", 1}, {"", 1}} {
-			if ms%u.ms == 0 {
+			if (u.name == "") == bare && ms%u.ms == 0 {
 				fits = append(fits, u)
 			}
 		}
