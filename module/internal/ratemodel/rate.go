@@ -11,7 +11,10 @@
 // the engines' internal tests can import it.
 package ratemodel
 
-import "sort"
+import (
+	"math"
+	"sort"
+)
 
 // Reply field indexes of CHARON.RATE, in the order of the RESP2 reply.
 const (
@@ -86,6 +89,9 @@ type Key struct {
 	hits [][]hit
 	// grants is every grant (t, granted): the second log and what the caps count.
 	grants []hit
+	// caps are the bucketed caps (windows over 1000 ms) the key holds, by window:
+	// each counts the grants at or after its value (see capSince).
+	caps   map[int64]int64
 	newest int64
 	has    bool
 	once   []onceEntry
@@ -94,6 +100,7 @@ type Key struct {
 // Global is the state of one global key: every grant made under it.
 type Global struct {
 	grants []hit
+	caps   map[int64]int64
 	newest int64
 	has    bool
 }
@@ -127,12 +134,13 @@ func (k *Key) Clone() *Key {
 		c.hits[i] = append([]hit(nil), k.hits[i]...)
 	}
 	c.once = append([]onceEntry(nil), k.once...)
+	c.caps = cloneCaps(k.caps)
 	return c
 }
 
 // Clone returns an independent copy.
 func (g *Global) Clone() *Global {
-	return &Global{grants: append([]hit(nil), g.grants...), newest: g.newest, has: g.has}
+	return &Global{grants: append([]hit(nil), g.grants...), caps: cloneCaps(g.caps), newest: g.newest, has: g.has}
 }
 
 // Result is the outcome of one request.
@@ -202,17 +210,58 @@ func capGrain(w int64) int64 {
 // capEnd is the last millisecond of the bucket that a hit at ts lies in.
 func capEnd(ts, g int64) int64 { return ts/g*g + g - 1 }
 
+func cloneCaps(m map[int64]int64) map[int64]int64 {
+	if m == nil {
+		return nil
+	}
+	c := make(map[int64]int64, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}
+
+// capSince is the oldest grant that cap c counts at t. Rule 10: "a cap added to a key
+// later counts only the hits the key still holds". Exact caps (windows up to 1000 ms)
+// count from the second log, which every key holds. A bucketed cap the key holds
+// counts the grants since it was added; one the key does not hold (new, or dropped
+// by a grant that did not name it) counts what the key holds of its window, the
+// second log: the grants of the last 1000 ms. (The project's reading, also written
+// down in module/rate/FORMAT.md, version 3.)
+func capSince(stored map[int64]int64, c Cap, t int64) int64 {
+	if c.Window <= 1000 {
+		return math.MinInt64
+	}
+	if s, ok := stored[c.Window]; ok {
+		return s
+	}
+	return t - 1000
+}
+
 // capCount is what cap c counts at t over grants (rule 10): a hit counts while the
 // end of its bucket is at or after t - W.
-func capCount(grants []hit, c Cap, t int64) int64 {
+func capCount(grants []hit, stored map[int64]int64, c Cap, t int64) int64 {
 	g := capGrain(c.Window)
+	since := capSince(stored, c, t)
 	var s int64
 	for _, h := range grants {
-		if capEnd(h.ts, g) >= t-c.Window {
+		if h.ts >= since && capEnd(h.ts, g) >= t-c.Window {
 			s += h.n
 		}
 	}
 	return s
+}
+
+// keepCaps is what a grant at t leaves stored: the request's bucketed caps (each
+// counting since it was added), and no other.
+func keepCaps(stored map[int64]int64, caps []Cap, t int64) map[int64]int64 {
+	m := map[int64]int64{}
+	for _, c := range caps {
+		if c.Window > 1000 {
+			m[c.Window] = capSince(stored, c, t)
+		}
+	}
+	return m
 }
 
 // second is the hits of a log in the last 1000 ms (domain_hits, global_hits).
@@ -261,7 +310,7 @@ func decide(k *Key, g *Global, req *Request, t int64) outcome {
 	// Rules 4 and 10: every cap lowers MAX.
 	capped := req.Max
 	for _, c := range req.Caps {
-		room := max(c.N-capCount(k.grants, c, t), 0)
+		room := max(c.N-capCount(k.grants, k.caps, c, t), 0)
 		if room < req.Max {
 			o.hardCut = true
 		}
@@ -271,7 +320,7 @@ func decide(k *Key, g *Global, req *Request, t int64) outcome {
 		for _, c := range req.GlobalCaps {
 			var cnt int64
 			if g != nil {
-				cnt = capCount(g.grants, c, t)
+				cnt = capCount(g.grants, g.caps, c, t)
 			}
 			room := max(c.N-cnt, 0)
 			if room < req.Max {
@@ -327,9 +376,11 @@ func commit(k *Key, g *Global, req *Request, o outcome) {
 			k.hits[i] = append(k.hits[i], hit{t, o.take[i]})
 		}
 	}
+	k.caps = keepCaps(k.caps, req.Caps, t)
 	k.grants = append(k.grants, hit{t, o.granted})
 	k.newest, k.has = t, true
 	if req.Global && g != nil {
+		g.caps = keepCaps(g.caps, req.GlobalCaps, t)
 		g.grants = append(g.grants, hit{t, o.granted})
 		g.newest, g.has = t, true
 	}
@@ -353,10 +404,10 @@ func tierFields(k *Key, req *Request, t int64) (tier, limit, hits int64) {
 	return int64(cur + 1), req.Tiers[cur].Limit, k.window(cur, req.Tiers[cur], t)
 }
 
-// ExpireAt is X of the reply's reset_after for the key under req's configuration: the
-// latest of each tier-1 hit's ts + W1 + 1, each entered tier's entry + A + C + 1, each
-// second-log entry's ts + 1001, and for each cap its newest bucket's end + W + 1.
-func ExpireAt(k *Key, req *Request) int64 {
+// ExpireAt is X of the reply's reset_after for the key under req's configuration at
+// t: the latest of each tier-1 hit's ts + W1 + 1, each entered tier's entry + A + C +
+// 1, each second-log entry's ts + 1001, and for each cap its newest bucket's end + W + 1.
+func ExpireAt(k *Key, req *Request, t int64) int64 {
 	var x int64
 	if len(req.Tiers) > 0 && len(k.hits) > 0 {
 		for _, h := range k.hits[0] {
@@ -371,26 +422,29 @@ func ExpireAt(k *Key, req *Request) int64 {
 	for _, h := range k.grants {
 		x = max(x, h.ts+1001)
 	}
-	x = max(x, capsExpire(k.grants, req.Caps))
+	x = max(x, capsExpire(k.grants, k.caps, req.Caps, t))
 	return x
 }
 
-// GlobalExpireAt is when the global key stops mattering: its newest entry + 1001, or
-// later while one of caps still counts.
-func GlobalExpireAt(g *Global, caps []Cap) int64 {
+// GlobalExpireAt is when the global key stops mattering at t: its newest entry +
+// 1001, or later while one of caps still counts.
+func GlobalExpireAt(g *Global, caps []Cap, t int64) int64 {
 	var x int64
 	for _, h := range g.grants {
 		x = max(x, h.ts+1001)
 	}
-	return max(x, capsExpire(g.grants, caps))
+	return max(x, capsExpire(g.grants, g.caps, caps, t))
 }
 
-func capsExpire(grants []hit, caps []Cap) int64 {
+func capsExpire(grants []hit, stored map[int64]int64, caps []Cap, t int64) int64 {
 	var x int64
 	for _, c := range caps {
 		gr := capGrain(c.Window)
+		since := capSince(stored, c, t)
 		for _, h := range grants {
-			x = max(x, capEnd(h.ts, gr)+c.Window+1)
+			if h.ts >= since {
+				x = max(x, capEnd(h.ts, gr)+c.Window+1)
+			}
 		}
 	}
 	return x
@@ -407,7 +461,7 @@ func Rate(k *Key, g *Global, req *Request, now int64, retry bool) Result {
 			if e.token == req.Once && t-e.t0 <= OnceWindow {
 				r := e.res
 				r.Replay, r.Write, r.T = true, false, t
-				r.ExpireAt = ExpireAt(k, req)
+				r.ExpireAt = ExpireAt(k, req, t)
 				return r
 			}
 		}
@@ -429,7 +483,7 @@ func Rate(k *Key, g *Global, req *Request, now int64, retry bool) Result {
 		if req.Global {
 			f[FieldGlobalHits] = second(g.grants, t)
 		}
-		r.ExpireAt = ExpireAt(k, req)
+		r.ExpireAt = ExpireAt(k, req, t)
 		f[FieldResetAfter] = max(r.ExpireAt-t, 0)
 		f[FieldRetryAfter] = RetryUnknown
 		if retry {
@@ -458,7 +512,7 @@ func Rate(k *Key, g *Global, req *Request, now int64, retry bool) Result {
 	if req.Global {
 		f[FieldGlobalHits] = second(gg.grants, t)
 	}
-	r.ExpireAt = ExpireAt(kk, req)
+	r.ExpireAt = ExpireAt(kk, req, t)
 	f[FieldResetAfter] = r.ExpireAt - t
 	if !req.DryRun {
 		r.Write = true
@@ -497,19 +551,21 @@ func changes(k *Key, g *Global, req *Request, t int64) []int64 {
 			add(k.entry[i] + cfg.Active + cfg.Cooldown + 1)
 		}
 	}
-	for _, c := range req.Caps {
-		gr := capGrain(c.Window)
-		for _, h := range k.grants {
-			add(capEnd(h.ts, gr) + c.Window + 1)
-		}
-	}
-	if req.Global && g != nil {
-		for _, c := range req.GlobalCaps {
+	capChanges := func(grants []hit, stored map[int64]int64, caps []Cap) {
+		for _, c := range caps {
 			gr := capGrain(c.Window)
-			for _, h := range g.grants {
+			_, held := stored[c.Window]
+			for _, h := range grants {
 				add(capEnd(h.ts, gr) + c.Window + 1)
+				if c.Window > 1000 && !held {
+					add(h.ts + 1001) // an unheld cap counts the second log
+				}
 			}
 		}
+	}
+	capChanges(k.grants, k.caps, req.Caps)
+	if req.Global && g != nil {
+		capChanges(g.grants, g.caps, req.GlobalCaps)
 	}
 	sort.Slice(pts, func(a, b int) bool { return pts[a] < pts[b] })
 	return pts

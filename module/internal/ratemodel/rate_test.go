@@ -134,6 +134,25 @@ func TestRateCaps(t *testing.T) {
 	})
 }
 
+// Rule 10's last sentence: a cap added later counts only the hits the key holds (its
+// second log); a grant that does not name a cap drops it.
+func TestRateCapAddedLater(t *testing.T) {
+	wide := tiers(Tier{Limit: 100, Window: 1000, Active: 1000})
+	long := []Cap{{4, 10000}}
+	run(t, []step{
+		{"no cap", "a", Request{Max: 3, Tiers: wide}, 0, f(3, 1, 100, 3, 3, -1, 0, 0, 0, 0, 1001), false},
+		// Added at 500: it counts the grants of [-500, 500], all 3; the grant at 500
+		// lies in bucket [500, 509]: X = 509 + 10000 + 1.
+		{"added", "a", Request{Max: 2, Min: 1, Tiers: wide, Caps: long}, 500, f(1, 1, 100, 4, 4, -1, 0, 1, 0, 0, 10010), false},
+		// Held now: 4 counted until bucket [0, 9] leaves at 10010.
+		{"held", "a", Request{Max: 1, Tiers: wide, Caps: long}, 1200, f(0, 0, 100, 1, 1, -1, 0, 1, 0, 8810, 9310), false},
+		// A grant without it drops it.
+		{"dropped", "a", Request{Max: 1, Tiers: wide}, 1300, f(1, 1, 100, 2, 2, -1, 0, 0, 0, 0, 1001), false},
+		// Added again at 1400: only the grants of [400, 1400] count (2).
+		{"again", "a", Request{Max: 3, Min: 1, Tiers: wide, Caps: long}, 1400, f(2, 1, 100, 4, 4, -1, 0, 1, 0, 0, 10010), false},
+	})
+}
+
 // Rule 11.
 func TestRateOnce(t *testing.T) {
 	wide := tiers(Tier{Limit: 3, Window: 1000, Active: 1000})
@@ -182,6 +201,9 @@ func TestRetryAfterBrute(t *testing.T) {
 			now += rng.Int64N(200)
 			r := req
 			r.Min = rng.Int64N(r.Max + 1)
+			if rng.IntN(4) == 0 {
+				r.Caps = nil // dropped by a grant, added again later
+			}
 			if rng.IntN(5) == 0 {
 				// A grant on the global key from another domain.
 				Rate(NewKey(), g, &r, now, false)

@@ -19,7 +19,8 @@
 --
 -- Storage: each key is a HASH. "@" is the header: magic "CRh1", then little-endian
 -- doubles newest, fence (ms part, sequence part: fence = ms * 2^20 + seq), copies of
--- all stored holds, number of stored holds, once queue head and next, then the ids
+-- all stored holds, number of stored holds, once queue head and next, the newest
+-- token's t0 (-1: none), then the ids
 -- of the first and last hold (16 hex digits, zeros: none). Each hold is the field
 -- "<id>" (16 hex digits) = copies, deadline (doubles), previous id, next id: a list
 -- sorted by deadline, so expired holds are pruned from the front and a hold whose
@@ -47,7 +48,7 @@ local function load(key)
   local ty = redis.call('TYPE', key).ok
   if ty == 'none' then
     K.exists = false
-    K.newest, K.fm, K.fs, K.total, K.count, K.qh, K.qn = -1, 0, 0, 0, 0, 0, 0
+    K.newest, K.fm, K.fs, K.total, K.count, K.qh, K.qn, K.qt = -1, 0, 0, 0, 0, 0, 0, -1
     K.head, K.tail = NONE, NONE
     return K
   end
@@ -61,7 +62,7 @@ local function load(key)
   end
   K.exists = true
   local pos
-  K.newest, K.fm, K.fs, K.total, K.count, K.qh, K.qn, pos = struct.unpack('<ddddddd', h, 5)
+  K.newest, K.fm, K.fs, K.total, K.count, K.qh, K.qn, K.qt, pos = struct.unpack('<dddddddd', h, 5)
   K.head = string.sub(h, pos, pos + 15)
   K.tail = string.sub(h, pos + 16, pos + 31)
   return K
@@ -235,7 +236,7 @@ local function write(K, t)
     for _, v in ipairs(K.onceSets) do sets[#sets + 1] = v end
   end
   sets[#sets + 1] = '@'
-  sets[#sets + 1] = 'CRh1' .. struct.pack('<ddddddd', K.newest, K.fm, K.fs, K.total, K.count, K.qh, K.qn) .. K.head .. K.tail
+  sets[#sets + 1] = 'CRh1' .. struct.pack('<dddddddd', K.newest, K.fm, K.fs, K.total, K.count, K.qh, K.qn, K.qt) .. K.head .. K.tail
   local d = K.dels
   for i = 1, #d, 1000 do
     redis.call('HDEL', K.key, unpack(d, i, math.min(i + 999, #d)))
@@ -243,7 +244,10 @@ local function write(K, t)
   for i = 1, #sets, 1000 do
     redis.call('HSET', K.key, unpack(sets, i, math.min(i + 999, #sets)))
   end
-  redis.call('PEXPIRE', K.key, rec(K, K.tail).deadline + 1 - t)
+  -- Rule 7, and the newest ONCE token's 10 s (a replay always finds the key).
+  local x = rec(K, K.tail).deadline + 1
+  if K.qt > x - 10001 then x = K.qt + 10001 end
+  redis.call('PEXPIRE', K.key, x - t)
 end
 
 -- ONCE bookkeeping on the domain key: forget tokens older than 10 s, remember this one.
@@ -267,6 +271,7 @@ local function remember(K, t, token, r)
     so[#so + 1] = 'q.' .. fmtInt(K.qn)
     so[#so + 1] = struct.pack('<d', t) .. token
     K.qn = K.qn + 1
+    K.qt = t
   end
 end
 

@@ -23,7 +23,8 @@
 -- window's sum is one subtraction (a binary search over the front when the oldest
 -- entries left the window since the last write, which only a write removes).
 --   domain header: newest, nt, nt x (entered, entry, log), grants log, nc,
---                  nc x (window, log), once queue head, once queue next
+--                  nc x (window, log), once queue head, once queue next, newest
+--                  token's t0 (-1: none)
 --   global header: newest, grants log, nc, nc x (window, log)
 --   log (6 doubles): head seq, next seq, cum before head, first ts, last ts (-1: no
 --                    entry ever), cum at back
@@ -219,7 +220,7 @@ local entered, entry0 = {}, {}
 local tlog = {}
 local glog
 local scaps = {} -- stored long caps by window
-local qh, qn = 0, 0
+local qh, qn, qt = 0, 0, -1
 if dh then
   local rd = reader(dh)
   newest = rd()
@@ -235,7 +236,7 @@ if dh then
     local w = rd()
     scaps[w] = readLog(rd, key, 'c' .. string.format('%.0f', w) .. '.')
   end
-  qh, qn = rd(), rd()
+  qh, qn, qt = rd(), rd(), rd()
 else
   glog = newLog(key, 'g.')
 end
@@ -287,21 +288,16 @@ if once then
   end
 end
 
--- Logs for long caps (created empty when the key has none for that window yet).
-local function capLog(stored, k, w)
-  local L = stored[w]
-  if not L then
-    L = newLog(k, 'c' .. string.format('%.0f', w) .. '.')
-    stored[w] = L
-  end
-  return L
-end
+-- The bucket logs of the long caps the keys hold. A cap a key does not hold (new, or
+-- dropped by a grant that did not name it) counts what the key holds of its window:
+-- its second log (rule 10: "a cap added later counts only the hits the key still
+-- holds"); the grant that adds it starts its log from there.
 for _, c in ipairs(dcaps) do
-  if c.w > 1000 then c.log = capLog(scaps, key, c.w) end
+  if c.w > 1000 then c.log = scaps[c.w] end
 end
 if hasG then
   for _, c in ipairs(gcaps) do
-    if c.w > 1000 then c.log = capLog(gscaps, gkey, c.w) end
+    if c.w > 1000 then c.log = gscaps[c.w] end
   end
 end
 
@@ -325,7 +321,8 @@ end
 -- Rule 10: what cap c counts at s over a key's grants log gl.
 local function capCount(c, gl, s)
   if c.w <= 1000 then return logSum(gl, s - c.w) end
-  return logSum(c.log, s - c.w - grain(c.w) + 1)
+  if c.log then return logSum(c.log, s - c.w - grain(c.w) + 1) end
+  return logSum(gl, s - 1000)
 end
 
 -- Rules 3-6 and 10 at time s.
@@ -376,7 +373,15 @@ local function expireAt()
   end
   if glog.l >= 0 then x = math.max(x, glog.l + 1001) end
   for _, c in ipairs(dcaps) do
-    if c.log and c.log.l >= 0 then x = math.max(x, c.log.l + grain(c.w) - 1 + c.w + 1) end
+    -- The newest counted bucket's end + W + 1 (exact caps: within the second log's term).
+    if c.w > 1000 then
+      local g = grain(c.w)
+      if c.log and c.log.l >= 0 then
+        x = math.max(x, c.log.l + g + c.w)
+      elseif not c.log and glog.l >= 0 and glog.l >= t - 1000 then
+        x = math.max(x, math.floor(glog.l / g) * g + g + c.w)
+      end
+    end
   end
   return x
 end
@@ -504,20 +509,30 @@ for i = 1, nt do
   if (d.take[i] or 0) > 0 then logPush(W, L, t, d.take[i]) end
 end
 for i = nt + 1, snt do logDrop(W, tlog[i]) end
-logPop(W, glog, t - 1000)
-logPush(W, glog, t, granted)
-
--- Long caps: the request's windows are kept (one log per distinct window), others dropped.
-local function writeCaps(Wk, caps, stored, k)
+-- Long caps: the request's windows are kept (one log per distinct window; a new one
+-- starts from the second log, popped to t - 1000 before), others dropped.
+local function writeCaps(Wk, caps, stored, k, gl)
   local keep, list = {}, {}
   for _, c in ipairs(caps) do
     if c.w > 1000 and not keep[c.w] then
       keep[c.w] = true
       local g = grain(c.w)
-      logPop(Wk, c.log, t - c.w - g + 1)
-      logPush(Wk, c.log, math.floor(t / g) * g, granted)
-      list[#list + 1] = c.log
-      c.log.w = c.w
+      local L = c.log
+      if L then
+        logPop(Wk, L, t - c.w - g + 1)
+      else
+        L = newLog(k, 'c' .. string.format('%.0f', c.w) .. '.')
+        local prev = gl.b
+        for q = gl.h, gl.n - 1 do
+          local ts, cum = entry(gl, q)
+          logPush(Wk, L, math.floor(ts / g) * g, (cum - prev) % M)
+          prev = cum
+        end
+        c.log = L
+      end
+      logPush(Wk, L, math.floor(t / g) * g, granted)
+      L.w = c.w
+      list[#list + 1] = L
     end
   end
   for w, L in pairs(stored) do
@@ -525,7 +540,9 @@ local function writeCaps(Wk, caps, stored, k)
   end
   return list
 end
-local dlist = writeCaps(W, dcaps, scaps, key)
+logPop(W, glog, t - 1000)
+local dlist = writeCaps(W, dcaps, scaps, key, glog)
+logPush(W, glog, t, granted)
 
 -- ONCE: remember this reply; forget what is older than 10 s.
 if once or qh < qn then
@@ -551,6 +568,7 @@ if once then
   W.sets[#W.sets + 1] = 'q.' .. string.format('%.0f', qn)
   W.sets[#W.sets + 1] = struct.pack('<d', t) .. once
   qn = qn + 1
+  qt = t
 end
 
 local hdr = {'CRd1', struct.pack('<dd', t, nt)}
@@ -566,17 +584,19 @@ for _, L in ipairs(dlist) do
   hdr[#hdr + 1] = struct.pack('<d', L.w)
   packLog(hdr, L)
 end
-hdr[#hdr + 1] = struct.pack('<dd', qh, qn)
+hdr[#hdr + 1] = struct.pack('<ddd', qh, qn, qt)
 W.sets[#W.sets + 1] = '@'
 W.sets[#W.sets + 1] = table.concat(hdr)
 flush(key, W)
-redis.call('PEXPIRE', key, r[11])
+-- The key lives while it matters (X), and while its newest ONCE token is remembered,
+-- so that a replay within 10 s always finds it.
+redis.call('PEXPIRE', key, math.max(r[11], qt + 10001 - t))
 
 if hasG then
   local GW = {sets = {}, dels = {}}
   logPop(GW, gglog, t - 1000)
+  local glist = writeCaps(GW, gcaps, gscaps, gkey, gglog)
   logPush(GW, gglog, t, granted)
-  local glist = writeCaps(GW, gcaps, gscaps, gkey)
   local gx = gglog.l + 1001
   local gh2 = {'CRg1', struct.pack('<d', t)}
   packLog(gh2, gglog)
