@@ -117,7 +117,7 @@ func TestScriptReplicationAndCache(t *testing.T) {
 	rdb := primary.Client(t)
 	rep := replica.Client(t)
 	ctx := context.Background()
-	grant := rateCall(t, "rl:{x}:a", T0, "MAX", "2", "GLOBAL", "rl:{x}", "3", "TIER", "2", "1000", "1000", "0")
+	grant := rateCall(t, "rl:{x}:a", T0, "MAX", "2", "GLOBAL", "rl:{x}", "3", "TIER", "2", "60000", "60000", "0")
 	require.NoError(t, rdb.ScriptFlush(ctx).Err())
 	v, err := grant.Run(ctx, rdb).Result()
 	require.NoError(t, err, "EVALSHA, then EVAL on NOSCRIPT")
@@ -128,7 +128,7 @@ func TestScriptReplicationAndCache(t *testing.T) {
 	harness.WaitReplicaSync(t, primary, replica)
 	off := primary.Info(t, "replication")["master_repl_offset"]
 	// A rejection: full tier. WATCH on the key must survive it.
-	reject := rateCall(t, "rl:{x}:a", T0+10, "GLOBAL", "rl:{x}", "3", "TIER", "2", "1000", "1000", "0")
+	reject := rateCall(t, "rl:{x}:a", T0+10, "GLOBAL", "rl:{x}", "3", "TIER", "2", "60000", "60000", "0")
 	err = rdb.Watch(ctx, func(tx *redis.Tx) error {
 		r, err := script.DecodeRate(reject.Run(ctx, rdb).Val())
 		require.NoError(t, err)

@@ -1,7 +1,8 @@
 package script
 
 import (
-	"strconv"
+	"encoding/binary"
+	"math"
 
 	"github.com/charon-redis/charon/module/rate"
 )
@@ -38,40 +39,51 @@ type Rate struct {
 	At int64
 }
 
-// Call builds the script call.
+// Call builds the script call: KEYS are the key and the global key; ARGV[1] the
+// request as little-endian doubles (one argument: the script reads it in one call),
+// ARGV[2] the ONCE token.
 func (r *Rate) Call() *Call {
-	flags := 0
+	flags := 0.0
 	if r.DryRun {
-		flags |= 1
+		flags++
 	}
 	if r.Closed {
-		flags |= 2
+		flags += 2
 	}
-	args := make([]any, 0, 8+5*len(r.Tiers)+2*(len(r.Caps)+len(r.GlobalCaps)))
-	args = append(args, itoa(r.At), itoa(r.Max), itoa(r.Min), strconv.Itoa(flags), strconv.Itoa(len(r.Tiers)))
+	v := make([]float64, 0, 8+5*len(r.Tiers)+2*(len(r.Caps)+len(r.GlobalCaps)))
+	v = append(v, float64(r.At), float64(r.Max), float64(r.Min), flags, float64(len(r.Tiers)))
 	for _, t := range r.Tiers {
-		s := "0"
+		s := 0.0
 		if t.Skippable {
-			s = "1"
+			s = 1
 		}
-		args = append(args, itoa(t.Limit), itoa(t.Window), itoa(t.Active), itoa(t.Cooldown), s)
+		v = append(v, float64(t.Limit), float64(t.Window), float64(t.Active), float64(t.Cooldown), s)
 	}
-	args = append(args, strconv.Itoa(len(r.Caps)))
+	v = append(v, float64(len(r.Caps)))
 	for _, c := range r.Caps {
-		args = append(args, itoa(c.N), itoa(c.Window))
+		v = append(v, float64(c.N), float64(c.Window))
 	}
 	keys := []string{r.Key}
 	if r.GlobalKey == "" {
-		args = append(args, "-1")
+		v = append(v, -1)
 	} else {
 		keys = append(keys, r.GlobalKey)
-		args = append(args, strconv.Itoa(len(r.GlobalCaps)))
+		v = append(v, float64(len(r.GlobalCaps)))
 		for _, c := range r.GlobalCaps {
-			args = append(args, itoa(c.N), itoa(c.Window))
+			v = append(v, float64(c.N), float64(c.Window))
 		}
 	}
-	args = append(args, r.Once)
-	return &Call{script: rateScript, Keys: keys, Args: args}
+	return &Call{script: rateScript, Keys: keys, Args: []any{packDoubles(v), r.Once}}
+}
+
+// packDoubles encodes v as little-endian IEEE doubles (every bound of the contract,
+// 10^12 counts, 10-year durations, 2^53 times, is exact in a double).
+func packDoubles(v []float64) string {
+	b := make([]byte, 8*len(v))
+	for i, x := range v {
+		binary.LittleEndian.PutUint64(b[8*i:], math.Float64bits(x))
+	}
+	return string(b)
 }
 
 // ParseRate reads the arguments a client sends the module's CHARON.RATE after the key
