@@ -232,6 +232,9 @@ bench: build redis
 	CHARON_BENCH_OUT=$(BENCH_OUT) CHARON_BENCH_ROUNDS=$(BENCH_ROUNDS) CHARON_BENCH_REQUESTS=$(BENCH_REQUESTS) \
 	CHARON_BENCH_LUA=$(BENCH_LUA) $(GO) test -tags integration -run '^$$' \
 		-bench 'ServerCPU|RateCost|RateMemory1M|RateInstructions' -benchtime 1x -timeout 40m ./tests/
+	CHARON_BENCH_OUT=$(BENCH_OUT) CHARON_BENCH_ROUNDS=$(BENCH_ROUNDS) CHARON_BENCH_REQUESTS=$(BENCH_REQUESTS) \
+	CHARON_BENCH_LUA=$(BENCH_LUA) $(GO) test -tags integration -run '^$$' \
+		-bench 'ScriptEngine' -benchtime 1x -timeout 40m ./module/internal/script/
 	$(GO) test -tags integration -run '^$$' -bench 'Unread|Ratelimit' -benchtime 2s ./tests/
 
 clean:

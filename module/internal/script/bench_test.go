@@ -5,12 +5,13 @@ package script_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -81,9 +82,10 @@ func benchReport(b testing.TB, text string) {
 	}
 }
 
+// benchCase makes request i of a case: a command's arguments (for Do).
 type benchCase struct {
 	name string
-	cmd  []string
+	mk   func(key string) []any
 }
 
 func loadScript(b testing.TB, rdb *redis.Client, src string) string {
@@ -94,64 +96,111 @@ func loadScript(b testing.TB, rdb *redis.Client, src string) string {
 	return sha
 }
 
-// evalshaCase renders a runner call as an EVALSHA command line for redis-benchmark.
-func evalshaCase(sha string, c *script.Call) []string {
-	cmd := []string{"EVALSHA", sha, strconv.Itoa(len(c.Keys))}
-	cmd = append(cmd, c.Keys...)
-	for _, a := range c.Args {
-		cmd = append(cmd, a.(string))
+// evalsha renders a runner call for another key as EVALSHA arguments.
+func evalsha(sha string, c *script.Call, keys ...string) []any {
+	out := []any{"EVALSHA", sha, len(c.Keys)}
+	for i := range c.Keys {
+		out = append(out, keys[i])
 	}
-	if cmd[len(cmd)-1] == "" {
-		cmd = cmd[:len(cmd)-1] // redis-benchmark drops empty arguments; ONCE is optional
-	}
-	return cmd
+	return append(out, c.Args...)
 }
 
-// BenchmarkScriptEngineCost: the script engine next to the module's CHARON.RATE and a
-// GCRA Lua like redis_rate's, at pipeline 16 and 1, 50 clients, 100k random keys.
+// drive sends n requests of c over 100,000 random keys from 50 connections, each
+// sending pipelines of depth pipe (the shape of redis-benchmark -c 50 -P pipe -r
+// 100000, which cannot send the script engine's binary argument), and returns the
+// server CPU microseconds per request.
+func drive(b testing.TB, ctl, rdb *redis.Client, c benchCase, n, pipe int) float64 {
+	ctx := context.Background()
+	const conns = 50
+	before := serverCPU(b, ctl)
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	per := n / conns
+	for g := 0; g < conns; g++ {
+		wg.Add(1)
+		go func(seed uint64) {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(seed, 1))
+			for sent := 0; sent < per; {
+				p := rdb.Pipeline()
+				for k := 0; k < pipe && sent < per; k++ {
+					p.Do(ctx, c.mk(fmt.Sprintf("%012d", rng.IntN(100000)))...)
+					sent++
+				}
+				cmds, err := p.Exec(ctx)
+				if err != nil {
+					errs <- err
+					return
+				}
+				for _, cmd := range cmds {
+					if cmd.Err() != nil {
+						errs <- cmd.Err()
+						return
+					}
+				}
+			}
+		}(uint64(g))
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		b.Fatalf("%s: %v", c.name, err)
+	}
+	return (serverCPU(b, ctl) - before) / float64(per*conns)
+}
+
+// BenchmarkScriptEngineCost: the script engine next to the module's CHARON.RATE, a
+// GCRA Lua like redis_rate's and the Lua design CHARON.RATE replaced (charon.lua),
+// on one server, side by side in rounds, at pipeline 16 and 1, 50 connections,
+// 100,000 random keys. Every request is a grant or a rejection at one fixed AT.
 func BenchmarkScriptEngineCost(b *testing.B) {
 	rounds := benchEnv("CHARON_BENCH_ROUNDS", 3)
 	requests := benchEnv("CHARON_BENCH_REQUESTS", 200000)
 	s := harness.Start(b, harness.Options{})
-	rdb := s.Client(b)
+	ctl := s.Client(b, harness.Protocol(2))
+	rdb := s.Client(b, harness.Protocol(2), func(o *redis.Options) { o.PoolSize = 60 })
 	at := time.Now().UnixMilli()
 	ats := strconv.FormatInt(at, 10)
-	rateSHA := loadScript(b, rdb, script.RateSource())
+	rateSHA := loadScript(b, ctl, script.RateSource())
 	three := []script.Tier{{Limit: 10, Window: 1000, Active: 1000}, {Limit: 50, Window: 5000, Active: 5000, Cooldown: 15000},
 		{Limit: 1000, Window: 60000, Active: 60000, Cooldown: 600000}}
-	sc3 := &script.Rate{Key: "sc:{a}:__rand_int__", Max: 1, Min: 1, Tiers: three, At: at}
-	sc1 := &script.Rate{Key: "sc:{b}:__rand_int__", Max: 1, Min: 1, Tiers: three[:1], At: at}
-	scG := &script.Rate{Key: "sc:{c}:__rand_int__", Max: 1, Min: 1, Tiers: three, At: at, GlobalKey: "sc:{c}",
-		GlobalCaps: []script.Cap{{N: 1_000_000_000, Window: 1000}, {N: 1_000_000_000_000, Window: 86_400_000}}}
+	sc3 := (&script.Rate{Key: "k", Max: 1, Min: 1, Tiers: three, At: at}).Call()
+	sc1 := (&script.Rate{Key: "k", Max: 1, Min: 1, Tiers: three[:1], At: at}).Call()
+	scG := (&script.Rate{Key: "k", Max: 1, Min: 1, Tiers: three, At: at, GlobalKey: "g",
+		GlobalCaps: []script.Cap{{N: 1_000_000_000, Window: 1000}, {N: 1_000_000_000_000, Window: 86_400_000}}}).Call()
 	cases := []benchCase{
-		{"INCR", []string{"INCR", "k:__rand_int__"}},
-		{"module CHARON.RATE, 3 tiers", []string{"CHARON.RATE", "rl:{a}:__rand_int__", "AT", ats, "LIMITS", "10/1s,50/5s/5s/15s,1000/1m/1m/10m"}},
-		{"script engine, 3 tiers", evalshaCase(rateSHA, sc3.Call())},
-		{"script engine, 1 tier", evalshaCase(rateSHA, sc1.Call())},
-		{"script engine, 3 tiers + GLOBAL (1 s and 1 day caps)", evalshaCase(rateSHA, scG.Call())},
+		{"INCR", func(k string) []any { return []any{"INCR", "k:" + k} }},
+		{"module CHARON.RATE, 3 tiers", func(k string) []any {
+			return []any{"CHARON.RATE", "rl:{a}:" + k, "AT", ats, "LIMITS", "10/1s,50/5s/5s/15s,1000/1m/1m/10m"}
+		}},
+		{"script engine, 3 tiers", func(k string) []any { return evalsha(rateSHA, sc3, "sc:{a}:"+k) }},
+		{"script engine, 1 tier", func(k string) []any { return evalsha(rateSHA, sc1, "sc:{b}:"+k) }},
+		{"script engine, 3 tiers + GLOBAL (1 s and 1 day caps)", func(k string) []any { return evalsha(rateSHA, scG, "sc:{c}:"+k, "sc:{c}") }},
 	}
+	root := harness.RepoRoot(b)
 	gcraPath := os.Getenv("CHARON_BENCH_GCRA")
 	if gcraPath == "" {
-		gcraPath = filepath.Join(harness.RepoRoot(b), "..", "shared", "bench", "gcra.lua")
+		gcraPath = filepath.Join(root, "..", "shared", "bench", "gcra.lua")
 	}
 	if src, err := os.ReadFile(gcraPath); err == nil {
-		sha := loadScript(b, rdb, string(src))
-		// 10 per second with a burst of 10, as the script engine's tier 1; the
-		// client's time, as the script engine gets it.
-		cases = append(cases, benchCase{"GCRA Lua (redis_rate style, 1 limit)", []string{"EVALSHA", sha, "1", "gcra:__rand_int__", ats, "10", "10", "1000", "1"}})
+		sha := loadScript(b, ctl, string(src))
+		// 10 per second with a burst of 10, as the script engine's tier 1, at the
+		// client's time as the script engine gets it.
+		cases = append(cases, benchCase{"GCRA Lua (redis_rate style, 1 limit)", func(k string) []any {
+			return []any{"EVALSHA", sha, 1, "gcra:" + k, ats, 10, 10, 1000, 1}
+		}})
 	} else {
 		b.Logf("no GCRA baseline (%v): set CHARON_BENCH_GCRA", err)
 	}
-	bin := filepath.Join(filepath.Dir(harness.RedisCLIPath(b)), "redis-benchmark")
-	run := func(c benchCase, n, pipe int) float64 {
-		args := []string{"-h", "127.0.0.1", "-p", strconv.Itoa(s.Port()), "-c", "50", "-P", strconv.Itoa(pipe),
-			"-n", strconv.Itoa(n), "-r", "100000", "-q"}
-		before := serverCPU(b, rdb)
-		out, err := exec.Command(bin, append(args, c.cmd...)...).CombinedOutput()
-		if err != nil || strings.Contains(string(out), "ERR") || strings.Contains(string(out), "WRONGTYPE") {
-			b.Fatalf("redis-benchmark %v: %v\n%s", c.cmd, err, out)
-		}
-		return (serverCPU(b, rdb) - before) / float64(n)
+	luaPath := os.Getenv("CHARON_BENCH_LUA")
+	if luaPath == "" {
+		luaPath = filepath.Join(root, "..", "shared", "bench", "charon.lua")
+	}
+	if src, err := os.ReadFile(luaPath); err == nil {
+		sha := loadScript(b, ctl, string(src))
+		cases = append(cases, benchCase{"charon.lua (ZSET per tier, 3 tiers)", func(k string) []any {
+			return []any{"EVALSHA", sha, 1, "charon:{" + k + "}", ats, 1, 1, 10, 1000, 1000, 0, 50, 5000, 5000, 15000, 1000, 60000, 60000, 600000}
+		}})
 	}
 	for i := 0; i < b.N; i++ {
 		for _, pipe := range []int{16, 1} {
@@ -162,7 +211,7 @@ func BenchmarkScriptEngineCost(b *testing.B) {
 			us := make([][]float64, len(cases))
 			for r := 0; r < rounds; r++ {
 				for k, c := range cases {
-					us[k] = append(us[k], run(c, n, pipe))
+					us[k] = append(us[k], drive(b, ctl, rdb, c, n, pipe))
 				}
 			}
 			ratio := func(a, base int) []float64 {
@@ -182,7 +231,7 @@ func BenchmarkScriptEngineCost(b *testing.B) {
 				}
 			}
 			var sb strings.Builder
-			fmt.Fprintf(&sb, "\n#### Script engine: server CPU per decision, pipeline %d (%d rounds of %d requests per case; redis-benchmark -c 50 -P %d -r 100000)\n\n", pipe, rounds, n, pipe)
+			fmt.Fprintf(&sb, "\n#### Script engine: server CPU per decision, pipeline %d (%d rounds of %d requests per case; 50 connections, 100,000 random keys)\n\n", pipe, rounds, n)
 			sb.WriteString("| case | server CPU us/request, min / median / max | vs module CHARON.RATE | vs GCRA Lua |\n|---|---|---|---|\n")
 			for k, c := range cases {
 				fmt.Fprintf(&sb, "| %s | %s | %sx | %sx |\n", c.name, fmtStats(us[k], 3), fmtStats(ratio(k, 1), 2), fmtStats(ratio(k, gcra), 2))
