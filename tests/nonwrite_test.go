@@ -343,7 +343,7 @@ func TestRateErrorTexts(t *testing.T) {
 		{rtCmd("rl:{e}:k", 1800000000, "TIER", "5", "1000", "1000", "0"),
 			"ERR AT: must be Unix time in milliseconds; 1800000000 lies in 1970 as milliseconds and within 10 years of the server clock as seconds: multiply it by 1000"},
 		{[]any{"CHARON.RATE", "rl:{e}:k", "MAX", "5"}, "ERR TIER: no limits given: add TIER clauses or LIMITS, or say CLOSED to reject every request"},
-		{[]any{"CHARON.RATE", "rl:{e}:k", "GLOBAL", "rl:{e}", "TIER", "5", "1000", "1000", "0"}, "ERR GLOBAL: takes a key and a limit: GLOBAL gkey n"},
+		{[]any{"CHARON.RATE", "rl:{e}:k", "GLOBAL", "rl:{e}", "TIER", "5", "1000", "1000", "0"}, `ERR GLOBAL: takes a key and a limit, or a key and caps: GLOBAL gkey n, GLOBAL gkey "5000/1s, 2000000/1d"`},
 		{[]any{"CHARON.RATE", "rl:{e}:k", "LIMITS", "10/1s", "TIER", "5", "1000", "1000", "0"}, "ERR LIMITS: use either LIMITS or TIER clauses, not both"},
 		{[]any{"CHARON.RATE", "rl:{e}:k", "LIMITS", "10/1s, 5/0s"},
 			"ERR LIMITS tier 2 window: must be a duration between 1 and 315360000000 ms (digits, then ms, s, m, h, d or nothing for ms)"},
