@@ -1,6 +1,10 @@
 package rate
 
-import "github.com/charon-redis/charon/module/internal/ratemodel"
+import (
+	"strconv"
+
+	"github.com/charon-redis/charon/module/internal/ratemodel"
+)
 
 // The reference model of the rules lives in module/internal/ratemodel, written from
 // the contract, not from this engine; this file adapts this package's Request to it.
@@ -12,7 +16,8 @@ type refGlobal = ratemodel.Global
 func newRefKey(int) *refKey { return ratemodel.NewKey() }
 
 // modelRequest is req in the model's terms: HARD n is the per-domain cap n/1000 ms,
-// GLOBAL gkey n the global cap n/1000 ms.
+// GLOBAL gkey n the global cap n/1000 ms, and the caps (rule 10) and ONCE (rule 11)
+// as given.
 func modelRequest(req *Request) ratemodel.Request {
 	m := ratemodel.Request{
 		Max: req.Max, Min: req.Min, Closed: req.Closed, DryRun: req.DryRun,
@@ -21,11 +26,22 @@ func modelRequest(req *Request) ratemodel.Request {
 	for _, t := range req.Tiers[:req.NTiers] {
 		m.Tiers = append(m.Tiers, ratemodel.Tier{Limit: t.Limit, Window: t.Window, Active: t.Active, Cooldown: t.Cooldown, Skippable: t.Skippable})
 	}
+	for _, c := range req.Caps[:req.NCaps] {
+		m.Caps = append(m.Caps, ratemodel.Cap{N: c.Limit, Window: c.Window})
+	}
 	if req.HasHard {
 		m.Caps = append(m.Caps, ratemodel.Cap{N: req.Hard, Window: 1000})
 	}
 	if req.HasGlobal {
-		m.GlobalCaps = append(m.GlobalCaps, ratemodel.Cap{N: req.GlobalLimit, Window: 1000})
+		if req.HasGlobalLimit {
+			m.GlobalCaps = append(m.GlobalCaps, ratemodel.Cap{N: req.GlobalLimit, Window: 1000})
+		}
+		for _, c := range req.GlobalCaps[:req.NGlobalCaps] {
+			m.GlobalCaps = append(m.GlobalCaps, ratemodel.Cap{N: c.Limit, Window: c.Window})
+		}
+	}
+	if req.HasOnce {
+		m.Once = strconv.FormatUint(req.Once, 16) // the hash the key remembers stands for the token
 	}
 	return m
 }

@@ -3,6 +3,7 @@ package script
 import (
 	"encoding/binary"
 	"math"
+	"strings"
 
 	"github.com/charon-redis/charon/module/rate"
 )
@@ -109,6 +110,9 @@ func ParseRate(key string, args []string, now int64) (*Rate, error) {
 	for _, t := range req.Tiers[:req.NTiers] {
 		r.Tiers = append(r.Tiers, Tier{Limit: t.Limit, Window: t.Window, Active: t.Active, Cooldown: t.Cooldown, Skippable: t.Skippable})
 	}
+	for _, c := range req.Caps[:req.NCaps] {
+		r.Caps = append(r.Caps, Cap{N: c.Limit, Window: c.Window})
+	}
 	if req.HasHard {
 		r.Caps = append(r.Caps, Cap{N: req.Hard, Window: 1000})
 	}
@@ -117,7 +121,21 @@ func ParseRate(key string, args []string, now int64) (*Rate, error) {
 		if r.GlobalKey == key {
 			return nil, &rate.ArgError{Arg: "GLOBAL", Reason: "the global key must differ from the key"}
 		}
-		r.GlobalCaps = append(r.GlobalCaps, Cap{N: req.GlobalLimit, Window: 1000})
+		if req.HasGlobalLimit {
+			r.GlobalCaps = append(r.GlobalCaps, Cap{N: req.GlobalLimit, Window: 1000})
+		}
+		for _, c := range req.GlobalCaps[:req.NGlobalCaps] {
+			r.GlobalCaps = append(r.GlobalCaps, Cap{N: c.Limit, Window: c.Window})
+		}
+	}
+	if req.HasOnce {
+		// The parser keeps the token's hash; the script remembers the token itself.
+		for i := 0; i+1 < len(args); i++ {
+			if strings.EqualFold(args[i], "ONCE") && rate.OnceHash([]byte(args[i+1])) == req.Once {
+				r.Once = args[i+1]
+				break
+			}
+		}
 	}
 	return r, nil
 }
