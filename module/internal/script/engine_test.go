@@ -159,3 +159,28 @@ func TestScriptReplicationAndCache(t *testing.T) {
 	}
 	require.True(t, strings.HasPrefix(rdb.HGet(ctx, "rl:{x}:b", "@").Val(), "CRd1"))
 }
+
+// Detect tells the module from its absence (COMMAND INFO), and DoRate gives the same
+// fields from either engine for the same command line.
+func TestScriptDetectAndDoRate(t *testing.T) {
+	ctx := context.Background()
+	mod := harness.Start(t, harness.Options{}).Client(t)
+	bare := harness.Start(t, harness.Options{NoModule: true, Config: []string{noTime}}).Client(t)
+	e, err := script.Detect(ctx, mod)
+	require.NoError(t, err)
+	require.Equal(t, script.EngineModule, e)
+	e, err = script.Detect(ctx, bare)
+	require.NoError(t, err)
+	require.Equal(t, script.EngineScript, e)
+	for i := int64(0); i < 30; i++ {
+		args := []any{"CHARON.RATE", "rl:{d}:a", "MAX", 3, "MIN", 1, "AT", T0 + i*97, "GLOBAL", "rl:{d}", "20/1s, 50/10s",
+			"LIMITS", "4/1s, 6/5s/5s/15s; 30/1m", "ONCE", "t" + strconv.FormatInt(i%7, 10)}
+		fm, err := script.DoRate(ctx, mod, script.EngineModule, args, 0)
+		require.NoError(t, err)
+		fs, err := script.DoRate(ctx, bare, script.EngineScript, args, 0)
+		require.NoError(t, err)
+		require.Equal(t, fm, fs, "request %d", i)
+	}
+	_, err = script.DoRate(ctx, bare, script.EngineScript, []any{"CHARON.RATE", "k", "MAX", 0, "TIER", 1, 1000, 1000, 0}, 0)
+	require.EqualError(t, err, "MAX: must be an integer between 1 and 1000000000000")
+}
