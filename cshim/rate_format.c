@@ -4,7 +4,6 @@
 #include "rate_format.h"
 
 #include <stdint.h>
-#include <stdlib.h>
 
 #define RF_KIND_DOMAIN 1
 #define RF_KIND_GLOBAL 2
@@ -197,11 +196,9 @@ static int rd_event(const unsigned char *p, size_t end, size_t *off, uint64_t *d
 #define RF_WORD1_ZERO_SHIFT 61 /* word 1: bits 61-63 are zero */
 #define RF_MAX_CAPS 8
 #define RF_SECOND_MS 1000 /* the second log's window: the cap window never stored */
-/* Comparisons the duplicate-hash check makes by walking probe chains; a table whose
- * chains are longer (hashes crowded on purpose) is checked by sorting its hashes. */
-#ifndef RF_PROBE_BUDGET /* a test build may set it (0: always sort) */
-#define RF_PROBE_BUDGET (1ULL << 20)
-#endif
+/* A token lies at most this many slots past its home (FORMAT.md, "token"), so a
+ * lookup, and the duplicate check below, read at most that many slots per token. */
+#define RF_MAX_PROBE 64
 
 static uint64_t le64(const unsigned char *p) {
     uint64_t x = 0;
@@ -214,29 +211,6 @@ static uint64_t tok_word(const unsigned char *p, size_t i, int w) {
     return le64(p + 1 + i * RF_TOKEN_BYTES + (size_t)w * 8);
 }
 
-static void sift_u64(uint64_t *a, size_t i, size_t n) {
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) return;
-        if (c + 1 < n && a[c + 1] > a[c]) c++;
-        if (a[i] >= a[c]) return;
-        uint64_t t = a[i];
-        a[i] = a[c];
-        a[c] = t;
-        i = c;
-    }
-}
-
-/* Heapsort: O(n log n) whatever the input, no recursion. */
-static void sort_u64(uint64_t *a, size_t n) {
-    for (size_t i = n / 2; i-- > 0;) sift_u64(a, i, n);
-    for (size_t m = n; m-- > 1;) {
-        uint64_t t = a[0];
-        a[0] = a[m];
-        a[m] = t;
-        sift_u64(a, 0, m);
-    }
-}
 
 /* The token table (FORMAT.md, "token"): ntok slots at p + 1, all within the value
  * (the caller checked 1 + 64 * ntok <= the log's start). */
@@ -268,9 +242,8 @@ static int check_tokens(const unsigned char *p, uint64_t ntok, uint64_t occ, uin
     /* Reachability: a slot at probe distance d from its home (h & mask) is reached
      * without passing an empty slot when the d slots before it are all non-empty.
      * Walk once around from an empty slot, counting the run of non-empty slots. In
-     * a full table every slot is reachable. probes sums the distances: the cost of
-     * checking every slot's chain for its own hash. */
-    uint64_t probes = 0;
+     * a full table every slot is reachable. No token lies more than RF_MAX_PROBE
+     * slots past its home. */
     size_t run = 0;
     for (size_t k = 1; k <= nt; k++) {
         size_t i = (empty + k) & mask; /* empty == nt (full table): from slot 0 */
@@ -280,28 +253,12 @@ static int check_tokens(const unsigned char *p, uint64_t ntok, uint64_t occ, uin
             continue;
         }
         size_t d = (i - (size_t)(h & mask)) & mask;
-        if (empty < nt && d > run) return 0;
-        probes += d;
+        if (d > RF_MAX_PROBE || (empty < nt && d > run)) return 0;
         run++;
     }
 
-    /* No two non-empty slots hold the same h. Two such slots share a home and both
-     * lie on the chain from it, so comparing each slot with the slots before it on
-     * its chain finds every duplicate; when that costs too much, sort the hashes. */
-    uint64_t *hs = NULL;
-    if (probes > RF_PROBE_BUDGET) hs = malloc(filled * sizeof *hs);
-    if (hs != NULL) {
-        size_t m = 0;
-        for (size_t i = 0; i < nt; i++) {
-            uint64_t h = tok_word(p, i, 0);
-            if (h != 0) hs[m++] = h;
-        }
-        sort_u64(hs, m);
-        int ok = 1;
-        for (size_t i = 1; i < m && ok; i++) ok = hs[i] != hs[i - 1];
-        free(hs);
-        return ok;
-    }
+    /* No two non-empty slots hold the same h: two such slots share a home and both
+     * lie on the chain from it, at most RF_MAX_PROBE slots long. */
     for (size_t i = 0; i < nt; i++) {
         uint64_t h = tok_word(p, i, 0);
         if (h == 0) continue;
@@ -313,7 +270,7 @@ static int check_tokens(const unsigned char *p, uint64_t ntok, uint64_t occ, uin
 
 /* A bucketed cap as its header entry describes it. */
 typedef struct {
-    uint64_t window, len, dead, span, sum;
+    uint64_t window, len, spare, dead, span, sum;
     size_t at; /* the region's offset in the value */
 } rf_bcap;
 
@@ -353,7 +310,9 @@ static int rd_ext(const unsigned char *p, size_t lim, size_t *off, rf_ext *x) {
         rf_bcap *c = &x->b[x->nb++];
         uint64_t g = (w + RF_SECOND_MS - 1) / RF_SECOND_MS;
         c->window = w;
-        if (!rd(p, lim, off, &c->len) || c->len < 2) return 0;
+        if (!rd(p, lim, off, &c->len) || c->len < 2 || c->len > lim) return 0;
+        /* spare: zero bytes after the used ones, at most 64 + len */
+        if (!rd(p, lim, off, &c->spare) || c->spare > 64 + c->len) return 0;
         if (!rd(p, lim, off, &c->dead) || c->dead >= c->len) return 0;
         if (!rd(p, lim, off, &c->span) || c->span > w / g + 1) return 0;
         if (!rd(p, lim, off, &c->sum) || c->sum >= RF_SUM_CAP) return 0;
@@ -397,6 +356,8 @@ static int check_bucket_log(const unsigned char *p, const rf_bcap *c, uint64_t l
         if (cnt > c->sum - sum) return 0; /* sum < 2^62 */
         sum += cnt;
     }
+    for (size_t i = 0; i < (size_t)c->spare; i++)
+        if (p[end + i] != 0) return 0;
     return steps == c->span && sum == c->sum;
 }
 
@@ -465,9 +426,9 @@ static int check_v23(const unsigned char *p, size_t n) {
     uint64_t logbase = 1 + RF_TOKEN_BYTES * x.ntok; /* <= 1 + 2^25 */
     if (logbase > start) return 0;
     for (uint64_t i = 0; i < x.nb; i++) {
-        if (x.b[i].len > start - logbase) return 0;
+        if (x.b[i].len > start - logbase || x.b[i].spare > start - logbase - x.b[i].len) return 0;
         x.b[i].at = (size_t)logbase;
-        logbase += x.b[i].len; /* <= start */
+        logbase += x.b[i].len + x.b[i].spare; /* <= start */
     }
     for (uint64_t i = 0; i < x.nexact; i++) {
         const uint64_t *f = x.exact[i];

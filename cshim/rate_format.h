@@ -1,6 +1,5 @@
 /* rate_format.h: structural check of a CHARON.RATE value (module/rate/FORMAT.md).
- * Pure C, standard headers only. It allocates only to check a token table whose
- * probe chains are long (one array of its hashes, freed before it returns). */
+ * Pure C, standard headers only, no allocation. */
 #ifndef CHARON_RATE_FORMAT_H
 #define CHARON_RATE_FORMAT_H
 

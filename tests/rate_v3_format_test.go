@@ -33,6 +33,7 @@ type v3Cap struct {
 	limit, window   uint64
 	cursor          [3]uint64 // exact: off - start, last - time, sum
 	region          []byte    // bucketed: the dead front, then the live entries
+	spare           []byte    // bucketed: the spare room after them (zeros when valid)
 	dead, span, sum uint64
 	lenAdd          uint64 // added to the region's length in the header
 }
@@ -65,6 +66,7 @@ func (v *v3Val) clone() *v3Val {
 	w.caps = append([]v3Cap(nil), v.caps...)
 	for i := range w.caps {
 		w.caps[i].region = bytes.Clone(v.caps[i].region)
+		w.caps[i].spare = bytes.Clone(v.caps[i].spare)
 	}
 	return &w
 }
@@ -78,7 +80,7 @@ func (v *v3Val) bytes() []byte {
 	}
 	for _, c := range v.caps {
 		if c.window > 1000 {
-			b = append(b, c.region...)
+			b = append(append(b, c.region...), c.spare...)
 		}
 	}
 	start := len(b) + v.dead
@@ -101,7 +103,7 @@ func (v *v3Val) bytes() []byte {
 				b = u(u(u(b, c.cursor[0]), c.cursor[1]), c.cursor[2])
 				continue
 			}
-			b = u(u(u(u(b, uint64(len(c.region))+c.lenAdd), c.dead), c.span), c.sum)
+			b = u(u(u(u(u(b, uint64(len(c.region))+c.lenAdd), uint64(len(c.spare))), c.dead), c.span), c.sum)
 		}
 	}
 	b = append(b, v.kind)
@@ -384,6 +386,10 @@ func TestRateV3FormatCheck(t *testing.T) {
 		"bucket region len past the start":  func(v *v3Val) { v.caps[3].lenAdd = 4 },
 		"bucket region len 2^40":            func(v *v3Val) { v.caps[1].lenAdd = 1 << 40 },
 		"bucket region eats the dead front": func(v *v3Val) { v.caps[3].lenAdd = 3 },
+		"bucket spare room not zero":        func(v *v3Val) { v.caps[1].spare = []byte{0, 0, 7, 0} },
+		"bucket spare room above 64 + len": func(v *v3Val) {
+			v.caps[1].spare = make([]byte, 65+len(v.caps[1].region))
+		},
 	}
 	for name, f := range bad {
 		v := v3Domain()
@@ -402,15 +408,17 @@ func TestRateV3FormatCheck(t *testing.T) {
 	require.NoError(t, c.Ping(ctx).Err())
 }
 
-// TestRateV3CrowdedTable: a table of 4096 slots whose 3000 tokens all have home slot
-// 0 (what a client choosing its tokens can force) is accepted, and a duplicate hash at
-// the two ends of its single chain is found.
+// TestRateV3CrowdedTable: no token lies more than 64 slots past its home slot, so a
+// lookup reads at most 65 slots however a client chooses its tokens. A table of 4096
+// slots whose 65 tokens all have home slot 0 (the last one 64 slots away) is accepted,
+// a duplicate hash on that chain is found, and a 66th token on it is refused, as is
+// an empty slot inside the chain.
 func TestRateV3CrowdedTable(t *testing.T) {
 	t.Parallel()
 	s := harness.Start(t, harness.Options{})
 	c := s.Client(t)
 	ctx := context.Background()
-	const ntok, n = 4096, 3000
+	const ntok, n = 4096, 65
 	slots := map[int]uint64{}
 	for i := range n {
 		slots[i] = uint64(i+1) << 12
@@ -426,7 +434,13 @@ func TestRateV3CrowdedTable(t *testing.T) {
 		err := c.Do(ctx, "CHARON.LOADVALUE", "rl:{v3}:crowd", string(w.bytes())).Err()
 		require.Error(t, err, "duplicate of slot 0 at slot %d", at)
 	}
-	// The same crowding, one slot unreachable: an empty slot inside the chain.
+	// One more token on the chain: 65 slots past its home.
+	slots[n] = uint64(n+1) << 12
+	far := v3TokensOnly()
+	v3Table(far, ntok, slots)
+	require.Error(t, rate.Validate(far.bytes()))
+	require.Error(t, c.Do(ctx, "CHARON.LOADVALUE", "rl:{v3}:crowd", string(far.bytes())).Err())
+	// An empty slot inside the chain: the tokens after it are unreachable.
 	w := v.clone()
 	w.table[n/2] = v3Tok{}
 	w.occ--

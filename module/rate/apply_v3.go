@@ -9,9 +9,10 @@ import (
 // version 3 regions written with the grant (FORMAT.md, "Version 3").
 
 // ErrTooManyTokens is returned when a key would have to remember more ONCE tokens than
-// a value holds (all of them granted within the last 10 s).
-var ErrTooManyTokens = errors.New("ONCE: this key already remembers " + strconv.Itoa(maxTok*3/4) +
-	" tokens from the last 10 s; send requests for it without ONCE, or spread them over more keys")
+// a value holds (all of them granted within the last 10 s), or tokens whose hashes
+// crowd one place of the table (not random tokens: made to collide).
+var ErrTooManyTokens = errors.New("ONCE: this key cannot remember another token: it holds " + strconv.Itoa(maxTok*3/4) +
+	" from the last 10 s, or tokens made to collide; send random tokens, fewer per key, or none")
 
 // capSet is a request's caps on one key (per-domain or global), moved to t, in the
 // request's order.
@@ -333,48 +334,65 @@ func appendTokens(dst []byte, cur []byte, old *tokTable, t int64, p *prefixPlan)
 	if p.once {
 		live++
 	}
-	n := tokSize(live)
-	if n > maxTok || p.once && 4*live > 3*maxTok {
+	if live == 0 {
+		return dst, tokTable{}, nil
+	}
+	if p.once && 4*live > 3*maxTok {
 		return dst, tokTable{}, ErrTooManyTokens
 	}
+	// Rebuild at the planned size; double it (twice at most: hashes that crowd at
+	// every size were made to) while some token would lie more than maxProbe past
+	// its home. Random tokens almost never need it.
 	base := len(dst) - 1 // slot i at base + 1 + 64i, as in a value
-	for range n * tokSlot {
-		dst = append(dst, 0)
+	for n := tokSize(live); n <= min(maxTok, 4*tokSize(live)); n *= 2 {
+		dst = dst[:base+1]
+		for range n * tokSlot {
+			dst = append(dst, 0)
+		}
+		if tt, ok := fillTokens(dst[base:], n, cur, old, t, p); ok {
+			return dst, tt, nil
+		}
 	}
-	tt := tokTable{n: n}
-	put := func(r *tokReply, raw []byte) {
-		mask := n - 1
-		i := int(r.h) & mask
-		for {
-			if h, _ := tokHash(dst[base:], i); h == 0 {
-				break
+	return dst[:base+1], tokTable{}, ErrTooManyTokens
+}
+
+// fillTokens puts the live tokens of old (in cur) and the reply (with ONCE) into the
+// empty table of n slots in v (a value's first bytes); ok false when one would lie
+// more than maxProbe past its home.
+func fillTokens(v []byte, n int, cur []byte, old *tokTable, t int64, p *prefixPlan) (tokTable, bool) {
+	tt := tokTable{n: n, built: t}
+	mask := n - 1
+	place := func(h uint64) int {
+		for k, i := 0, int(h)&mask; k < n && k <= maxProbe; k, i = k+1, (i+1)&mask {
+			if sh, _ := tokHash(v, i); sh == 0 {
+				return i
 			}
-			i = (i + 1) & mask
 		}
-		o := base + 1 + tokSlot*i
-		if raw != nil {
-			copy(dst[o:o+tokSlot], raw)
-		} else {
-			putTok(dst[base:], 1+tokSlot*i, r)
-		}
-		tt.occ++
+		return -1
 	}
-	var r tokReply
 	for i := 0; i < old.n; i++ {
 		h, t0 := tokHash(cur, i)
 		if h == 0 || t-t0 > onceLife || p.once && h == p.reply.h {
 			continue
 		}
-		r.h = h
-		put(&r, cur[1+tokSlot*i:1+tokSlot*(i+1)])
+		k := place(h)
+		if k < 0 {
+			return tt, false
+		}
+		copy(v[1+tokSlot*k:1+tokSlot*(k+1)], cur[1+tokSlot*i:1+tokSlot*(i+1)])
+		tt.occ++
 		tt.tnew = max(tt.tnew, t0)
 	}
 	if p.once {
-		put(&p.reply, nil)
+		k := place(p.reply.h)
+		if k < 0 {
+			return tt, false
+		}
+		putTok(v, 1+tokSlot*k, &p.reply)
+		tt.occ++
 		tt.tnew = t
 	}
-	tt.built = t
-	return dst, tt, nil
+	return tt, true
 }
 
 // appendCapRegions appends the bucket logs of set (in order) to dst after a grant at t
