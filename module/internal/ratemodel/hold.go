@@ -110,6 +110,9 @@ type holdKey struct {
 // Holds is the state of every hold key.
 type Holds struct {
 	keys map[string]*holdKey
+	// NoFences models a server without rule 10 (a module build that predates
+	// fences): grants and seizes get no fence and keys keep none.
+	NoFences bool
 }
 
 // NewHolds returns a model with no keys.
@@ -132,17 +135,14 @@ func (h *Holds) Newest(key string) int64 {
 	return 0
 }
 
-// ExpireAt is rule 7's expiry of key: its latest deadline + 1 (0 when absent).
+// ExpireAt is key's expiry (0 when absent): rule 7's latest deadline + 1, kept while
+// a ONCE token or the fence's millisecond still matters (see holdKey.expireAt).
 func (h *Holds) ExpireAt(key string) int64 {
 	k := h.keys[key]
 	if k == nil {
 		return 0
 	}
-	var x int64
-	for _, r := range k.holds {
-		x = max(x, r.deadline+1)
-	}
-	return x
+	return k.expireAt()
 }
 
 func live(k *holdKey, t int64) int64 {
@@ -241,10 +241,10 @@ func (h *Holds) Do(req *HoldRequest, now int64) HoldReply {
 		r.Write = true
 		fence := int64(0)
 		if req.Cmd == Seize {
-			fence = nextFence(keys, t)
+			fence = h.nextFence(keys, t)
 			r.Fence = fence
 		}
-		h.write(names, t, fence, func(i int, k *holdKey) {
+		h.write(names, t, fence, false, func(i int, k *holdKey) {
 			if s := k.find(req.Hold, t); s >= 0 {
 				k.holds[s].deadline = r.Deadline
 			}
@@ -265,7 +265,7 @@ func (h *Holds) Do(req *HoldRequest, now int64) HoldReply {
 		r.Copies, r.ID, r.Deadline, r.Remaining = n, req.NewID, t+req.TTL, c-n
 		r.Held = live(dom, t)
 		r.Write = true
-		h.write(names, t, 0, func(i int, k *holdKey) {
+		h.write(names, t, 0, false, func(i int, k *holdKey) {
 			if s := k.find(req.Hold, t); s >= 0 {
 				kc := k.holds[s].copies
 				m := min(n, kc)
@@ -290,7 +290,10 @@ func (h *Holds) Do(req *HoldRequest, now int64) HoldReply {
 
 // nextFence is rule 10's fence: max(1 + the largest fence stored in any key of the
 // request, t * 2^20).
-func nextFence(keys []*holdKey, t int64) int64 {
+func (h *Holds) nextFence(keys []*holdKey, t int64) int64 {
+	if h.NoFences {
+		return 0
+	}
 	var f int64
 	for _, k := range keys {
 		if k != nil {
@@ -302,10 +305,13 @@ func nextFence(keys []*holdKey, t int64) int64 {
 
 // write applies a change to every key of the request: creates absent keys, records
 // the time and the fence, prunes expired holds (and holds left with no copies) and
-// deletes a key left holding nothing (rule 7).
-func (h *Holds) write(names []string, t, fence int64, change func(i int, k *holdKey)) {
+// deletes a key that stopped mattering (see expireAt).
+func (h *Holds) write(names []string, t, fence int64, create bool, change func(i int, k *holdKey)) {
 	for i, n := range names {
 		k := h.keys[n]
+		if k == nil && !create {
+			continue // only a grant creates keys
+		}
 		if k == nil {
 			k = &holdKey{}
 			h.keys[n] = k
@@ -320,10 +326,28 @@ func (h *Holds) write(names []string, t, fence int64, change func(i int, k *hold
 			}
 		}
 		k.holds = keep
-		if len(k.holds) == 0 {
+		if k.expireAt() <= t {
 			delete(h.keys, n)
 		}
 	}
+}
+
+// expireAt is when a key stops mattering (rule 7): its latest deadline + 1; and, as the
+// project reads rules 10 and 12, not before its newest ONCE token's t0 + 10,001 (a
+// replay within 10 s must find it) nor before the millisecond after its fence's time
+// part (a grant in the same millisecond must see the fence, so fences never repeat).
+func (k *holdKey) expireAt() int64 {
+	var x int64
+	for _, r := range k.holds {
+		x = max(x, r.deadline+1)
+	}
+	for _, e := range k.once {
+		x = max(x, e.t0+OnceWindow+1)
+	}
+	if k.fence > 0 {
+		x = max(x, k.fence>>FenceShift+1)
+	}
+	return x
 }
 
 func (h *Holds) reserve(req *HoldRequest, names []string, keys []*holdKey, t int64, r *HoldReply) {
@@ -361,13 +385,13 @@ func (h *Holds) reserve(req *HoldRequest, names []string, keys []*holdKey, t int
 		r.GlobalHeld += granted
 	}
 	r.Deadline = t + req.Lease
-	r.Fence = nextFence(keys, t)
 	if req.DryRun {
-		return
+		return // a DRYRUN gets no fence: nothing is granted
 	}
+	r.Fence = h.nextFence(keys, t)
 	r.ID = req.NewID
 	r.Write = true
-	h.write(names, t, r.Fence, func(i int, k *holdKey) {
+	h.write(names, t, r.Fence, true, func(i int, k *holdKey) {
 		k.holds = append(k.holds, holdRec{id: req.NewID, copies: granted, deadline: r.Deadline})
 	})
 }
@@ -432,7 +456,7 @@ func (h *Holds) release(req *HoldRequest, names []string, keys []*holdKey, t int
 		return
 	}
 	r.Write = true
-	h.write(names, t, 0, func(i int, k *holdKey) {
+	h.write(names, t, 0, false, func(i int, k *holdKey) {
 		if s := k.find(req.Hold, t); s >= 0 {
 			if req.HasCopies && req.Copies < k.holds[s].copies {
 				k.holds[s].copies -= req.Copies

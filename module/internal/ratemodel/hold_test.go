@@ -112,13 +112,29 @@ func TestHoldOnceAndFence(t *testing.T) {
 	if r := h.Do(&HoldRequest{Cmd: Transfer, Key: "a", Hold: 8, HasCopies: true, Copies: 2, TTL: 500, NewID: 11}, 300); !errors.Is(r.Err, ErrCopies) {
 		t.Fatalf("transfer of too many copies: %+v", r)
 	}
-	// Leases end on their own; a key left with nothing is deleted by its next write.
 	rel := h.Do(&HoldRequest{Cmd: Release, Key: "a", Hold: 9}, 400)
 	if rel.Copies != 1 || rel.Held != 1 {
 		t.Fatalf("release %+v", rel)
 	}
+	// The last hold goes, but the key remembers the transfer's token until its t0 + 10,001.
 	rel = h.Do(&HoldRequest{Cmd: Release, Key: "a", Hold: 8}, 400)
-	if rel.Copies != 1 || rel.Held != 0 || h.Exists("a") {
-		t.Fatalf("release of the last hold %+v, exists %v", rel, h.Exists("a"))
+	if rel.Copies != 1 || rel.Held != 0 || !h.Exists("a") || h.ExpireAt("a") != 200+OnceWindow+1 {
+		t.Fatalf("release of the last hold %+v, exists %v until %d", rel, h.Exists("a"), h.ExpireAt("a"))
+	}
+	// Without tokens: a key released in its grant's millisecond keeps its fence for
+	// that millisecond, so the next grant in it gets a larger one; released later, it
+	// is deleted by the write.
+	r1 = h.Do(&HoldRequest{Cmd: Reserve, Key: "b", Max: 1, Min: 1, HasLimit: true, Limit: 1, Lease: 1000, NewID: 20}, 500)
+	h.Do(&HoldRequest{Cmd: Release, Key: "b", Hold: 20}, 500)
+	r2 = h.Do(&HoldRequest{Cmd: Reserve, Key: "b", Max: 1, Min: 1, HasLimit: true, Limit: 1, Lease: 1000, NewID: 21}, 500)
+	if r2.Fence != r1.Fence+1 {
+		t.Fatalf("fence after a same-ms release: %d, first %d", r2.Fence, r1.Fence)
+	}
+	h.Do(&HoldRequest{Cmd: Release, Key: "b", Hold: 21}, 501)
+	if h.Exists("b") {
+		t.Fatal("an empty key outlived its fence's millisecond")
+	}
+	if d := h.Do(&HoldRequest{Cmd: Reserve, Key: "c", Max: 1, Min: 1, HasLimit: true, Limit: 1, DryRun: true}, 600); d.Granted != 1 || d.Fence != 0 {
+		t.Fatalf("DRYRUN: %+v", d)
 	}
 }

@@ -295,6 +295,7 @@ func TestHoldScriptMatchesModel(t *testing.T) {
 		withOnce := seed%2 == 1
 		tr := newHoldTrace(seed, fmt.Sprintf("h%d:", seed))
 		ms, mm := ratemodel.NewHolds(), ratemodel.NewHolds()
+		mm.NoFences = !fences
 		modOn := !withOnce || onceMod
 		for step := 0; step < 200; step++ {
 			h, k := tr.next(withOnce)

@@ -220,7 +220,14 @@ end
 -- its latest deadline + 1 (on the request's time line, relative to t), or deletes it
 -- when it holds nothing.
 local function write(K, t)
-  if K.count == 0 then
+  -- Rule 7: the latest deadline + 1; and not before the newest ONCE token's t0 +
+  -- 10,001 (a replay must find the key) nor before the millisecond after its fence's
+  -- (a grant in that millisecond must see the fence, so fences never repeat).
+  local x = 0
+  if K.tail ~= NONE then x = rec(K, K.tail).deadline + 1 end
+  if K.qt >= 0 and K.qt + 10001 > x then x = K.qt + 10001 end
+  if (K.fm > 0 or K.fs > 0) and K.fm + 1 > x then x = K.fm + 1 end
+  if x <= t then
     redis.call('DEL', K.key)
     return
   end
@@ -244,9 +251,6 @@ local function write(K, t)
   for i = 1, #sets, 1000 do
     redis.call('HSET', K.key, unpack(sets, i, math.min(i + 999, #sets)))
   end
-  -- Rule 7, and the newest ONCE token's 10 s (a replay always finds the key).
-  local x = rec(K, K.tail).deadline + 1
-  if K.qt > x - 10001 then x = K.qt + 10001 end
   redis.call('PEXPIRE', K.key, x - t)
 end
 
@@ -377,11 +381,11 @@ if op == 'reserve' then
   end
   local deadline = t + lease
   if hasG then gheld = gheld + granted end
+  if dry then -- no fence: nothing is granted
+    return {granted, false, held + granted, limit, gheld, by, deadline, 0, '0'}
+  end
   local fm, fs = nextFence(keys, t)
   local fence = fenceString(fm, fs)
-  if dry then
-    return {granted, false, held + granted, limit, gheld, by, deadline, 0, fence}
-  end
   for _, K in ipairs(keys) do
     prune(K, t)
     insert(K, newid, granted, deadline)
