@@ -123,6 +123,81 @@ func (r *hreader) ext(v *view, raw *[MaxCaps]rawCursor, size int) error {
 	return nil
 }
 
+// extVals is ext for parseHeaderFast, which decodes every varint of the header
+// first: it reads the extension from vals and returns how many it used; ok false on
+// anything ext would refuse (parseHeaderSlow then reports it).
+func extVals(v *view, vals []uint64, raw *[MaxCaps]rawCursor, size int) (k int, ok bool) {
+	if len(vals) < 2 {
+		return 0, false
+	}
+	n := vals[0]
+	if n > maxTok || n&(n-1) != 0 {
+		return 0, false
+	}
+	v.tok = tokTable{n: int(n)}
+	off := 1 + tokSlot*int(n)
+	if off > size {
+		return 0, false
+	}
+	k = 1
+	if n > 0 {
+		if len(vals) < 5 {
+			return 0, false
+		}
+		occ, back, bback := vals[1], vals[2], vals[3]
+		if occ < 1 || occ > n || back > MaxAt || bback > MaxAt {
+			return 0, false
+		}
+		v.tok.occ, v.tok.tnew, v.tok.built = int(occ), int64(back), int64(bback)
+		k = 4
+	}
+	nc := vals[k]
+	k++
+	if nc > MaxCaps {
+		return 0, false
+	}
+	v.nc = int(nc)
+	for i := 0; i < v.nc; i++ {
+		if k+2 > len(vals) {
+			return 0, false
+		}
+		cs := &v.caps[i]
+		lim, w := vals[k], vals[k+1]
+		k += 2
+		if lim > MaxCount || w < 1 || w > MaxDuration || w == secondWindow {
+			return 0, false
+		}
+		for j := 0; j < i; j++ {
+			if v.caps[j].cfg.Window == int64(w) {
+				return 0, false
+			}
+		}
+		cs.cfg = Cap{Limit: int64(lim), Window: int64(w)}
+		cs.g = bucketMs(int64(w))
+		if cs.exact() {
+			if k+3 > len(vals) {
+				return 0, false
+			}
+			raw[i] = rawCursor{vals[k], vals[k+1], vals[k+2]}
+			k += 3
+			continue
+		}
+		if k+5 > len(vals) {
+			return 0, false
+		}
+		ln, spare, dead, span, sum := vals[k], vals[k+1], vals[k+2], vals[k+3], vals[k+4]
+		k += 5
+		if ln < 2 || ln > uint64(size-off) || spare > uint64(maxSpare(int(ln))) || spare > uint64(size-off)-ln ||
+			dead >= ln || sum >= hitSumCap || span > uint64(cs.cfg.Window/cs.g+1) {
+			return 0, false
+		}
+		cs.off, cs.len, cs.spare, cs.dead, cs.first, cs.sum = off, int(ln), int(spare), int(dead), int64(span), int64(sum)
+		off += int(ln) + int(spare)
+	}
+	v.logBase = off
+	return k, true
+}
+
 // extFinish checks and completes what ext read, once v's version 2 fields are read.
 func extFinish(v *view, raw *[MaxCaps]rawCursor) bool {
 	if v.logBase > v.start {
