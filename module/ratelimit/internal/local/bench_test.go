@@ -15,7 +15,7 @@ func BenchmarkObserve(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for i := range b.N {
-		tb.Observe("api", domains[i%len(domains)], nil, Reply{Granted: 1, DomainHits: 5, GlobalHits: 80}, base+int64(i/100))
+		tb.Observe("api", domains[i%len(domains)], Reply{Granted: 1, DomainHits: 5, GlobalHits: 80}, base+int64(i/100))
 	}
 }
 
@@ -25,7 +25,7 @@ func BenchmarkDecide(b *testing.B) {
 	domains := make([]string, 1000)
 	for i := range domains {
 		domains[i] = fmt.Sprint("user", i)
-		tb.Observe("api", domains[i], nil, Reply{Granted: 1, DomainHits: 5, GlobalHits: 80}, base)
+		tb.Observe("api", domains[i], Reply{Granted: 1, DomainHits: 5, GlobalHits: 80}, base)
 	}
 	tb.Enter()
 	b.ReportAllocs()

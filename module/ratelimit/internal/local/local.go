@@ -19,10 +19,14 @@
 // worth. Decisions are Results that say they were made locally (Decision).
 //
 // When Redis answers again, the local grants of the outage are not in Redis's
-// windows. Until the windows they count in have passed, Admit bounds a request by
-// the local value as well (the client asks Redis for at most what Admit allows) and
-// Observe records Redis's grants into the local value: an instance never grants more
-// than its share in a window that spans the return to Redis.
+// windows. Until the windows they count in have passed (the handover), Admit bounds
+// each request by the local values as well: it takes the hits from them first, and
+// the client asks Redis for at most that many. Taking them before Redis answers (not
+// recording Redis's grant afterwards) keeps concurrent requests from all passing on
+// the same room; when Redis grants less, the local values count a little more than
+// was granted, which only errs on the safe side for the rest of the handover. So an
+// instance never grants more than its share in a window that spans the return to
+// Redis.
 //
 // Memory is bounded: at most Config.MaxDomains (resource, domain) pairs are tracked,
 // and their local values together hold at most about Config.MaxBytes; the least
@@ -186,10 +190,8 @@ func (t *Table) Enter() {
 	t.mu.Unlock()
 }
 
-// Observe learns from a reply of Redis to a request of res for domain at now, and,
-// during a handover, records its grant in the local values (lim is then needed; it
-// may be nil otherwise, and the grant is not recorded).
-func (t *Table) Observe(res, domain string, lim *Limits, r Reply, now int64) {
+// Observe learns from a reply of Redis to a request of res for domain at now.
+func (t *Table) Observe(res, domain string, r Reply, now int64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e := t.touch(res, domain)
@@ -209,22 +211,6 @@ func (t *Table) Observe(res, domain string, lim *Limits, r Reply, now int64) {
 	}
 	e.mine.add(now, r.Granted)
 	rs.mine.add(now, r.Granted)
-	if lim == nil {
-		return
-	}
-	var p part
-	if now < e.local.until {
-		p |= partDomain
-	}
-	if now < rs.local.until {
-		p |= partGlobal
-	}
-	if p != 0 {
-		// The handover: Redis's grant counts in the local windows too. The local
-		// values may have less room than Redis granted (another goroutine's grant came
-		// first); they keep what they can.
-		_, _ = t.apply(e, lim, p, 1, r.Granted, false, now, false)
-	}
 }
 
 // Decide answers a request locally at now: at most maxHits, at least max(minHits, 1),
@@ -241,11 +227,12 @@ func (t *Table) Decide(res, domain string, lim *Limits, minHits, maxHits int64, 
 }
 
 // Admit is asked before a request goes to Redis. While the local grants of an outage
-// still count in a window of the pair (or of its resource), it answers the request
-// as a dry run on the local values and reports active: a rejection is the answer (the
-// request must not go to Redis), a grant is the most Redis may grant. Otherwise it
-// returns active false at once.
-func (t *Table) Admit(res, domain string, lim *Limits, minHits, maxHits int64, now int64) (d Decision, active bool, err error) {
+// still count in a window of the pair (or of its resource), it answers the request on
+// the local values and reports active: a rejection is the answer (the request must
+// not go to Redis); a grant is the most Redis may grant, and its hits are taken from
+// the local values already (unless dryRun). Otherwise it returns active false at
+// once, without locking.
+func (t *Table) Admit(res, domain string, lim *Limits, minHits, maxHits int64, dryRun bool, now int64) (d Decision, active bool, err error) {
 	if now >= t.until.Load() {
 		return Decision{}, false, nil
 	}
@@ -272,7 +259,7 @@ func (t *Table) Admit(res, domain string, lim *Limits, minHits, maxHits int64, n
 	if e == nil {
 		e = t.touch(res, domain)
 	}
-	d, err = t.apply(e, lim, p, minHits, maxHits, true, now, false)
+	d, err = t.apply(e, lim, p, minHits, maxHits, dryRun, now, false)
 	return d, err == nil, err
 }
 

@@ -135,8 +135,8 @@ func perSecond() *Limits {
 // for alice and for the resource, which with the prior of 1/4 makes exactly 1/4.
 func learned(t *testing.T) *Table {
 	tb := New(Config{Prior: 0.25})
-	tb.Observe("api", "alice", nil, Reply{Granted: 4, DomainHits: 4, GlobalHits: 4}, base+1000)
-	tb.Observe("api", "alice", nil, Reply{Granted: 0, DomainHits: 16, GlobalHits: 16}, base+1000)
+	tb.Observe("api", "alice", Reply{Granted: 4, DomainHits: 4, GlobalHits: 4}, base+1000)
+	tb.Observe("api", "alice", Reply{Granted: 0, DomainHits: 16, GlobalHits: 16}, base+1000)
 	sd, sr, ok := tb.Shares("api", "alice")
 	require.True(t, ok)
 	require.InDelta(t, 0.25, sd, 1e-12) // (4 + 4*0.25) / (16 + 4)
@@ -262,7 +262,7 @@ func TestFloorsAndLeaning(t *testing.T) {
 	tb := New(Config{})
 	// The fleet is granted 100 hits a second of alice's and none is ours.
 	for i := int64(0); i < 100; i++ {
-		tb.Observe("api", "alice", nil, Reply{Granted: 0, DomainHits: 100, GlobalHits: -1}, base+i*10)
+		tb.Observe("api", "alice", Reply{Granted: 0, DomainHits: 100, GlobalHits: -1}, base+i*10)
 	}
 	sd, sr, _ := tb.Shares("api", "alice")
 	// The resource's share comes from the same replies (no GLOBAL): about 0, held
@@ -275,21 +275,21 @@ func TestFloorsAndLeaning(t *testing.T) {
 	// (z = 0.25 / sqrt(0.25 * 0.75 / 100) = 5.8), so its own share, floored.
 	tb = learned(t)
 	for i := int64(0); i < 100; i++ {
-		tb.Observe("api", "carol", nil, Reply{Granted: 0, DomainHits: 100, GlobalHits: -1}, base+1000+i*10)
+		tb.Observe("api", "carol", Reply{Granted: 0, DomainHits: 100, GlobalHits: -1}, base+1000+i*10)
 	}
 	sd, sr, _ = tb.Shares("api", "carol")
 	assert.InDelta(t, 0.25, sr, 1e-12)
 	assert.InDelta(t, 0.25*DomainFloor, sd, 1e-12)
 	// The same with a tenth of the evidence is within chance: the resource's share.
 	for i := int64(0); i < 10; i++ {
-		tb.Observe("api", "dan", nil, Reply{Granted: 0, DomainHits: 1, GlobalHits: -1}, base+1000+i*100)
+		tb.Observe("api", "dan", Reply{Granted: 0, DomainHits: 1, GlobalHits: -1}, base+1000+i*100)
 	}
 	sd, _, _ = tb.Shares("api", "dan")
 	assert.InDelta(t, 0.25, sd, 1e-12)
 
 	// A busy domain of ours that the fleet shares with nobody: all of it.
 	for i := int64(0); i < 100; i++ {
-		tb.Observe("api", "bob", nil, Reply{Granted: 1, DomainHits: 1 + min(i, 10), GlobalHits: -1}, base+1000+i*100)
+		tb.Observe("api", "bob", Reply{Granted: 1, DomainHits: 1 + min(i, 10), GlobalHits: -1}, base+1000+i*100)
 	}
 	sd, _, _ = tb.Shares("api", "bob")
 	assert.InDelta(t, 1, sd, 0.02)
@@ -297,7 +297,7 @@ func TestFloorsAndLeaning(t *testing.T) {
 
 func TestObserveIgnoresNonsense(t *testing.T) {
 	tb := New(Config{Prior: 0.5})
-	tb.Observe("api", "alice", nil, Reply{Granted: 3, DomainHits: 1, GlobalHits: -1}, base)
+	tb.Observe("api", "alice", Reply{Granted: 3, DomainHits: 1, GlobalHits: -1}, base)
 	sd, sr, _ := tb.Shares("api", "alice")
 	assert.Equal(t, 0.5, sd)
 	assert.Equal(t, 0.5, sr)
@@ -308,7 +308,7 @@ func TestHandover(t *testing.T) {
 	lim := perSecond()
 	tb.Enter()
 	// Nothing happened locally yet: no handover.
-	_, active, err := tb.Admit("api", "bob", lim, 1, 1, base+1000)
+	_, active, err := tb.Admit("api", "bob", lim, 1, 1, false, base+1000)
 	require.NoError(t, err)
 	assert.False(t, active)
 
@@ -320,40 +320,52 @@ func TestHandover(t *testing.T) {
 	}
 	// Redis is back at 1600. bob's local hits count until 1500 + 1200 + 1, the
 	// resource's until 1500 + 1001: Admit bounds requests until then.
-	d, active, err := tb.Admit("api", "bob", lim, 1, 5, base+1600)
+	d, active, err := tb.Admit("api", "bob", lim, 1, 5, false, base+1600)
 	require.NoError(t, err)
 	assert.True(t, active)
 	assert.Equal(t, int64(0), d.Granted)
-	// carol has no local hits, but the resource does: 25 - (4 seeded + 3) = 18.
-	d, active, err = tb.Admit("api", "carol", lim, 1, 30, base+1600)
+	// carol has no local hits, but the resource does: 25 - (4 seeded + 3) = 18. A
+	// dry run takes nothing.
+	d, active, err = tb.Admit("api", "carol", lim, 1, 30, true, base+1600)
 	require.NoError(t, err)
 	assert.True(t, active)
 	assert.Equal(t, int64(18), d.Granted)
-	// Redis grants carol 10: recorded in the resource's local value (carol's own has
-	// no outage hits, so hers is not bounded). The fleet had 16 others in the
-	// second, of which this instance's 4: the share stays 1/4.
-	tb.Observe("api", "carol", lim, Reply{Granted: 10, DomainHits: 10, GlobalHits: 26}, base+1600)
+	// A request for 10 takes them from the local values before it goes to Redis.
+	d, active, err = tb.Admit("api", "carol", lim, 1, 10, false, base+1600)
+	require.NoError(t, err)
+	assert.True(t, active)
+	assert.Equal(t, int64(10), d.Granted)
+	// Redis's reply teaches as before (the fleet had 16 others in the second, of
+	// which this instance's 4: the share stays 1/4) and records nothing more.
+	tb.Observe("api", "carol", Reply{Granted: 10, DomainHits: 10, GlobalHits: 26}, base+1600)
 	_, sr, _ := tb.Shares("api", "carol")
 	require.InDelta(t, 0.25, sr, 1e-12)
-	d, active, err = tb.Admit("api", "carol", lim, 1, 30, base+1600)
+	d, active, err = tb.Admit("api", "carol", lim, 1, 30, false, base+1600)
 	require.NoError(t, err)
 	assert.True(t, active)
 	assert.Equal(t, int64(8), d.Granted)
 	// After the resource's handover only bob's own remains; then none.
-	_, active, err = tb.Admit("api", "carol", lim, 1, 30, base+2501)
+	_, active, err = tb.Admit("api", "carol", lim, 1, 30, false, base+2501)
 	require.NoError(t, err)
 	assert.False(t, active)
-	d, active, err = tb.Admit("api", "bob", lim, 1, 1, base+2501)
+	d, active, err = tb.Admit("api", "bob", lim, 1, 1, false, base+2501)
 	require.NoError(t, err)
 	assert.True(t, active)
 	assert.Equal(t, int64(0), d.Granted) // 1500's hits count until 2700
-	_, active, err = tb.Admit("api", "bob", lim, 1, 1, base+2701)
+	_, active, err = tb.Admit("api", "bob", lim, 1, 1, false, base+2701)
 	require.NoError(t, err)
 	assert.False(t, active)
 
-	// Redis's grants during the handover do not extend it.
-	tb.Observe("api", "bob", lim, Reply{Granted: 1, DomainHits: 1, GlobalHits: 31}, base+2600)
-	_, active, err = tb.Admit("api", "bob", lim, 1, 1, base+2701)
+	// Grants during the handover do not extend it.
+	tb2 := learned(t)
+	tb2.Enter()
+	_, err = tb2.Decide("api", "bob", lim, 1, 1, false, base+1500)
+	require.NoError(t, err)
+	d, active, err = tb2.Admit("api", "carol", lim, 1, 1, false, base+2500)
+	require.NoError(t, err)
+	assert.True(t, active)
+	assert.Equal(t, int64(1), d.Granted)
+	_, active, err = tb2.Admit("api", "carol", lim, 1, 1, false, base+2501)
 	require.NoError(t, err)
 	assert.False(t, active)
 }
@@ -361,7 +373,7 @@ func TestHandover(t *testing.T) {
 func TestBounds(t *testing.T) {
 	tb := New(Config{MaxDomains: 3})
 	for i := range 5 {
-		tb.Observe("api", string(rune('a'+i)), nil, Reply{Granted: 1, DomainHits: 1, GlobalHits: -1}, base)
+		tb.Observe("api", string(rune('a'+i)), Reply{Granted: 1, DomainHits: 1, GlobalHits: -1}, base)
 	}
 	n, _ := tb.Size()
 	assert.Equal(t, 3, n)
@@ -387,8 +399,8 @@ func TestBounds(t *testing.T) {
 
 	// Forgetting the last domain of a resource forgets the resource.
 	tb = New(Config{MaxDomains: 1})
-	tb.Observe("a", "x", nil, Reply{Granted: 1, DomainHits: 1, GlobalHits: 1}, base)
-	tb.Observe("b", "x", nil, Reply{Granted: 1, DomainHits: 1, GlobalHits: 1}, base)
+	tb.Observe("a", "x", Reply{Granted: 1, DomainHits: 1, GlobalHits: 1}, base)
+	tb.Observe("b", "x", Reply{Granted: 1, DomainHits: 1, GlobalHits: 1}, base)
 	tb.mu.Lock()
 	assert.Len(t, tb.res, 1)
 	tb.mu.Unlock()
@@ -403,7 +415,7 @@ func TestSeedOncePerOutage(t *testing.T) {
 	d, err := tb.Decide("api", "alice", lim, 1, 1, false, base+1000)
 	require.NoError(t, err)
 	assert.Equal(t, int64(0), d.Granted)
-	tb.Observe("api", "alice", nil, Reply{Granted: 2, DomainHits: 2, GlobalHits: 2}, base+60_000)
+	tb.Observe("api", "alice", Reply{Granted: 2, DomainHits: 2, GlobalHits: 2}, base+60_000)
 	tb.Enter()
 	d, err = tb.Decide("api", "alice", lim, 1, 2, false, base+60_000)
 	require.NoError(t, err)

@@ -135,7 +135,7 @@ func (s *scenario) run(t *testing.T) {
 			granted = dd.Granted
 		default:
 			if s.mode == modeShare {
-				ad, active, err := tb.Admit("api", dom, s.lim, 1, 1, now)
+				ad, active, err := tb.Admit("api", dom, s.lim, 1, 1, false, now)
 				require.NoError(t, err)
 				if active && ad.Granted == 0 {
 					break
@@ -143,7 +143,7 @@ func (s *scenario) run(t *testing.T) {
 			}
 			r := srv.rate(s.lim, dom, now)
 			if s.mode == modeShare {
-				tb.Observe("api", dom, s.lim, r, now)
+				tb.Observe("api", dom, r, now)
 			}
 			granted = r.Granted
 		}
