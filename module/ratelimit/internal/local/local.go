@@ -18,15 +18,19 @@
 // last second, so the first window of an outage does not grant a second window's
 // worth. Decisions are Results that say they were made locally (Decision).
 //
-// When Redis answers again, the local grants of the outage are not in Redis's
-// windows. Until the windows they count in have passed (the handover), Admit bounds
-// each request by the local values as well: it takes the hits from them first, and
-// the client asks Redis for at most that many. Taking them before Redis answers (not
-// recording Redis's grant afterwards) keeps concurrent requests from all passing on
-// the same room; when Redis grants less, the local values count a little more than
-// was granted, which only errs on the safe side for the rest of the handover. So an
-// instance never grants more than its share in a window that spans the return to
-// Redis.
+// When Redis answers again (Leave), the local grants of the outage, this instance's
+// and every other's, are not in Redis's windows, so for a while Redis would grant a
+// full window on top of them. Until those windows have passed (the handover), Admit
+// bounds each request by the local values as well: it takes the hits from them first,
+// and the client asks Redis for at most that many. Each instance then grants at most
+// its share in any window that spans the return to Redis, and the fleet at most the
+// limit. The handover of a pair lasts until the longest window of its limits (as
+// stretched by the share) has passed since Leave, plus Config.Margin (the other
+// instances may have gone on granting locally until their own probe found Redis), and
+// at least as long as the pair's own local grants count. Taking the hits before Redis
+// answers (not recording Redis's grant afterwards) keeps concurrent requests from all
+// passing on the same room; when Redis grants less, the local values count a little
+// more than was granted, which errs on the safe side until the handover ends.
 //
 // Memory is bounded: at most Config.MaxDomains (resource, domain) pairs are tracked,
 // and their local values together hold at most about Config.MaxBytes; the least
@@ -73,6 +77,10 @@ type Config struct {
 	MaxBytes int
 	// HalfLife (ms) is how fast old evidence fades; 0 means DefaultHalfLife.
 	HalfLife int64
+	// Margin (ms) lengthens every handover: the time the other instances of the
+	// fleet may go on deciding locally after this one returned to Redis (their probe
+	// interval).
+	Margin int64
 	// Prior is the share of a resource assumed before any reply was seen: 1/N for a
 	// fleet of N instances; 0 means 1 (alone).
 	Prior float64
@@ -119,9 +127,13 @@ var ErrLimits = errors.New("local: invalid limits")
 type Table struct {
 	cfg Config
 
-	// until is the latest end of a handover (see Admit): before it, Admit looks for
-	// the pair; after it, Admit returns at once without locking.
+	// Admit looks for the pair while now < until (the latest end of a pair's own
+	// handover) or now < left + span (the last Leave plus the longest stretched
+	// window of the limits decided on during the outage, plus Margin); after both it
+	// returns at once without locking.
 	until atomic.Int64
+	left  atomic.Int64
+	span  atomic.Int64
 
 	mu    sync.Mutex
 	epoch uint64 // outages begun (Enter)
@@ -190,6 +202,11 @@ func (t *Table) Enter() {
 	t.mu.Unlock()
 }
 
+// Leave ends an outage at now: Redis answers again, and the handover begins.
+func (t *Table) Leave(now int64) {
+	t.left.Store(now)
+}
+
 // Observe learns from a reply of Redis to a request of res for domain at now.
 func (t *Table) Observe(res, domain string, r Reply, now int64) {
 	t.mu.Lock()
@@ -223,17 +240,22 @@ func (t *Table) Decide(res, domain string, lim *Limits, minHits, maxHits int64, 
 	defer t.mu.Unlock()
 	e := t.touch(res, domain)
 	t.seed(e, lim, now)
-	return t.apply(e, lim, partDomain|partGlobal, minHits, maxHits, dryRun, now, true)
+	d, err := t.apply(e, lim, partDomain|partGlobal, minHits, maxHits, dryRun, now, true)
+	if dspan, gspan := spans(lim, d.DomainShare, d.ResourceShare); max(dspan, gspan)+t.cfg.Margin > t.span.Load() {
+		t.span.Store(max(dspan, gspan) + t.cfg.Margin)
+	}
+	return d, err
 }
 
-// Admit is asked before a request goes to Redis. While the local grants of an outage
-// still count in a window of the pair (or of its resource), it answers the request on
-// the local values and reports active: a rejection is the answer (the request must
-// not go to Redis); a grant is the most Redis may grant, and its hits are taken from
-// the local values already (unless dryRun). Otherwise it returns active false at
-// once, without locking.
+// Admit is asked before a request goes to Redis. During a handover (see the package
+// comment) it answers the request on the local values and reports active: a
+// rejection is the answer (the request must not go to Redis); a grant is the most
+// Redis may grant, and its hits are taken from the local values already (unless
+// dryRun). Otherwise it returns active false, at once and without locking once every
+// handover is over.
 func (t *Table) Admit(res, domain string, lim *Limits, minHits, maxHits int64, dryRun bool, now int64) (d Decision, active bool, err error) {
-	if now >= t.until.Load() {
+	left := t.left.Load()
+	if now >= t.until.Load() && (left == 0 || now >= left+t.span.Load()) {
 		return Decision{}, false, nil
 	}
 	if err := check(lim, minHits, maxHits); err != nil {
@@ -241,16 +263,33 @@ func (t *Table) Admit(res, domain string, lim *Limits, minHits, maxHits int64, d
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	var e *entry
+	var sd, sr float64
 	rs := t.res[res]
-	if rs == nil {
-		return Decision{}, false, nil
+	if rs != nil {
+		sr = t.resourceShare(rs)
+		sd = sr
+		if e = rs.domains[domain]; e != nil {
+			sd = t.domainShare(e, sr)
+		}
+	} else {
+		sr = max(t.cfg.Prior, MinShare)
+		sd = sr
 	}
 	var p part
-	e := rs.domains[domain]
+	if left != 0 {
+		dspan, gspan := spans(lim, sd, sr)
+		if now < left+dspan+t.cfg.Margin {
+			p |= partDomain
+		}
+		if gspan > 0 && now < left+gspan+t.cfg.Margin {
+			p |= partGlobal
+		}
+	}
 	if e != nil && now < e.local.until {
 		p |= partDomain
 	}
-	if now < rs.local.until {
+	if rs != nil && now < rs.local.until {
 		p |= partGlobal
 	}
 	if p == 0 {
@@ -261,6 +300,24 @@ func (t *Table) Admit(res, domain string, lim *Limits, minHits, maxHits int64, d
 	}
 	d, err = t.apply(e, lim, p, minHits, maxHits, dryRun, now, false)
 	return d, err == nil, err
+}
+
+// spans returns the longest window of lim's domain limits (tiers, caps) and of its
+// global caps (0 without), as stretched by the shares sd and sr.
+func spans(lim *Limits, sd, sr float64) (domain, global int64) {
+	for _, t := range lim.Tiers {
+		_, w := scale(t.Limit, t.Window, sd)
+		domain = max(domain, w)
+	}
+	for _, c := range lim.Caps {
+		_, w := scale(c.Limit, c.Window, sd)
+		domain = max(domain, w)
+	}
+	for _, c := range lim.GlobalCaps {
+		_, w := scale(c.Limit, c.Window, sr)
+		global = max(global, w)
+	}
+	return domain, global
 }
 
 // Shares returns the shares a decision for (res, domain) would use now, and whether

@@ -307,7 +307,7 @@ func TestHandover(t *testing.T) {
 	tb := learned(t)
 	lim := perSecond()
 	tb.Enter()
-	// Nothing happened locally yet: no handover.
+	// Nothing happened locally yet and Redis was never left: no handover.
 	_, active, err := tb.Admit("api", "bob", lim, 1, 1, false, base+1000)
 	require.NoError(t, err)
 	assert.False(t, active)
@@ -318,54 +318,63 @@ func TestHandover(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, int64(1), d.Granted)
 	}
-	// Redis is back at 1600. bob's local hits count until 1500 + 1200 + 1, the
-	// resource's until 1500 + 1001: Admit bounds requests until then.
+	// Redis is back at 1600. Every pair's requests are bounded by the local shares
+	// for the longest stretched window after that: the tier's 1200 ms (3 per 1.2 s at
+	// 1/4), GLOBAL's 1000 ms (25 per second).
+	tb.Leave(base + 1600)
 	d, active, err := tb.Admit("api", "bob", lim, 1, 5, false, base+1600)
 	require.NoError(t, err)
 	assert.True(t, active)
-	assert.Equal(t, int64(0), d.Granted)
-	// carol has no local hits, but the resource does: 25 - (4 seeded + 3) = 18. A
-	// dry run takes nothing.
+	assert.Equal(t, int64(0), d.Granted) // bob's share is used up
+	// carol was not seen in the outage: her share of the tier (a dry run takes
+	// nothing, a request takes the hits before it goes to Redis).
 	d, active, err = tb.Admit("api", "carol", lim, 1, 30, true, base+1600)
 	require.NoError(t, err)
 	assert.True(t, active)
-	assert.Equal(t, int64(18), d.Granted)
-	// A request for 10 takes them from the local values before it goes to Redis.
-	d, active, err = tb.Admit("api", "carol", lim, 1, 10, false, base+1600)
+	assert.Equal(t, int64(3), d.Granted)
+	// GLOBAL's share: 25 - (4 seeded + 3 of bob's) = 18, six domains' 3 each.
+	for i := range 6 {
+		d, active, err = tb.Admit("api", string(rune('c'+i)), lim, 1, 30, false, base+1600)
+		require.NoError(t, err)
+		require.True(t, active)
+		require.Equal(t, int64(3), d.Granted, i)
+	}
+	d, active, err = tb.Admit("api", "zed", lim, 1, 30, false, base+1600)
 	require.NoError(t, err)
 	assert.True(t, active)
-	assert.Equal(t, int64(10), d.Granted)
-	// Redis's reply teaches as before (the fleet had 16 others in the second, of
-	// which this instance's 4: the share stays 1/4) and records nothing more.
-	tb.Observe("api", "carol", Reply{Granted: 10, DomainHits: 10, GlobalHits: 26}, base+1600)
-	_, sr, _ := tb.Shares("api", "carol")
+	assert.Equal(t, int64(0), d.Granted)
+	assert.Equal(t, int64(1), d.Fields[rate.FieldGlobalLimited])
+	// Redis's replies teach as before (the fleet had 16 others in the second, of
+	// which this instance's 4: the share stays 1/4) and record nothing more.
+	tb.Observe("api", "c", Reply{Granted: 3, DomainHits: 3, GlobalHits: 19}, base+1600)
+	_, sr, _ := tb.Shares("api", "c")
 	require.InDelta(t, 0.25, sr, 1e-12)
-	d, active, err = tb.Admit("api", "carol", lim, 1, 30, false, base+1600)
-	require.NoError(t, err)
-	assert.True(t, active)
-	assert.Equal(t, int64(8), d.Granted)
-	// After the resource's handover only bob's own remains; then none.
-	_, active, err = tb.Admit("api", "carol", lim, 1, 30, false, base+2501)
-	require.NoError(t, err)
-	assert.False(t, active)
-	d, active, err = tb.Admit("api", "bob", lim, 1, 1, false, base+2501)
-	require.NoError(t, err)
-	assert.True(t, active)
-	assert.Equal(t, int64(0), d.Granted) // 1500's hits count until 2700
-	_, active, err = tb.Admit("api", "bob", lim, 1, 1, false, base+2701)
-	require.NoError(t, err)
-	assert.False(t, active)
 
-	// Grants during the handover do not extend it.
-	tb2 := learned(t)
-	tb2.Enter()
-	_, err = tb2.Decide("api", "bob", lim, 1, 1, false, base+1500)
-	require.NoError(t, err)
-	d, active, err = tb2.Admit("api", "carol", lim, 1, 1, false, base+2500)
+	// From 2600 GLOBAL's handover is over, the tiers' lasts until 2800.
+	d, active, err = tb.Admit("api", "zed", lim, 1, 30, false, base+2600)
 	require.NoError(t, err)
 	assert.True(t, active)
-	assert.Equal(t, int64(1), d.Granted)
-	_, active, err = tb2.Admit("api", "carol", lim, 1, 1, false, base+2501)
+	assert.Equal(t, int64(3), d.Granted)
+	assert.Equal(t, int64(-1), d.Fields[rate.FieldGlobalHits], "no GLOBAL in it")
+	_, active, err = tb.Admit("api", "yan", lim, 1, 1, false, base+2800)
+	require.NoError(t, err)
+	assert.False(t, active)
+	// The fast path (no lock) agrees.
+	tb.mu.Lock()
+	assert.Equal(t, int64(1200), tb.span.Load())
+	assert.Equal(t, base+2701, tb.until.Load()) // bob's own: 1500 + 1200 + 1
+	tb.mu.Unlock()
+
+	// Margin lengthens the handover: the others may decide locally that much longer.
+	tb = New(Config{Prior: 0.25, Margin: 500})
+	tb.Enter()
+	_, err = tb.Decide("api", "bob", lim, 1, 1, false, base+1500)
+	require.NoError(t, err)
+	tb.Leave(base + 1600)
+	_, active, err = tb.Admit("api", "carol", lim, 1, 1, false, base+3299)
+	require.NoError(t, err)
+	assert.True(t, active)
+	_, active, err = tb.Admit("api", "carol", lim, 1, 1, false, base+3300)
 	require.NoError(t, err)
 	assert.False(t, active)
 }

@@ -71,9 +71,6 @@ type scenario struct {
 func (s *scenario) run(t *testing.T) {
 	srv := &server{vals: map[string][]byte{}}
 	tables := make([]*Table, s.instances)
-	for i := range tables {
-		tables[i] = New(s.cfg)
-	}
 	rng := rand.New(rand.NewPCG(s.seed, 1))
 	var cum []int
 	for d := range s.domains {
@@ -98,6 +95,15 @@ func (s *scenario) run(t *testing.T) {
 	}
 	rr := 0
 	down := false
+	// The instances find Redis back one after the other, as their probes (every
+	// 500 ms) succeed: instance i at the outage's end + 120*i ms.
+	const probeEvery = 500
+	left := make([]bool, s.instances)
+	cfg := s.cfg
+	cfg.Margin = probeEvery
+	for i := range tables {
+		tables[i] = New(cfg)
+	}
 	step := 1000.0 / float64(s.rps)
 	for i := 0; ; i++ {
 		off := int64(float64(i) * step)
@@ -122,6 +128,13 @@ func (s *scenario) run(t *testing.T) {
 					tb.Enter()
 				}
 			}
+		}
+		back := s.outageAt + s.outageMs + int64(inst)*120
+		if !outage && off >= s.outageAt && off < back {
+			outage = true // this instance's probe has not found Redis yet
+		} else if !outage && off >= back && !left[inst] && s.mode == modeShare && off >= s.outageAt {
+			left[inst] = true
+			tb.Leave(now)
 		}
 		var granted int64
 		switch {
