@@ -67,12 +67,13 @@ func main() {
 	n := flag.Int("n", 100000, "measured decisions (all goroutines together)")
 	warm := flag.Int("warm", 2000, "decisions before measuring")
 	prefix := flag.String("prefix", "cb", "key prefix (resource names)")
+	resp := flag.Int("resp", 0, "RESP version (0: go-redis's default, 3)")
 	flag.Parse()
 	if _, ok := paths[*path]; !ok {
 		fmt.Fprintf(os.Stderr, "clientbench: unknown path %q\n", *path)
 		os.Exit(2)
 	}
-	r, err := run(*addr, *path, *g, *users, *n, *warm, *prefix)
+	r, err := run(*addr, *path, *g, *users, *n, *warm, *prefix, *resp)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "clientbench: %v\n", err)
 		os.Exit(1)
@@ -129,11 +130,12 @@ func newPath(rdb *redis.Client, path, prefix string) decide {
 	panic("unreachable")
 }
 
-func run(addr, path string, g, users, n, warm int, prefix string) (*result, error) {
+func run(addr, path string, g, users, n, warm int, prefix string, resp int) (*result, error) {
 	ctx := context.Background()
 	opts := func() *redis.Options {
 		return &redis.Options{
 			Addr:                     addr,
+			Protocol:                 resp,
 			DisableIdentity:          true, // Redis 7.0 has no CLIENT SETINFO
 			MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 		}
