@@ -126,7 +126,7 @@ func (c *Client) run(ctx context.Context, keys []string, counts []int64, module 
 			st.sent(len(batches), len(batches))
 		}
 		cmds := make([]*redis.Cmd, len(batches))
-		pipe := c.rdb.Pipeline()
+		all := make([]redis.Cmder, len(batches))
 		for i, b := range batches {
 			args := make([]any, 0, len(b)+1)
 			args = append(args, batchCommand(b))
@@ -134,10 +134,16 @@ func (c *Client) run(ctx context.Context, keys []string, counts []int64, module 
 				args = append(args, keys[k])
 			}
 			cmds[i] = redis.NewCmd(ctx, args...)
-			_ = pipe.Process(ctx, cmds[i])
+			all[i] = cmds[i]
 		}
-		// Exec's error is the first command's error; every command is checked below.
-		_, _ = pipe.Exec(ctx)
+		// Before the first round and after connection trouble, the transport checks
+		// the server within the Timeout: an unreachable Redis fails the call at once.
+		if err := c.tr.Ready(ctx); err != nil {
+			return err
+		}
+		// Every command gets its own reply or error, checked below. A round is bounded
+		// by the caller's context only: a big one may take longer than the Timeout.
+		_ = c.tr.Pipeline(ctx, all)
 
 		var retry [][]int32
 		var lastErr error

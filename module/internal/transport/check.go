@@ -171,7 +171,9 @@ func (t *Transport) check(ctx context.Context) error {
 	}
 	once := make(map[string]bool, len(probes))
 	for name, cmd := range probes {
-		once[name] = cmd.Err() == nil && cmd.Val() != nil
+		taken := t.cfg.Probes[name].Taken
+		once[name] = cmd.Err() == nil && cmd.Val() != nil ||
+			taken != "" && cmd.Err() != nil && redis.HasErrorPrefix(cmd.Err(), taken)
 	}
 	t.chk.once.Store(&once)
 	return nil

@@ -115,10 +115,12 @@ func (ModuleEngine) Command(dst []any, r *Request, once string) []any {
 }
 
 // Probe is a request that tells whether the server takes ONCE on a command: Args is a
-// harmless request (a DRYRUN); the transport adds ONCE and a token. A server that
-// answers anything but an "unknown option" error for ONCE takes it.
+// harmless request (a DRYRUN, or a hold that does not exist); the transport adds ONCE
+// and a token. The server takes ONCE when it answers, or answers an error that starts
+// with Taken (the parse accepted ONCE and the request failed later).
 type Probe struct {
-	Args []any
+	Args  []any
+	Taken string
 }
 
 // Defaults.
@@ -349,20 +351,16 @@ func (t *Transport) sendTx(ctx context.Context, r *Request, args []any) (any, er
 	return nil, t.errorf(cls, kind, r.describe(), err)
 }
 
-// Pipeline runs cmds as one go-redis pipeline under one attempt's deadline (after the
-// check) and returns go-redis's error, if any, classified; each command keeps its own
-// reply or error. For callers that batch themselves (unread's per-node pipelines).
+// Pipeline runs cmds as one go-redis pipeline, bounded by ctx only (a caller that
+// batches itself, such as unread's per-node pipelines, may send more than one
+// Timeout's worth; it calls Ready first). It returns go-redis's error, if any,
+// classified; each command keeps its own reply or error.
 func (t *Transport) Pipeline(ctx context.Context, cmds []redis.Cmder) error {
-	if err := t.Ready(ctx); err != nil {
-		return err
-	}
-	actx, cancel := t.AttemptContext(ctx)
-	defer cancel()
 	pipe := t.rdb.Pipeline()
 	for _, c := range cmds {
-		_ = pipe.Process(actx, c)
+		_ = pipe.Process(ctx, c)
 	}
-	_, err := pipe.Exec(actx)
+	_, err := pipe.Exec(ctx)
 	if err == nil {
 		return nil
 	}
@@ -371,13 +369,8 @@ func (t *Transport) Pipeline(ctx context.Context, cmds []redis.Cmder) error {
 	if errors.As(err, &rerr) {
 		return nil // a command's own error: each command says it
 	}
-	cls := outcome.ClassifyCtx(ctx, err, false)
-	var kind error
-	if cls == outcome.Unreachable && ctx.Err() == nil && actx.Err() != nil {
-		kind = t.notSent()
-	}
 	t.chk.suspect()
-	return t.errorf(cls, kind, "pipeline", err)
+	return t.errorf(outcome.ClassifyCtx(ctx, err, false), nil, "pipeline", err)
 }
 
 // Classify is what err proves: the class of an *Error, or outcome.Classify's.
