@@ -103,6 +103,7 @@ func (t *Transport) Ready(ctx context.Context) error {
 // check asks the server, in one pipeline: COMMAND INFO of the required commands, INFO
 // cluster through a plain client, and a ONCE probe per probed command.
 func (t *Transport) check(ctx context.Context) error {
+	began := time.Now()
 	actx, cancel := t.AttemptContext(ctx)
 	defer cancel()
 	pipe := t.rdb.Pipeline()
@@ -117,13 +118,13 @@ func (t *Transport) check(ctx context.Context) error {
 	if t.plain {
 		cluster = pipe.Do(actx, "INFO", "cluster")
 	}
+	if len(t.cfg.Require) == 0 && !t.plain {
+		pipe.Ping(actx) // at least reach Redis
+	}
 	probes := make(map[string]*redis.Cmd, len(t.cfg.Probes))
 	for name, p := range t.cfg.Probes {
 		args := append(append(make([]any, 0, len(p.Args)+2), p.Args...), "ONCE", NewToken())
 		probes[name] = pipe.Do(actx, args...)
-	}
-	if len(pipe.Cmds()) == 0 {
-		return nil
 	}
 	cmds, err := pipe.Exec(actx)
 	fillErrs(cmds, err)
@@ -140,7 +141,7 @@ func (t *Transport) check(ctx context.Context) error {
 			default:
 				cls = outcome.Unreachable
 			}
-			return t.errorf(cls, kind, "checking the server", err)
+			return t.errorf(cls, kind, "checking the server", t.withDialCause(err, began))
 		}
 	}
 

@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"time"
 
@@ -177,6 +178,7 @@ type Transport struct {
 	// later internal attempt (a refused dial, a context that expired in go-redis's
 	// backoff), so every network error may hide a sent command.
 	precise bool
+	dials   *dialRecorder // nil unless rdb is a *redis.Client
 	b       batcher
 	chk     checker
 }
@@ -199,6 +201,8 @@ func New(rdb Rediser, cfg Config) *Transport {
 	case *redis.Client:
 		t.plain = true
 		t.precise = c.Options().MaxRetries == 0
+		t.dials = &dialRecorder{}
+		c.AddHook(t.dials)
 	}
 	t.b = batcher{rdb: rdb, maxInflight: cfg.MaxInflight, maxBatch: cfg.MaxBatch}
 	if t.b.maxInflight <= 0 {
@@ -263,6 +267,7 @@ func (t *Transport) Do(ctx context.Context, r *Request) (any, Stats, error) {
 	maySent := false // an earlier attempt may have run
 	for {
 		st.Attempts++
+		began := time.Now()
 		actx, cancel := t.AttemptContext(ctx)
 		cmd := redis.NewCmd(actx, args...)
 		err := t.b.do(actx, cmd)
@@ -270,6 +275,7 @@ func (t *Transport) Do(ctx context.Context, r *Request) (any, Stats, error) {
 		if err == nil {
 			return cmd.Val(), st, nil
 		}
+		err = t.withDialCause(err, began)
 		var cls outcome.Class
 		var kind error
 		switch {
@@ -320,6 +326,7 @@ func (t *Transport) Do(ctx context.Context, r *Request) (any, Stats, error) {
 // sendTx sends args alone inside MULTI/EXEC and classifies the outcome: the
 // transaction runs only once EXEC is read, so a failed write proves nothing ran.
 func (t *Transport) sendTx(ctx context.Context, r *Request, args []any) (any, error) {
+	began := time.Now()
 	actx, cancel := t.AttemptContext(ctx)
 	defer cancel()
 	pipe := t.rdb.TxPipeline()
@@ -332,6 +339,7 @@ func (t *Transport) sendTx(ctx context.Context, r *Request, args []any) (any, er
 	if err == nil {
 		return cmd.Val(), nil
 	}
+	err = t.withDialCause(err, began)
 	cls := outcome.ClassifyCtx(ctx, err, true)
 	var kind error
 	switch cls {
@@ -351,16 +359,22 @@ func (t *Transport) sendTx(ctx context.Context, r *Request, args []any) (any, er
 	return nil, t.errorf(cls, kind, r.describe(), err)
 }
 
-// Pipeline runs cmds as one go-redis pipeline, bounded by ctx only (a caller that
-// batches itself, such as unread's per-node pipelines, may send more than one
-// Timeout's worth; it calls Ready first). It returns go-redis's error, if any,
-// classified; each command keeps its own reply or error.
-func (t *Transport) Pipeline(ctx context.Context, cmds []redis.Cmder) error {
+// Pipeline runs cmds as one go-redis pipeline, bounded by ctx and, when bounded, by
+// one attempt's Timeout (a caller that batches itself, such as unread's per-node
+// pipelines, may send more than one Timeout's worth; it calls Ready first). It returns
+// go-redis's error, if any, classified; each command keeps its own reply or error.
+func (t *Transport) Pipeline(ctx context.Context, cmds []redis.Cmder, bounded bool) error {
+	began := time.Now()
+	actx, cancel := ctx, context.CancelFunc(func() {})
+	if bounded {
+		actx, cancel = t.AttemptContext(ctx)
+	}
+	defer cancel()
 	pipe := t.rdb.Pipeline()
 	for _, c := range cmds {
-		_ = pipe.Process(ctx, c)
+		_ = pipe.Process(actx, c)
 	}
-	_, err := pipe.Exec(ctx)
+	_, err := pipe.Exec(actx)
 	if err == nil {
 		return nil
 	}
@@ -370,7 +384,13 @@ func (t *Transport) Pipeline(ctx context.Context, cmds []redis.Cmder) error {
 		return nil // a command's own error: each command says it
 	}
 	t.chk.suspect()
-	return t.errorf(outcome.ClassifyCtx(ctx, err, false), nil, "pipeline", err)
+	err = t.withDialCause(err, began)
+	cls := outcome.ClassifyCtx(ctx, err, false)
+	var kind error
+	if cls == outcome.Unreachable && ctx.Err() == nil && actx.Err() != nil {
+		kind = t.notSent()
+	}
+	return t.errorf(cls, kind, "pipeline", err)
 }
 
 // Classify is what err proves: the class of an *Error, or outcome.Classify's.
@@ -395,6 +415,20 @@ var ErrMisconfigured = errors.New("misconfigured")
 
 func (t *Transport) notSent() error {
 	return fmt.Errorf("%w (%v)", ErrNotSent, t.cfg.Timeout)
+}
+
+// withDialCause adds the last failed dial since began to err when err is a bare
+// context error (go-redis dropped the dial's error when the deadline ended its retry
+// sleep), so errors.As still finds the *net.OpError.
+func (t *Transport) withDialCause(err error, began time.Time) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) || !(errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+		return err
+	}
+	if d := t.dials.since(began); d != nil {
+		return fmt.Errorf("%w (after %w)", err, d)
+	}
+	return err
 }
 
 // Error is the error of a request: what it proves, what it was, and its cause.
@@ -446,17 +480,27 @@ func (e *Error) Unwrap() []error {
 // misconfigured turns a server error that reveals a misconfiguration into one that
 // names the fix, or returns nil.
 func (t *Transport) misconfigured(r *Request, err error) error {
-	switch {
-	case !t.cluster && (redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK")):
-		t.chk.suspect()
-		return t.errorf(outcome.Misconfigured, ErrMisconfigured, r.describe(), fmt.Errorf(
-			"%w: the server is a Redis Cluster node and the client is not a cluster client; use redis.NewClusterClient", err))
-	case redis.HasErrorPrefix(err, "ERR unknown command") && t.required(r.Name()):
+	if e := t.Misconfigured(r.describe(), err); e != nil {
+		return e
+	}
+	if redis.HasErrorPrefix(err, "ERR unknown command") && t.required(r.Name()) {
 		t.chk.forget()
 		return t.errorf(outcome.Misconfigured, ErrMisconfigured, r.describe(), fmt.Errorf(
 			"%w: the server does not have the Charon module loaded (loadmodule /path/to/charon.so)", err))
 	}
 	return nil
+}
+
+// Misconfigured returns an error naming the fix when err shows a Redis Cluster node
+// reached through a client that is not a cluster client (MOVED, ASK, CROSSSLOT), or
+// nil. op names the command in the error.
+func (t *Transport) Misconfigured(op string, err error) error {
+	if t.cluster || !(redis.HasErrorPrefix(err, "MOVED") || redis.HasErrorPrefix(err, "ASK") || redis.HasErrorPrefix(err, "CROSSSLOT")) {
+		return nil
+	}
+	t.chk.suspect()
+	return t.errorf(outcome.Misconfigured, ErrMisconfigured, op, fmt.Errorf(
+		"%w: the server is a Redis Cluster node and the client is not a cluster client; use redis.NewClusterClient", err))
 }
 
 func (t *Transport) required(name string) bool {
