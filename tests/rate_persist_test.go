@@ -706,7 +706,14 @@ func TestRateEncodingVersion(t *testing.T) {
 		require.Equal(t, int64(2), r[rate.FieldGranted])
 		require.Equal(t, int64(3), r[rate.FieldDomainHits])
 		got := rtValueOf(t, c, k)
-		require.Equal(t, byte(rate.EncVer), got[0], "converted on write")
+		// Written in the current version: version 3's layout, which is version 2's
+		// bytes when the key holds no ONCE tokens and no caps.
+		require.Equal(t, byte(2), got[0], "converted on write")
+		require.NoError(t, rate.Validate(got))
+		r = rtRate(t, c, 3, "CHARON.RATE", k, "AT", ats(2), "ONCE", "t1", "CAP", "10", "60000", "TIER", "5", "100", "100", "0")
+		require.Equal(t, int64(1), r[rate.FieldGranted])
+		got = rtValueOf(t, c, k)
+		require.Equal(t, byte(rate.EncVer), got[0], "a token and a cap: version 3")
 		require.NoError(t, rate.Validate(got))
 	}
 }

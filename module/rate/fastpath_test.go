@@ -356,7 +356,7 @@ func TestHeaderFastPathBounds(t *testing.T) {
 			}
 		}
 		b := make([]byte, end)
-		b[0] = EncVer
+		b[0] = encV2
 		for _, x := range f {
 			if x >= 1<<63 { // a 10-byte varint
 				b = append(b, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01)

@@ -228,7 +228,7 @@ func FuzzApply(f *testing.F) {
 			req.Min = int64(r.byte()) % (req.Max + 1)
 			req.DryRun = op&2 != 0
 			req.HasHard, req.Hard = hard >= 0, hard
-			req.HasGlobal, req.GlobalLimit = glimit >= 0, glimit
+			req.HasGlobal, req.HasGlobalLimit, req.GlobalLimit = glimit >= 0, glimit >= 0, glimit
 			req.NTiers = n
 			copy(req.Tiers[:], tiers)
 			key := "a"
