@@ -338,7 +338,7 @@ func withAt(args []any, at time.Time) []any {
 
 // request starts a request of cmd on the domain key.
 func request(cmd, key string, repeat transport.Repeat, args ...any) *transport.Request {
-	r := &transport.Request{Args: make([]any, 0, 16), Keys: []string{key}, Repeat: repeat}
+	r := &transport.Request{Args: make([]any, 0, 16), Keys: []string{key}, Repeat: repeat, RetryUnsent: true}
 	r.Args = append(append(r.Args, cmd, key), args...)
 	return r
 }
@@ -396,6 +396,7 @@ func (s *Semaphore) reserve(ctx context.Context, p *Pool, domain string, a Reser
 	}
 	key, _ := KeyNames(s.prefix, p.Name, domain)
 	r := request("CHARON.RESERVE", key, transport.Once)
+	r.RetryUnsent = !s.failOpen
 	// The server's defaults (MAX 1, MIN = MAX, LEASE 60s) go unsaid.
 	if a.Max != 1 {
 		r.Args = append(r.Args, "MAX", a.Max)

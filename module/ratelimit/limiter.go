@@ -54,7 +54,9 @@ type Options struct {
 	Timeout time.Duration
 	// Resends bounds how often a request whose answer was lost (a timeout after
 	// sending, a broken connection) is sent again, with the same ONCE token, within
-	// the caller's context. 0 means DefaultResends (3); -1 none.
+	// the caller's context; without FailOpen, also how often an attempt that could not
+	// be sent (no connection for a moment) is tried again. 0 means DefaultResends (3);
+	// -1 none.
 	Resends int
 
 	// FailOpen grants a request when Redis cannot be reached: no connection could be
@@ -265,7 +267,7 @@ func (l *Limiter) Reset(ctx context.Context, res *Resource, domain string) error
 		return invalid("reset needs a named resource and a domain")
 	}
 	key, _ := l.Keys(res, domain)
-	_, _, err := l.tr.Do(ctx, &transport.Request{Args: []any{"DEL", key}, Keys: []string{key}, Repeat: transport.Idempotent})
+	_, _, err := l.tr.Do(ctx, &transport.Request{Args: []any{"DEL", key}, Keys: []string{key}, Repeat: transport.Idempotent, RetryUnsent: true})
 	return err
 }
 
@@ -414,7 +416,7 @@ func minGrant(a RequestArgs) int64 { return max(a.Min, 1) }
 // send sends one CHARON.RATE through the transport (ONCE, batching, resends) and
 // decodes the reply; sent is the number of times the command was sent.
 func (l *Limiter) send(ctx context.Context, key, gkey, token string, args []any, a RequestArgs) (*Result, int, error) {
-	req := transport.Request{Args: args, Keys: []string{key}, Repeat: transport.Once, Token: token}
+	req := transport.Request{Args: args, Keys: []string{key}, Repeat: transport.Once, Token: token, RetryUnsent: !l.failOpen}
 	if gkey != "" {
 		req.Keys = append(req.Keys, gkey)
 	}

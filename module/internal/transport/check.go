@@ -133,6 +133,7 @@ func (t *Transport) check(ctx context.Context) error {
 		if err := cmd.Err(); err != nil && !errors.As(err, &rerr) {
 			// The check is harmless, so whatever became of it, the request was not sent.
 			cls := outcome.ClassifyCtx(ctx, err, false)
+			noAnswer := cls == outcome.Unknown // sent, and the answer was lost
 			var kind error
 			switch {
 			case cls == outcome.GaveUp:
@@ -141,7 +142,9 @@ func (t *Transport) check(ctx context.Context) error {
 			default:
 				cls = outcome.Unreachable
 			}
-			return t.errorf(cls, kind, "checking the server", t.withDialCause(err, began))
+			e := t.errorf(cls, kind, "checking the server", t.withDialCause(err, began))
+			e.checkNoAnswer = noAnswer && t.precise
+			return e
 		}
 	}
 

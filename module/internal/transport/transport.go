@@ -72,6 +72,10 @@ type Request struct {
 	Keys []string
 	// Repeat says whether and how the request may be sent again.
 	Repeat Repeat
+	// RetryUnsent asks for another attempt (within Config.Retries and the caller's
+	// context) when one was provably not sent (Redis unreachable for a moment). A
+	// caller that fails open leaves it off: it decides at once instead.
+	RetryUnsent bool
 	// Token is the ONCE token of a Repeat Once request; "" means a fresh one. A caller
 	// that sends one logical request again (waiting after a rejection, a TRYAGAIN)
 	// passes the same token each time: a rejection is not remembered, a grant is, so
@@ -147,8 +151,9 @@ type Config struct {
 	// and with go-redis's ContextTimeoutEnabled also the answer); 0 means none but the
 	// caller's context.
 	Timeout time.Duration
-	// Retries is how often a lost answer is asked again; 0 means DefaultRetries,
-	// negative none.
+	// Retries is how often a request is sent again after a lost answer (or, with
+	// Request.RetryUnsent, after an attempt that could not be sent); 0 means
+	// DefaultRetries, negative none.
 	Retries int
 	// OutcomeUnknown is the package's sentinel, wrapped by every error whose request
 	// may have run without an answer reaching the caller.
@@ -241,7 +246,22 @@ type Stats struct {
 // Do sends r and returns the server's reply. The error, if any, is an *Error.
 func (t *Transport) Do(ctx context.Context, r *Request) (any, Stats, error) {
 	var st Stats
-	if err := t.Ready(ctx); err != nil {
+	tries := 0 // attempts beyond the first, resends of lost answers included
+	for {
+		err := t.Ready(ctx)
+		if err == nil {
+			break
+		}
+		var e *Error
+		if errors.As(err, &e) && e.checkNoAnswer {
+			// The check's answer was lost on the way (a flaky network), which proves
+			// nothing about the request: send it, and let its own answer decide.
+			break
+		}
+		if r.RetryUnsent && Classify(err) == outcome.Unreachable && tries < t.retries && ctx.Err() == nil {
+			tries++
+			continue
+		}
 		return nil, st, err
 	}
 	repeat := r.Repeat
@@ -266,12 +286,14 @@ func (t *Transport) Do(ctx context.Context, r *Request) (any, Stats, error) {
 
 	maySent := false // an earlier attempt may have run
 	for {
-		st.Attempts++
 		began := time.Now()
 		actx, cancel := t.AttemptContext(ctx)
 		cmd := redis.NewCmd(actx, args...)
 		err := t.b.do(actx, cmd)
 		cancel()
+		if !errors.Is(err, errQueued) {
+			st.Attempts++ // handed to go-redis
+		}
 		if err == nil {
 			return cmd.Val(), st, nil
 		}
@@ -307,10 +329,14 @@ func (t *Transport) Do(ctx context.Context, r *Request) (any, Stats, error) {
 			maySent = true
 		}
 		// Ask again while an earlier attempt may have run and no answer says what
-		// became of it: with the same token a replay returns the original reply. A
-		// server's "not now" (Transient) goes back to the caller, which waits and asks
-		// again with the same token.
-		if maySent && (cls == outcome.Unknown || cls == outcome.Unreachable) && st.Attempts <= t.retries && ctx.Err() == nil {
+		// became of it: with the same token a replay returns the original reply. Ask
+		// again, too, when nothing was sent and the caller would rather wait than fail
+		// open. A server's "not now" (Transient) goes back to the caller, which waits
+		// and asks again with the same token.
+		again := maySent && (cls == outcome.Unknown || cls == outcome.Unreachable) ||
+			!maySent && cls == outcome.Unreachable && r.RetryUnsent
+		if again && tries < t.retries && ctx.Err() == nil {
+			tries++
 			continue
 		}
 		if maySent && cls != outcome.Server {
@@ -439,6 +465,9 @@ type Error struct {
 	op    string // "CHARON.RATE rl:api:{u}"
 	kind  error  // a sentinel: OutcomeUnknown, ErrNotSent, ErrMisconfigured; or nil
 	err   error  // the cause
+	// checkNoAnswer: a check that reached Redis lost its answer (a precise client's
+	// read error: not proof that Redis is unreachable, so the request goes ahead).
+	checkNoAnswer bool
 }
 
 func (t *Transport) errorf(cls outcome.Class, kind error, op string, err error) *Error {
