@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,7 +69,21 @@ func main() {
 	warm := flag.Int("warm", 2000, "decisions before measuring")
 	prefix := flag.String("prefix", "cb", "key prefix (resource names)")
 	resp := flag.Int("resp", 0, "RESP version (0: go-redis's default, 3)")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the client here")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "clientbench: %v\n", err)
+			os.Exit(1)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintf(os.Stderr, "clientbench: %v\n", err)
+			os.Exit(1)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if _, ok := paths[*path]; !ok {
 		fmt.Fprintf(os.Stderr, "clientbench: unknown path %q\n", *path)
 		os.Exit(2)
@@ -76,6 +91,7 @@ func main() {
 	r, err := run(*addr, *path, *g, *users, *n, *warm, *prefix, *resp)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "clientbench: %v\n", err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 	_ = json.NewEncoder(os.Stdout).Encode(r)
