@@ -293,16 +293,12 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 			return res, nil, nil, fmt.Errorf("key: %w", corrupt(c.v.end, f.String()))
 		}
 		capped, hardCapped = c.dcaps.room(capped, req.Max)
-	} else {
-		c.dcaps.same = c.v.nc == 0
 	}
 	if req.NGlobalCaps > 0 {
 		if f := evalCaps(gv, req.GlobalCaps[:req.NGlobalCaps], c.gsec, c.globalHits, t, &c.gcaps); f != faultNone {
 			return res, nil, nil, fmt.Errorf("global key: %w", corrupt(gv.end, f.String()))
 		}
 		capped, globalCapped = c.gcaps.room(capped, req.Max)
-	} else if c.hasG {
-		c.gcaps.same = gv.nc == 0
 	}
 
 	// Rule 5: climb from the current tier.
@@ -584,8 +580,8 @@ func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTier
 	if take[0] > 0 {
 		nv.has1, nv.t1 = true, t
 	}
-	nv.nc = c.dcaps.n
-	for i := 0; i < c.dcaps.n; i++ {
+	nv.nc = c.dcaps.len()
+	for i := 0; i < nv.nc; i++ {
 		cs := &c.dcaps.cs[i]
 		if cs.exact() {
 			cs.cu = place(cs.cu, oldEnd, evOff, newEnd, merge, t, total, secGain)
@@ -631,8 +627,8 @@ func (c *calc) encodeGlobal(gv *view, gcur []byte, inPlace bool, gout []byte, gr
 	c.glast0 = gv.last
 	nv.kind, nv.last, nv.n, nv.newest, nv.end = KindGlobal, t, 0, evOff, newEnd
 	nv.sec = place(c.gsec, oldEnd, evOff, newEnd, merge, t, s[Detached], s[Detached]-was)
-	nv.nc = c.gcaps.n
-	for i := 0; i < c.gcaps.n; i++ {
+	nv.nc = c.gcaps.len()
+	for i := 0; i < nv.nc; i++ {
 		cs := &c.gcaps.cs[i]
 		if cs.exact() {
 			cs.cu = place(cs.cu, oldEnd, evOff, newEnd, merge, t, s[Detached], s[Detached]-was)
@@ -670,6 +666,11 @@ func (c *calc) emit(old []byte, nv *view, cur []byte, inPlace bool, out []byte, 
 	if p.rebuild {
 		return c.rebuild(old, nv, cur, out, keepEnd, ev, p, oldTok, set, oldEnd, start, first)
 	}
+	for i := 0; i < nv.nc; i++ {
+		// In place: a bucket log's new bytes come out of its spare room.
+		nv.caps[i].len += set.grow[i]
+		nv.caps[i].spare -= set.grow[i]
+	}
 	base := nv.logBase
 	shift := 0
 	if dead := start - base; dead >= compactMin && 2*dead >= nv.end-start {
@@ -691,7 +692,7 @@ func (c *calc) emit(old []byte, nv *view, cur []byte, inPlace bool, out []byte, 
 		}
 		copy(dst[keepEnd-shift:], ev)
 		if end, ok := putHeader(dst, nv.end, nv); ok {
-			return patchPrefix(dst[:end], nv, p), nil
+			return patchPrefix(dst[:end], nv, p, set), nil
 		}
 		// The log (moved) and the event at t are in dst[1:nv.end]: appended from there
 		// as below, so that out grows by the same steps.
@@ -705,7 +706,7 @@ func (c *calc) emit(old []byte, nv *view, cur []byte, inPlace bool, out []byte, 
 	if keepEnd > base {
 		dst = append(dst, old[base+shift:keepEnd]...)
 	}
-	return patchPrefix(appendHeader(append(dst, ev...), nv), nv, p), nil
+	return patchPrefix(appendHeader(append(dst, ev...), nv), nv, p, set), nil
 }
 
 // moveLog moves every offset of the log (cursors, newest, end) by d bytes.
@@ -725,14 +726,19 @@ func (v *view) moveLog(d int) {
 
 // patchPrefix applies a grant to the regions of a value whose regions kept their
 // size: the remembered reply into its token slot, each bucketed cap's newest count.
-func patchPrefix(b []byte, nv *view, p *prefixPlan) []byte {
+func patchPrefix(b []byte, nv *view, p *prefixPlan, set *capSet) []byte {
 	if p.tok == tokPut {
 		putTok(b, 1+tokSlot*p.slot, &p.reply)
 	}
 	for i := 0; i < nv.nc; i++ {
-		if !nv.caps[i].exact() {
-			putUvarint(b, p.capAt[i], uint64(p.capCnt[i]))
+		if nv.caps[i].exact() {
+			continue
 		}
+		at := set.at[i]
+		if set.step[i] > 0 {
+			at = putUvarint(b, at, uint64(set.step[i]))
+		}
+		putUvarint(b, at, uint64(set.cnt[i]))
 	}
 	return b
 }
@@ -752,7 +758,7 @@ func (c *calc) rebuild(old []byte, nv *view, cur []byte, out []byte, keepEnd int
 		sec = c.gsec
 	}
 	dst = appendCapRegions(dst, 0, old, &ov, c.oldLast(nv.kind), sec, set, c.t)
-	for i := 0; i < set.n; i++ {
+	for i := 0; i < set.len(); i++ {
 		nv.caps[i] = set.cs[i]
 	}
 	base := len(dst)

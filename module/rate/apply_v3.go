@@ -9,9 +9,10 @@ import (
 // version 3 regions written with the grant (FORMAT.md, "Version 3").
 
 // ErrTooManyTokens is returned when a key would have to remember more ONCE tokens than
-// a value holds (all of them granted within the last 10 s).
-var ErrTooManyTokens = errors.New("ONCE: this key already remembers " + strconv.Itoa(maxTok*3/4) +
-	" tokens from the last 10 s; send requests for it without ONCE, or spread them over more keys")
+// a value holds (all of them granted within the last 10 s), or tokens whose hashes
+// crowd one place of the table (not random tokens: made to collide).
+var ErrTooManyTokens = errors.New("ONCE: this key cannot remember another token: it holds " + strconv.Itoa(maxTok*3/4) +
+	" from the last 10 s, or tokens made to collide; send random tokens, fewer per key, or none")
 
 // capSet is a request's caps on one key (per-domain or global), moved to t, in the
 // request's order.
@@ -22,7 +23,15 @@ type capSet struct {
 	count [MaxCaps]int64 // hits each counts at t
 	add   [MaxCaps]int64 // hits a grant adds to each (planCaps; saturated below 2^62)
 	same  bool           // the key stores exactly these windows, in this order
+	// For a bucket log updated in place (planCaps): where to write, the new entry's
+	// step (0: the newest count is rewritten), the count, and how many bytes of its
+	// spare room the log uses up.
+	at, grow  [MaxCaps]int
+	step, cnt [MaxCaps]int64
 }
+
+// len is the number of caps.
+func (set *capSet) len() int { return set.n }
 
 // evalCaps counts the request's caps on v at t: a stored cap (same window) moves on,
 // a new one counts the key's second log (sec, moved to t-1000; secHits its sum).
@@ -71,7 +80,7 @@ func evalCaps(v *view, caps []Cap, sec cursor, secHits, t int64, set *capSet) fa
 // room lowers capped to every cap's room; limited reports a cap below max.
 func (set *capSet) room(capped, max int64) (int64, bool) {
 	limited := false
-	for i := 0; i < set.n; i++ {
+	for i := 0; i < set.len(); i++ {
 		r := set.cs[i].cfg.Limit - set.count[i]
 		if r < 0 {
 			r = 0
@@ -90,7 +99,7 @@ func (set *capSet) room(capped, max int64) (int64, bool) {
 // hold anything then (a new cap: the second log's hits).
 func (set *capSet) expiry(newest int64, stored, fresh bool) int64 {
 	var x int64
-	for i := 0; i < set.n; i++ {
+	for i := 0; i < set.len(); i++ {
 		cs := &set.cs[i]
 		if cs.exact() || !(fresh || set.src[i] >= 0 && stored || set.src[i] < 0 && cs.sum > 0) {
 			continue
@@ -105,7 +114,7 @@ func (set *capSet) expiry(newest int64, stored, fresh bool) int64 {
 // below need).
 func (set *capSet) clear(v *view, sec cursor, s0, need int64) (int64, bool) {
 	at := s0
-	for i := 0; i < set.n; i++ {
+	for i := 0; i < set.len(); i++ {
 		cs := &set.cs[i]
 		bound := cs.cfg.Limit - need
 		if bound < 0 {
@@ -217,15 +226,18 @@ type prefixPlan struct {
 	reply   tokReply
 	once    bool // the reply is remembered
 	rebuild bool // the regions change size: the value is rewritten
-	// For an in-place update: each bucketed cap's newest count, where its varint is.
-	capAt  [MaxCaps]int
-	capCnt [MaxCaps]int64
 }
 
 // planCaps decides how the grant of granted hits at t goes into set (moved to t; old
 // is the value the caps were read from) and updates set's states as they will be
 // written: sums, and for caps updated in place the count's place and value.
 func planCaps(old []byte, v *view, set *capSet, t, granted int64, p *prefixPlan) {
+	if set.n == 0 {
+		if v.nc > 0 {
+			p.rebuild = true // the key's caps are dropped
+		}
+		return
+	}
 	if !set.same {
 		p.rebuild = true
 	}
@@ -237,23 +249,32 @@ func planCaps(old []byte, v *view, set *capSet, t, granted int64, p *prefixPlan)
 		bt := floorDiv(t, cs.g)
 		add := min(granted, hitSumCap-1-cs.sum)
 		set.add[i] = add
-		if set.src[i] < 0 || cs.dead >= cs.len || bt != floorDiv(v.last, cs.g) {
-			// A new entry (or a new cap): the regions grow.
-			p.rebuild = true
-			if cs.dead >= cs.len || set.src[i] < 0 {
-				cs.first = bt
-			}
-			cs.sum += add
-			continue
-		}
-		c0, at := capLast(old, cs)
-		nc := c0 + add
 		cs.sum += add
-		if uvarintLen(uint64(nc)) != uvarintLen(uint64(c0)) || cs.dead >= capCompactMin && 2*cs.dead >= cs.len {
+		if set.src[i] < 0 || cs.dead >= cs.len {
+			// A new cap, or every stored bucket left: the log is written anew.
+			p.rebuild = true
+			cs.first = bt
+			continue
+		}
+		if cs.dead >= capCompactMin && 2*cs.dead >= cs.len {
+			p.rebuild = true // the dead front is dropped
+			continue
+		}
+		// In place: the newest count grows, or a new entry goes into the spare room.
+		var at, grow int
+		if newest := floorDiv(v.last, cs.g); bt == newest {
+			c0, a := capLast(old, cs)
+			at, grow = a, uvarintLen(uint64(c0+add))-uvarintLen(uint64(c0))
+			set.step[i], set.cnt[i] = 0, c0+add
+		} else {
+			at, grow = cs.off+cs.len, uvarintLen(uint64(bt-newest))+uvarintLen(uint64(add))
+			set.step[i], set.cnt[i] = bt-newest, add
+		}
+		if grow > cs.spare {
 			p.rebuild = true
 			continue
 		}
-		p.capAt[i], p.capCnt[i] = at, nc
+		set.at[i], set.grow[i] = at, grow
 	}
 }
 
@@ -313,48 +334,65 @@ func appendTokens(dst []byte, cur []byte, old *tokTable, t int64, p *prefixPlan)
 	if p.once {
 		live++
 	}
-	n := tokSize(live)
-	if n > maxTok || p.once && 4*live > 3*maxTok {
+	if live == 0 {
+		return dst, tokTable{}, nil
+	}
+	if p.once && 4*live > 3*maxTok {
 		return dst, tokTable{}, ErrTooManyTokens
 	}
+	// Rebuild at the planned size; double it (twice at most: hashes that crowd at
+	// every size were made to) while some token would lie more than maxProbe past
+	// its home. Random tokens almost never need it.
 	base := len(dst) - 1 // slot i at base + 1 + 64i, as in a value
-	for range n * tokSlot {
-		dst = append(dst, 0)
+	for n := tokSize(live); n <= min(maxTok, 4*tokSize(live)); n *= 2 {
+		dst = dst[:base+1]
+		for range n * tokSlot {
+			dst = append(dst, 0)
+		}
+		if tt, ok := fillTokens(dst[base:], n, cur, old, t, p); ok {
+			return dst, tt, nil
+		}
 	}
-	tt := tokTable{n: n}
-	put := func(r *tokReply, raw []byte) {
-		mask := n - 1
-		i := int(r.h) & mask
-		for {
-			if h, _ := tokHash(dst[base:], i); h == 0 {
-				break
+	return dst[:base+1], tokTable{}, ErrTooManyTokens
+}
+
+// fillTokens puts the live tokens of old (in cur) and the reply (with ONCE) into the
+// empty table of n slots in v (a value's first bytes); ok false when one would lie
+// more than maxProbe past its home.
+func fillTokens(v []byte, n int, cur []byte, old *tokTable, t int64, p *prefixPlan) (tokTable, bool) {
+	tt := tokTable{n: n, built: t}
+	mask := n - 1
+	place := func(h uint64) int {
+		for k, i := 0, int(h)&mask; k < n && k <= maxProbe; k, i = k+1, (i+1)&mask {
+			if sh, _ := tokHash(v, i); sh == 0 {
+				return i
 			}
-			i = (i + 1) & mask
 		}
-		o := base + 1 + tokSlot*i
-		if raw != nil {
-			copy(dst[o:o+tokSlot], raw)
-		} else {
-			putTok(dst[base:], 1+tokSlot*i, r)
-		}
-		tt.occ++
+		return -1
 	}
-	var r tokReply
 	for i := 0; i < old.n; i++ {
 		h, t0 := tokHash(cur, i)
 		if h == 0 || t-t0 > onceLife || p.once && h == p.reply.h {
 			continue
 		}
-		r.h = h
-		put(&r, cur[1+tokSlot*i:1+tokSlot*(i+1)])
+		k := place(h)
+		if k < 0 {
+			return tt, false
+		}
+		copy(v[1+tokSlot*k:1+tokSlot*(k+1)], cur[1+tokSlot*i:1+tokSlot*(i+1)])
+		tt.occ++
 		tt.tnew = max(tt.tnew, t0)
 	}
 	if p.once {
-		put(&p.reply, nil)
+		k := place(p.reply.h)
+		if k < 0 {
+			return tt, false
+		}
+		putTok(v, 1+tokSlot*k, &p.reply)
+		tt.occ++
 		tt.tnew = t
 	}
-	tt.built = t
-	return dst, tt, nil
+	return tt, true
 }
 
 // appendCapRegions appends the bucket logs of set (in order) to dst after a grant at t
@@ -365,7 +403,7 @@ func appendTokens(dst []byte, cur []byte, old *tokTable, t int64, p *prefixPlan)
 // appended. States in set get their new offsets (relative to the value starting at
 // base).
 func appendCapRegions(dst []byte, base int, cur []byte, v *view, last int64, sec cursor, set *capSet, t int64) []byte {
-	for i := 0; i < set.n; i++ {
+	for i := 0; i < set.len(); i++ {
 		cs := &set.cs[i]
 		if cs.exact() {
 			continue
@@ -394,6 +432,10 @@ func appendCapRegions(dst []byte, base int, cur []byte, v *view, last int64, sec
 			cs.first = bt - spanOf(dst[start:])
 		}
 		cs.off, cs.len, cs.dead = start-base, len(dst)-start, 0
+		cs.spare = capSpare(cs.len)
+		for range cs.spare {
+			dst = append(dst, 0)
+		}
 	}
 	return dst
 }

@@ -423,8 +423,9 @@ func parseHeader(b []byte, v *view) error {
 }
 
 // fastHeaderVals bounds the varints parseHeaderFast decodes: a domain header of
-// smallTiers tiers (more take parseHeaderSlow).
-const fastHeaderVals = 10 + smallTiers*9
+// smallTiers tiers and a version 3 extension with every cap (more take
+// parseHeaderSlow).
+const fastHeaderVals = 10 + smallTiers*9 + 4 + MaxCaps*7
 
 // parseHeaderFast reads a valid header of up to smallTiers tiers as parseHeaderSlow
 // does: one tight loop decodes every varint of the header (kind, tier count and flags
@@ -442,22 +443,11 @@ func parseHeaderFast(b []byte, v *view) bool {
 	if hl < 1 || end < 2 {
 		return false
 	}
-	hstart := end
-	var raw [MaxCaps]rawCursor
-	if b[0] == EncVer {
-		r := hreader{b: b[:lim], off: end}
-		if r.ext(v, &raw, end) != nil {
-			return false
-		}
-		hstart = r.off
-	} else {
-		v.logBase, v.tok, v.nc = 1, tokTable{}, 0
-	}
-	var h [fastHeaderVals]uint64
+	var all [fastHeaderVals]uint64
 	n := 0
 	hb := b[:lim]
-	for off := hstart; off < len(hb); {
-		if n == len(h) {
+	for off := end; off < len(hb); {
+		if n == len(all) {
 			return false
 		}
 		c := hb[off]
@@ -475,9 +465,22 @@ func parseHeaderFast(b []byte, v *view) bool {
 			}
 			x |= uint64(c&0x7f) << shift
 		}
-		h[n] = x
+		all[n] = x
 		n++
 	}
+	// Version 3's extension comes first; version 2's fields follow.
+	h := all[:n]
+	var raw [MaxCaps]rawCursor
+	if b[0] == EncVer {
+		k, ok := extVals(v, h, &raw, end)
+		if !ok {
+			return false
+		}
+		h = h[k:]
+	} else {
+		v.logBase, v.tok, v.nc = 1, tokTable{}, 0
+	}
+	n = len(h)
 	if n < 8 {
 		return false
 	}
@@ -1160,8 +1163,11 @@ func checkRegions(v *view) error {
 				return corrupt(1+tokSlot*i, "token after the newest time")
 			}
 			newest = max(newest, r.t0)
-			// Reachable from its home with no empty slot between, and no other slot
-			// of its chain holds the same hash.
+			// At most maxProbe past its home, reachable from it with no empty slot
+			// between, and no other slot of its chain holds the same hash.
+			if (i-int(r.h))&mask > maxProbe {
+				return corrupt(1+tokSlot*i, "token slot too far from its home")
+			}
 			for k := int(r.h) & mask; k != i; k = (k + 1) & mask {
 				h, _ := tokHash(v.b, k)
 				if h == 0 || h == r.h {

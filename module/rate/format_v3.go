@@ -13,6 +13,7 @@ import (
 
 const (
 	tokSlot  = 64      // bytes per token slot: 8 little-endian words
+	maxProbe = 64      // a token lies at most this many slots past its home
 	maxTok   = 1 << 19 // token slots at most
 	onceLife = 10_000  // a token is remembered while t - t0 <= onceLife
 	t0Bits   = 53
@@ -44,10 +45,18 @@ type capState struct {
 	cfg            Cap
 	g              int64
 	cu             cursor // exact caps
-	off, len, dead int    // bucketed caps
+	off, len, dead int    // bucketed caps: region, used bytes, dead front
+	spare          int    // zero bytes after the used ones, room for new entries
 	first          int64  // the first live bucket
 	sum            int64  // the live buckets' counts
 }
+
+// capSpare is the room a rewritten bucket log gets for new entries: an eighth of it
+// and 8 bytes, so that adding buckets rewrites the value once in many.
+func capSpare(used int) int { return 8 + used/8 }
+
+// maxSpare bounds the spare room of a bucket log of used bytes (Validate).
+func maxSpare(used int) int { return 64 + used }
 
 func (cs *capState) exact() bool { return cs.g == 1 }
 
@@ -102,15 +111,91 @@ func (r *hreader) ext(v *view, raw *[MaxCaps]rawCursor, size int) error {
 			}
 			continue
 		}
-		ln, dead, span, sum := r.u(), r.u(), r.u(), r.u()
-		if r.bad || ln < 2 || ln > uint64(size-off) || dead >= ln || sum >= hitSumCap || span > uint64(cs.cfg.Window/cs.g+1) {
+		ln, spare, dead, span, sum := r.u(), r.u(), r.u(), r.u(), r.u()
+		if r.bad || ln < 2 || ln > uint64(size-off) || spare > uint64(maxSpare(int(ln))) || spare > uint64(size-off)-ln ||
+			dead >= ln || sum >= hitSumCap || span > uint64(cs.cfg.Window/cs.g+1) {
 			return corrupt(r.off, "bad bucket log fields")
 		}
-		cs.off, cs.len, cs.dead, cs.first, cs.sum = off, int(ln), int(dead), int64(span), int64(sum)
-		off += int(ln)
+		cs.off, cs.len, cs.spare, cs.dead, cs.first, cs.sum = off, int(ln), int(spare), int(dead), int64(span), int64(sum)
+		off += int(ln) + int(spare)
 	}
 	v.logBase = off
 	return nil
+}
+
+// extVals is ext for parseHeaderFast, which decodes every varint of the header
+// first: it reads the extension from vals and returns how many it used; ok false on
+// anything ext would refuse (parseHeaderSlow then reports it).
+func extVals(v *view, vals []uint64, raw *[MaxCaps]rawCursor, size int) (k int, ok bool) {
+	if len(vals) < 2 {
+		return 0, false
+	}
+	n := vals[0]
+	if n > maxTok || n&(n-1) != 0 {
+		return 0, false
+	}
+	v.tok = tokTable{n: int(n)}
+	off := 1 + tokSlot*int(n)
+	if off > size {
+		return 0, false
+	}
+	k = 1
+	if n > 0 {
+		if len(vals) < 5 {
+			return 0, false
+		}
+		occ, back, bback := vals[1], vals[2], vals[3]
+		if occ < 1 || occ > n || back > MaxAt || bback > MaxAt {
+			return 0, false
+		}
+		v.tok.occ, v.tok.tnew, v.tok.built = int(occ), int64(back), int64(bback)
+		k = 4
+	}
+	nc := vals[k]
+	k++
+	if nc > MaxCaps {
+		return 0, false
+	}
+	v.nc = int(nc)
+	for i := 0; i < v.nc; i++ {
+		if k+2 > len(vals) {
+			return 0, false
+		}
+		cs := &v.caps[i]
+		lim, w := vals[k], vals[k+1]
+		k += 2
+		if lim > MaxCount || w < 1 || w > MaxDuration || w == secondWindow {
+			return 0, false
+		}
+		for j := 0; j < i; j++ {
+			if v.caps[j].cfg.Window == int64(w) {
+				return 0, false
+			}
+		}
+		cs.cfg = Cap{Limit: int64(lim), Window: int64(w)}
+		cs.g = bucketMs(int64(w))
+		if cs.exact() {
+			if k+3 > len(vals) {
+				return 0, false
+			}
+			raw[i] = rawCursor{vals[k], vals[k+1], vals[k+2]}
+			k += 3
+			continue
+		}
+		if k+5 > len(vals) {
+			return 0, false
+		}
+		ln, spare, dead, span, sum := vals[k], vals[k+1], vals[k+2], vals[k+3], vals[k+4]
+		k += 5
+		if ln < 2 || ln > uint64(size-off) || spare > uint64(maxSpare(int(ln))) || spare > uint64(size-off)-ln ||
+			dead >= ln || sum >= hitSumCap || span > uint64(cs.cfg.Window/cs.g+1) {
+			return 0, false
+		}
+		cs.off, cs.len, cs.spare, cs.dead, cs.first, cs.sum = off, int(ln), int(spare), int(dead), int64(span), int64(sum)
+		off += int(ln) + int(spare)
+	}
+	v.logBase = off
+	return k, true
 }
 
 // extFinish checks and completes what ext read, once v's version 2 fields are read.
@@ -154,7 +239,7 @@ func extSize(v *view) int {
 			n += cursorLen(&cs.cu, v, false)
 			continue
 		}
-		n += uvarintLen(uint64(cs.len)) + uvarintLen(uint64(cs.dead)) +
+		n += uvarintLen(uint64(cs.len)) + uvarintLen(uint64(cs.spare)) + uvarintLen(uint64(cs.dead)) +
 			uvarintLen(uint64(floorDiv(v.last, cs.g)-cs.first)) + uvarintLen(uint64(cs.sum))
 	}
 	return n
@@ -178,6 +263,7 @@ func putExt(b []byte, i int, v *view) int {
 			continue
 		}
 		i = putUvarint(b, i, uint64(cs.len))
+		i = putUvarint(b, i, uint64(cs.spare))
 		i = putUvarint(b, i, uint64(cs.dead))
 		i = putUvarint(b, i, uint64(floorDiv(v.last, cs.g)-cs.first))
 		i = putUvarint(b, i, uint64(cs.sum))
@@ -262,14 +348,16 @@ func tokHash(b []byte, i int) (h uint64, t0 int64) {
 
 // tokLookup probes v's table (in b) for h at t: the slot of a live token with h
 // (found), else the slot an insert takes (the expired one holding h, or the first
-// free or expired slot; -1 when none).
+// free or expired slot within maxProbe of h's home; -1 when none). A token lies at
+// most maxProbe slots past its home, so a lookup reads at most maxProbe+1 slots,
+// however the tokens' hashes crowd.
 func tokLookup(b []byte, tt *tokTable, h uint64, t int64) (slot int, found bool) {
 	if tt.n == 0 {
 		return -1, false
 	}
 	mask := tt.n - 1
 	free := -1
-	for k, i := 0, int(h)&mask; k < tt.n; k, i = k+1, (i+1)&mask {
+	for k, i := 0, int(h)&mask; k < tt.n && k <= maxProbe; k, i = k+1, (i+1)&mask {
 		sh, t0 := tokHash(b, i)
 		if sh == 0 {
 			if free < 0 {
@@ -398,6 +486,11 @@ func checkBuckets(b []byte, cs *capState, last int64) bool {
 		}
 		off = next
 	}
+	for _, c := range b[end : end+cs.spare] {
+		if c != 0 {
+			return false
+		}
+	}
 	return off == end && bk == floorDiv(last, cs.g) && sum == cs.sum
 }
 
@@ -440,26 +533,37 @@ func decodeRegions(v *view, out *Value) {
 func (w *valueWriter) regions(val *Value) {
 	v := &w.v
 	if len(val.Tokens) > 0 {
-		n := max(tokSize(len(val.Tokens)), 1)
-		for n < len(val.Tokens) {
-			n *= 2
-		}
-		tab := make([]byte, 1+tokSlot*n)
-		v.tok = tokTable{n: n}
-		for i := range val.Tokens {
-			tk := &val.Tokens[i]
-			r := tokReply{h: tk.Hash, t0: tk.At, fields: tk.Fields}
-			mask := n - 1
-			k := int(r.h) & mask
-			for probes := 0; probes < n; probes++ {
-				if h, _ := tokHash(tab, k); h == 0 {
+		// The smallest table from tokSize up where every token lies within maxProbe
+		// of its home.
+		var tab []byte
+		for n := max(tokSize(len(val.Tokens)), 1); ; n *= 2 {
+			if n < len(val.Tokens) {
+				continue
+			}
+			tab = make([]byte, 1+tokSlot*n)
+			v.tok = tokTable{n: n}
+			placed := true
+			for i := range val.Tokens {
+				tk := &val.Tokens[i]
+				r := tokReply{h: tk.Hash, t0: tk.At, fields: tk.Fields}
+				k, mask := -1, n-1
+				for d, j := 0, int(r.h)&mask; d < n && d <= maxProbe; d, j = d+1, (j+1)&mask {
+					if h, _ := tokHash(tab, j); h == 0 {
+						k = j
+						break
+					}
+				}
+				if k < 0 {
+					placed = false
 					break
 				}
-				k = (k + 1) & mask
+				putTok(tab, 1+tokSlot*k, &r)
+				v.tok.occ++
+				v.tok.tnew = max(v.tok.tnew, tk.At)
 			}
-			putTok(tab, 1+tokSlot*k, &r)
-			v.tok.occ++
-			v.tok.tnew = max(v.tok.tnew, tk.At)
+			if placed || n >= maxTok {
+				break
+			}
 		}
 		v.tok.built = v.tok.tnew
 		w.b = append(w.b, tab[1:]...)

@@ -221,8 +221,13 @@ func goldenTrace(t *testing.T, h hash.Hash, seed uint64, steps int) {
 }
 
 // readCorpus reads the values of a stored fuzz corpus directory.
-func readCorpus(t *testing.T, dir string) [][]byte {
-	files, err := filepath.Glob(filepath.Join("testdata", "fuzz", dir, "*"))
+func readCorpus(t testing.TB, dir string) [][]byte {
+	return readCorpusDir(t, filepath.Join("testdata", "fuzz", dir))
+}
+
+// readCorpusDir reads the values of the fuzz corpus files in dir.
+func readCorpusDir(t testing.TB, dir string) [][]byte {
+	files, err := filepath.Glob(filepath.Join(dir, "*"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package rate
 
 import (
 	"bytes"
+	"errors"
 	"strconv"
 	"testing"
 )
@@ -181,4 +182,36 @@ func TestAllocsCapsOnce(t *testing.T) {
 		t.Fatalf("the run must mix grants (%d) and rejections (%d)", grants, rejects)
 	}
 	checkWritten(t, "after the run", val)
+}
+
+// TestOnceCrowdedTokens: tokens chosen so that their hashes agree in the low 19 bits
+// (the table's largest mask) all land on one chain at every table size. A key takes
+// 65 of them (the last 64 slots past the home slot); the 66th is refused with
+// ErrTooManyTokens rather than making every lookup on the key walk a long chain.
+func TestOnceCrowdedTokens(t *testing.T) {
+	var toks []string
+	for i := 0; len(toks) < maxProbe+2; i++ {
+		tok := "crowd-" + strconv.Itoa(i)
+		if OnceHash([]byte(tok))&(maxTok-1) == 0 {
+			toks = append(toks, tok)
+		}
+	}
+	s := &store{t: t}
+	for i, tok := range toks[:maxProbe+1] {
+		if r := s.do(int64(1_000_000+i), "ONCE "+tok+" LIMITS 1000/1s"); !r.Granted || r.Replay {
+			t.Fatalf("token %d: %+v", i, r)
+		}
+	}
+	for i, tok := range toks[:maxProbe+1] {
+		if r := s.do(int64(1_000_100), "ONCE "+tok+" LIMITS 1000/1s"); !r.Replay {
+			t.Fatalf("token %d is not remembered", i)
+		}
+	}
+	var req Request
+	if err := ParseRequest(words("ONCE "+toks[maxProbe+1]+" LIMITS 1000/1s"), &req); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, _, err := Apply(s.val, nil, &req, 1_000_200, nil, nil); !errors.Is(err, ErrTooManyTokens) {
+		t.Fatalf("the 66th crowded token: %v, want ErrTooManyTokens", err)
+	}
 }
