@@ -368,3 +368,33 @@ func TestClientConcurrencyObserver(t *testing.T) {
 	require.Equal(t, "fail-open", concurrency.OverrideFailOpen.String())
 	require.True(t, strings.HasPrefix(concurrency.Override(9).String(), "Override("))
 }
+
+// ReserveArgs.MaxWait waits for a copy to come free, on any server: with BLOCK on the
+// server, without it by asking again after each RetryAfter.
+func TestClientReserveMaxWait(t *testing.T) {
+	s := harness.Start(t, harness.Options{})
+	ctx := context.Background()
+	sem := concurrency.New(s.Client(t), nil)
+	pool := &concurrency.Pool{Name: "maxwait", Limit: 1, Lease: time.Minute}
+	first, err := sem.Reserve(ctx, pool, "u", concurrency.ReserveArgs{})
+	require.NoError(t, err)
+	got := make(chan error, 1)
+	go func() {
+		h, err := sem.Reserve(ctx, pool, "u", concurrency.ReserveArgs{MaxWait: 20 * time.Second})
+		if err == nil && h.Copies != 1 {
+			err = fmt.Errorf("granted %d copies", h.Copies)
+		}
+		got <- err
+	}()
+	// Released while the other waits (it is rejected until then, whatever the timing).
+	require.NoError(t, first.Release(ctx))
+	require.NoError(t, <-got)
+
+	_, err = sem.Reserve(ctx, pool, "u", concurrency.ReserveArgs{MaxWait: 50 * time.Millisecond})
+	var rej *concurrency.RejectedError
+	require.ErrorAs(t, err, &rej, "the copy is held: rejected once MaxWait is over")
+	never := &concurrency.Pool{Name: "maxwait-never", Limit: 1}
+	_, err = sem.Reserve(ctx, never, "u", concurrency.ReserveArgs{Max: 2, MaxWait: time.Minute})
+	require.ErrorAs(t, err, &rej)
+	require.Equal(t, time.Duration(-1), rej.RetryAfter, "a reservation that can never fit does not wait")
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -181,6 +182,9 @@ func New(rdb rediser, opt *Options) *Semaphore {
 			"CHARON.RESERVE": {Args: []any{"CHARON.RESERVE", probe, "DRYRUN", "LIMIT", 1}},
 			// No hold has this id: a server that takes ONCE answers LOST.
 			"CHARON.TRANSFER": {Args: []any{"CHARON.TRANSFER", probe, "0000000000000001", "TTL", 1000}, Taken: "LOST"},
+			// A server with BLOCK refuses it with DRYRUN ("ERR BLOCK: a DRYRUN does not
+			// wait"); one without it calls BLOCK an unknown option.
+			blockFeature: {Args: []any{"CHARON.RESERVE", probe, "DRYRUN", "LIMIT", 1, "BLOCK", 1}, Taken: "BLOCK:", NoOnce: true},
 		},
 	})
 	s.kill.Store(o.KillSwitch)
@@ -203,6 +207,14 @@ type ReserveArgs struct {
 	// At, when not zero, is the request's time (tests, replays) instead of the
 	// server's clock.
 	At time.Time
+	// MaxWait, when positive, lets a reservation the limits refuse wait up to MaxWait
+	// (and never past the context's deadline) for copies to come free. Against a
+	// server with CHARON.RESERVE's BLOCK the wait happens on the server, without
+	// polling: first come, first served, woken at once by a release or a lease's end,
+	// on a connection of its own for the time it waits. Otherwise the client asks
+	// again after each rejection's RetryAfter (with jitter). A reservation that can
+	// never fit (RetryAfter -1) does not wait. The kill switch does not wait either.
+	MaxWait time.Duration
 }
 
 // Hold is a reservation: Copies copies held until Deadline unless renewed.
@@ -394,9 +406,15 @@ func (s *Semaphore) reserve(ctx context.Context, p *Pool, domain string, a Reser
 	if a.Max < 1 || a.Max > MaxCount || a.Min < 1 || a.Min > a.Max {
 		return nil, 0, invalid("min %d / max %d", a.Min, a.Max)
 	}
+	if a.MaxWait < 0 {
+		return nil, 0, invalid("negative max wait %v", a.MaxWait)
+	}
 	key, _ := KeyNames(s.prefix, p.Name, domain)
 	r := request("CHARON.RESERVE", key, transport.Once)
 	r.RetryUnsent = !s.failOpen
+	// One token for the whole reservation, its waiting rounds included: a rejection is
+	// not remembered, a grant is, so it is granted at most once.
+	r.Token = transport.NewToken()
 	// The server's defaults (MAX 1, MIN = MAX, LEASE 60s) go unsaid.
 	if a.Max != 1 {
 		r.Args = append(r.Args, "MAX", a.Max)
@@ -415,7 +433,64 @@ func (s *Semaphore) reserve(ctx context.Context, p *Pool, domain string, a Reser
 		return nil, 0, err
 	}
 	h := &Hold{s: s, pool: p, domain: domain, groups: a.Groups, at: a.At}
-	v, attempts, err := s.do(ctx, r)
+	var until time.Time // the end of waiting; zero: no waiting
+	if a.MaxWait > 0 {
+		until = time.Now().Add(a.MaxWait)
+		if dl, ok := ctx.Deadline(); ok && dl.Before(until) {
+			until = dl
+		}
+		_ = s.tr.Ready(ctx) // learn whether the server waits (BLOCK); errors come below
+	}
+	base := len(r.Args)
+	attempts := 0
+	for round := 1; ; round++ {
+		// BLOCK: wait on the server for what is left of MaxWait (bounded by how long
+		// go-redis reads), on a connection of its own.
+		r.Args, r.Block = r.Args[:base], 0
+		if !until.IsZero() && s.tr.Supports(blockFeature) {
+			wait := time.Until(until)
+			if rb := s.tr.ReadBound(); rb > 0 && wait > rb {
+				wait = rb
+			}
+			if ms := wait.Milliseconds(); ms >= 1 {
+				r.Args, r.Block = append(r.Args, "BLOCK", ms), time.Duration(ms)*time.Millisecond
+			}
+		}
+		v, sent, err := s.do(ctx, r)
+		attempts += sent
+		h2, err := s.reserved(ctx, h, p, domain, a, v, err)
+		if h2 != nil || err == nil {
+			return h2, attempts, err
+		}
+		var rej *RejectedError
+		if !errors.As(err, &rej) || until.IsZero() || rej.RetryAfter < 0 || !time.Now().Before(until) {
+			return nil, attempts, err
+		}
+		if r.Block > 0 {
+			continue // the server waited; wait again for what is left
+		}
+		// Poll: come back after RetryAfter (at least 10ms, growing with the rounds,
+		// ±25%), unless that is past the end of waiting.
+		d := max(rej.RetryAfter, min(10*time.Millisecond<<min(round-1, 6), time.Second))
+		d += time.Duration(float64(d) * 0.25 * (2*rand.Float64() - 1))
+		if time.Now().Add(d).After(until) {
+			return nil, attempts, err
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, attempts, err
+		case <-t.C:
+		}
+	}
+}
+
+// blockFeature names the probe of CHARON.RESERVE's BLOCK option.
+const blockFeature = "RESERVE BLOCK"
+
+// reserved turns one RESERVE's reply (or error) into the Hold, or the rejection.
+func (s *Semaphore) reserved(ctx context.Context, h *Hold, p *Pool, domain string, a ReserveArgs, v []any, err error) (*Hold, error) {
 	if err != nil {
 		if c := classify(err); s.failOpen && (c == classUnreachable || c == classTransient) {
 			if s.onFailOpen != nil {
@@ -423,25 +498,25 @@ func (s *Semaphore) reserve(ctx context.Context, p *Pool, domain string, a Reser
 			}
 			h.Copies, h.Override, h.failOpenErr = a.Min, OverrideFailOpen, err
 			h.Deadline = time.Now().Add(p.lease())
-			return h, attempts, nil
+			return h, nil
 		}
-		return nil, attempts, err
+		return nil, err
 	}
 	if intAt(v, 0) == 0 {
 		if s.kill.Load() {
 			h.Copies, h.Override = a.Min, OverrideKillSwitch
 			h.Deadline = time.Now().Add(p.lease())
-			return h, attempts, nil
+			return h, nil
 		}
 		ra := time.Duration(intAt(v, 7)) * time.Millisecond
 		if intAt(v, 7) < 0 {
 			ra = -1
 		}
-		return nil, attempts, &RejectedError{RetryAfter: ra, LimitedBy: strAt(v, 5)}
+		return nil, &RejectedError{RetryAfter: ra, LimitedBy: strAt(v, 5)}
 	}
 	h.ID, h.Copies, h.Deadline = strAt(v, 1), intAt(v, 0), time.UnixMilli(intAt(v, 6))
 	h.fence = intAt(v, reserveFence)
-	return h, attempts, nil
+	return h, nil
 }
 
 // hold builds a request of cmd on the hold: "<cmd> key hold [opts] [AT] [GLOBAL gkey]

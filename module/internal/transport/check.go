@@ -40,7 +40,8 @@ func (c *checker) suspect() { c.ok.Store(false) }
 // forget asks for a new check before the next request.
 func (c *checker) forget() { c.ok.Store(false) }
 
-// takesOnce reports whether the last check found that the server takes ONCE on name.
+// takesOnce reports whether the last check found that the server takes ONCE on name
+// (or, for a feature's probe, has the feature).
 func (c *checker) takesOnce(name string) bool {
 	m := c.once.Load()
 	return m != nil && (*m)[name]
@@ -123,7 +124,10 @@ func (t *Transport) check(ctx context.Context) error {
 	}
 	probes := make(map[string]*redis.Cmd, len(t.cfg.Probes))
 	for name, p := range t.cfg.Probes {
-		args := append(append(make([]any, 0, len(p.Args)+2), p.Args...), "ONCE", NewToken())
+		args := append(make([]any, 0, len(p.Args)+2), p.Args...)
+		if !p.NoOnce {
+			args = append(args, "ONCE", NewToken())
+		}
 		probes[name] = pipe.Do(actx, args...)
 	}
 	cmds, err := pipe.Exec(actx)

@@ -76,6 +76,11 @@ type Request struct {
 	// context) when one was provably not sent (Redis unreachable for a moment). A
 	// caller that fails open leaves it off: it decides at once instead.
 	RetryUnsent bool
+	// Block is how long the command may wait on the server (CHARON.RESERVE ... BLOCK):
+	// it goes on a connection of its own, never in a shared round trip (Redis answers
+	// a connection's commands in order, so a waiting command would hold back the
+	// others), and its attempt's deadline is Timeout + Block.
+	Block time.Duration
 	// Token is the ONCE token of a Repeat Once request; "" means a fresh one. A caller
 	// that sends one logical request again (waiting after a rejection, a TRYAGAIN)
 	// passes the same token each time: a rejection is not remembered, a grant is, so
@@ -119,13 +124,17 @@ func (ModuleEngine) Command(dst []any, r *Request, once string) []any {
 	return append(dst, r.Tail...)
 }
 
-// Probe is a request that tells whether the server takes ONCE on a command: Args is a
-// harmless request (a DRYRUN, or a hold that does not exist); the transport adds ONCE
-// and a token. The server takes ONCE when it answers, or answers an error that starts
-// with Taken (the parse accepted ONCE and the request failed later).
+// Probe is a harmless request (a DRYRUN, or a hold that does not exist) that tells
+// whether the server has a feature: ONCE on a command (Config.Probes keyed by the
+// command's name; the transport adds ONCE and a token), or another option (keyed by
+// any other name; Supports reports it). The server has it when it answers, or answers
+// an error that starts with Taken (the parse accepted the option and the request
+// failed later).
 type Probe struct {
 	Args  []any
 	Taken string
+	// NoOnce: the probe is about another option; send Args as they are.
+	NoOnce bool
 }
 
 // Defaults.
@@ -160,7 +169,8 @@ type Config struct {
 	OutcomeUnknown error
 	// Require lists the commands the server must know (checked with COMMAND INFO).
 	Require []string
-	// Probes, by command name, tell whether the server takes ONCE on it.
+	// Probes tell whether the server takes ONCE on a command (keyed by its name) or
+	// has another feature (keyed by the feature's name, NoOnce set).
 	Probes map[string]Probe
 	// Engine makes the commands; nil means ModuleEngine.
 	Engine Engine
@@ -222,6 +232,31 @@ func New(rdb Rediser, cfg Config) *Transport {
 
 // Cluster reports whether rdb is a *redis.ClusterClient.
 func (t *Transport) Cluster() bool { return t.cluster }
+
+// Supports reports whether the last check found the feature that Config.Probes names
+// (false before a check).
+func (t *Transport) Supports(feature string) bool { return t.chk.takesOnce(feature) }
+
+// ReadBound is the longest a command may wait on the server before go-redis gives up
+// reading its answer: the client's ReadTimeout (less a margin) unless go-redis reads
+// with the context's deadline (ContextTimeoutEnabled); 0 means no bound known.
+func (t *Transport) ReadBound() time.Duration {
+	var rt time.Duration
+	switch c := t.rdb.(type) {
+	case *redis.Client:
+		if o := c.Options(); !o.ContextTimeoutEnabled {
+			rt = o.ReadTimeout
+		}
+	case *redis.ClusterClient:
+		if o := c.Options(); !o.ContextTimeoutEnabled {
+			rt = o.ReadTimeout
+		}
+	}
+	if rt <= 0 {
+		return 0
+	}
+	return max(rt-rt/10-100*time.Millisecond, rt/2)
+}
 
 // Timeout is the per-attempt bound (0: none).
 func (t *Transport) Timeout() time.Duration { return t.cfg.Timeout }
@@ -287,9 +322,22 @@ func (t *Transport) Do(ctx context.Context, r *Request) (any, Stats, error) {
 	maySent := false // an earlier attempt may have run
 	for {
 		began := time.Now()
-		actx, cancel := t.AttemptContext(ctx)
-		cmd := redis.NewCmd(actx, args...)
-		err := t.b.do(actx, cmd)
+		var actx context.Context
+		var cancel context.CancelFunc
+		var err error
+		cmd := (*redis.Cmd)(nil)
+		if r.Block > 0 {
+			actx, cancel = ctx, func() {}
+			if t.cfg.Timeout > 0 {
+				actx, cancel = context.WithTimeout(ctx, t.cfg.Timeout+r.Block)
+			}
+			cmd = redis.NewCmd(actx, args...)
+			err = t.rdb.Process(actx, cmd)
+		} else {
+			actx, cancel = t.AttemptContext(ctx)
+			cmd = redis.NewCmd(actx, args...)
+			err = t.b.do(actx, cmd)
+		}
 		cancel()
 		if !errors.Is(err, errQueued) {
 			st.Attempts++ // handed to go-redis
