@@ -223,18 +223,24 @@ test: lint test-unit test-integration
 
 # Benchmarks print numbers; nothing here asserts a timing. The CHARON.RATE tables
 # (server CPU per request side by side in rounds, memory at 1M domains, cachegrind
-# instruction counts) also go to $(BENCH_OUT) for docs/benchmarks.md; BENCH_ROUNDS and
-# BENCH_REQUESTS size them, BENCH_LUA names the Lua baseline (charon.lua).
+# instruction counts) and the "through the client" table also go to $(BENCH_OUT) for
+# docs/benchmarks.md; BENCH_ROUNDS and BENCH_REQUESTS size them, BENCH_LUA names the Lua
+# baseline (charon.lua). The client table builds tests/clientbench, a Go module of its
+# own that fetches go-redis/redis_rate through the module proxy; BENCH_CLIENT_DECISIONS
+# sizes it and BENCH_BASELINE=<commit> adds rows for that commit's clients.
 BENCH_OUT ?= $(BUILD)/benchmarks.md
 BENCH_ROUNDS ?= 3
 BENCH_REQUESTS ?= 200000
+BENCH_CLIENT_DECISIONS ?= 60000
+BENCH_BASELINE ?=
 BENCH_LUA ?= $(abspath $(CURDIR)/../shared/bench/charon.lua)
 bench: build redis
 	$(GO) test -run '^$$' -bench . -benchmem ./module/...
 	rm -f $(BENCH_OUT)
 	CHARON_BENCH_OUT=$(BENCH_OUT) CHARON_BENCH_ROUNDS=$(BENCH_ROUNDS) CHARON_BENCH_REQUESTS=$(BENCH_REQUESTS) \
-	CHARON_BENCH_LUA=$(BENCH_LUA) $(GO) test -tags integration -run '^$$' \
-		-bench 'ServerCPU|RateCost|RateMemory1M|RateInstructions' -benchtime 1x -timeout 40m ./tests/
+	CHARON_BENCH_LUA=$(BENCH_LUA) CHARON_BENCH_CLIENT_DECISIONS=$(BENCH_CLIENT_DECISIONS) CHARON_BENCH_BASELINE=$(BENCH_BASELINE) \
+	$(GO) test -tags integration -run '^$$' \
+		-bench 'ServerCPU|RateCost|RateMemory1M|RateInstructions|ClientPaths' -benchtime 1x -timeout 60m ./tests/
 	$(GO) test -tags integration -run '^$$' -bench 'Unread|Ratelimit' -benchtime 2s ./tests/
 
 clean:

@@ -4,6 +4,7 @@ package tests
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -65,7 +66,7 @@ func BenchmarkClientPaths(b *testing.B) {
 	}
 	cells := make(map[string]*cell)
 	key := func(r row, g int) string { return r.name + "|" + strconv.Itoa(g) }
-	var pipelined []float64
+	var pipelined, pipelinedOnce []float64
 	for i := 0; i < b.N; i++ {
 		for round := 0; round < rounds; round++ {
 			for _, g := range goroutines {
@@ -74,6 +75,10 @@ func BenchmarkClientPaths(b *testing.B) {
 					n = max(n50/4, 1000)
 				}
 				for _, r := range rows {
+					// Every row starts from an empty keyspace: the same dictionary sizes.
+					if err := rdb.FlushAll(context.Background()).Err(); err != nil {
+						b.Fatal(err)
+					}
 					res := runClientBench(b, r.driver, s.Addr(), r.path, g, n, fmt.Sprintf("cb%d", round))
 					c := cells[key(r, g)]
 					if c == nil {
@@ -86,8 +91,20 @@ func BenchmarkClientPaths(b *testing.B) {
 					c.errors += res.Errors
 				}
 			}
-			pipelined = append(pipelined, redisBenchmark(b, s.Port(), rdb, 200000, 16,
-				benchCase{"bare -P 16", 100000, []string{"CHARON.RATE", "cbp:{__rand_int__}", "LIMITS", "10/1s"}}))
+			for i, c := range []benchCase{
+				{"bare -P 16", 100000, []string{"CHARON.RATE", "cbp:{__rand_int__}", "LIMITS", "10/1s"}},
+				{"ONCE -P 16", 100000, []string{"CHARON.RATE", "cbo:{__rand_int__}", "LIMITS", "10/1s", "ONCE", "tok-__rand_int__-__rand_int__"}},
+			} {
+				if err := rdb.FlushAll(context.Background()).Err(); err != nil {
+					b.Fatal(err)
+				}
+				us := redisBenchmark(b, s.Port(), rdb, 200000, 16, c)
+				if i == 0 {
+					pipelined = append(pipelined, us)
+				} else {
+					pipelinedOnce = append(pipelinedOnce, us)
+				}
+			}
 		}
 	}
 
@@ -113,11 +130,14 @@ func BenchmarkClientPaths(b *testing.B) {
 		}
 	}
 	fmt.Fprintf(&sb, "| (reference) bare CHARON.RATE ... LIMITS 10/1s, redis-benchmark -c 50 -P 16 | | %s | | | | |\n", fmtStats(pipelined, 2))
+	fmt.Fprintf(&sb, "| (reference) the same with ONCE and a fresh token, redis-benchmark -c 50 -P 16 | | %s | | | | |\n", fmtStats(pipelinedOnce, 2))
 
 	sb.WriteString("\n| acceptance ratio (within each round) | min / median / max | bound |\n|---|---|---|\n")
 	lim1 := cells[key(rows[3], 50)]
 	fmt.Fprintf(&sb, "| Limiter 1 tier / redis_rate Allow, server CPU, 50 goroutines | %s | <= 0.5 |\n", fmtStats(ratio(lim1.cpu, cells[key(rows[1], 50)].cpu), 2))
 	fmt.Fprintf(&sb, "| Limiter 1 tier, 50 goroutines / bare CHARON.RATE -P 16, server CPU | %s | <= 1.3 |\n", fmtStats(ratio(lim1.cpu, pipelined), 2))
+	fmt.Fprintf(&sb, "| (reference) Limiter 1 tier, 50 goroutines / CHARON.RATE with ONCE -P 16, server CPU | %s | |\n", fmtStats(ratio(lim1.cpu, pipelinedOnce), 2))
+	fmt.Fprintf(&sb, "| (reference) CHARON.RATE with ONCE / bare, -P 16, server CPU | %s | |\n", fmtStats(ratio(pipelinedOnce, pipelined), 2))
 	if baseline != "" {
 		fmt.Fprintf(&sb, "| Limiter 1 tier / baseline, p50 latency, 1 goroutine | %s | <= 1.1 |\n",
 			fmtStats(ratio(cells[key(rows[3], 1)].p50, cells[key(rows[6], 1)].p50), 2))
