@@ -20,7 +20,8 @@ import (
 // A round trip that takes much longer than usual (a connection that stopped
 // answering) must not hold the queue back: when every round trip under way started
 // more than hedgeFactor times the usual duration ago, a new request starts another
-// one at once, carrying the queue with it (up to hardInflight round trips).
+// one at once, carrying the queue with it (up to hardInflight round trips); so does a
+// timer set when the queue forms, in case no new request comes.
 //
 // A queued call ends in one of three ways: a round trip takes it and delivers its
 // answer; its deadline passes while it is still queued (it was never sent); or its
@@ -59,6 +60,7 @@ type batcher struct {
 	rdb         Rediser
 	maxInflight int
 	maxBatch    int
+	hedgeFloor  time.Duration // 0 means the const hedgeFloor (tests raise it)
 
 	mu        sync.Mutex
 	inflight  int
@@ -95,6 +97,11 @@ func (b *batcher) do(ctx context.Context, cmd *redis.Cmd) error {
 	}
 	c := &call{ctx: ctx, cmd: cmd, ready: make(chan struct{}, 1)}
 	b.queue = append(b.queue, c)
+	if len(b.queue) == 1 {
+		// The first to wait: if no round trip takes the queue in time (they are all
+		// stuck, and nobody else comes along to notice), start one then.
+		b.armHedgeLocked(now)
+	}
 	b.mu.Unlock()
 
 	select {
@@ -112,9 +119,39 @@ func (b *batcher) do(ctx context.Context, cmd *redis.Cmd) error {
 	return cmd.Err()
 }
 
+// armHedgeLocked sets a timer for when the youngest round trip will count as stuck.
+func (b *batcher) armHedgeLocked(now time.Time) {
+	wait := b.hedgeAfterLocked() - now.Sub(b.lastStart)
+	time.AfterFunc(max(wait, 0)+time.Microsecond, b.hedge)
+}
+
+// hedge starts a round trip for the queue when every round trip under way is stuck.
+func (b *batcher) hedge() {
+	b.mu.Lock()
+	if len(b.queue) == 0 || b.inflight >= hardInflight {
+		b.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	if now.Sub(b.lastStart) <= b.hedgeAfterLocked() {
+		b.armHedgeLocked(now) // a round trip started since; watch that one
+		b.mu.Unlock()
+		return
+	}
+	b.inflight++
+	b.lastStart = now
+	batch := b.takeLocked()
+	b.mu.Unlock()
+	go b.work(batch)
+}
+
 // hedgeAfterLocked is how old the youngest round trip must be before another starts.
 func (b *batcher) hedgeAfterLocked() time.Duration {
-	return max(hedgeFloor, hedgeFactor*b.usual)
+	floor := b.hedgeFloor
+	if floor == 0 {
+		floor = hedgeFloor
+	}
+	return max(floor, hedgeFactor*b.usual)
 }
 
 // finished ends a round trip that took d (answered says it brought answers back):

@@ -29,6 +29,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -73,8 +74,10 @@ type Request struct {
 	// Repeat says whether and how the request may be sent again.
 	Repeat Repeat
 	// RetryUnsent asks for another attempt (within Config.Retries and the caller's
-	// context) when one was provably not sent (Redis unreachable for a moment). A
-	// caller that fails open leaves it off: it decides at once instead.
+	// context) when one was provably not sent (Redis unreachable for a moment: a dial
+	// or handshake that timed out, no round trip free in time), except after a refused
+	// connection (nothing listens: the server is down). A caller that fails open
+	// leaves it off: it decides at once instead.
 	RetryUnsent bool
 	// Block is how long the command may wait on the server (CHARON.RESERVE ... BLOCK):
 	// it goes on a connection of its own, never in a shared round trip (Redis answers
@@ -144,7 +147,7 @@ const (
 	DefaultRetries = 3
 	// DefaultMaxInflight is how many round trips may be under way at once before
 	// requests queue for the next one.
-	DefaultMaxInflight = 2
+	DefaultMaxInflight = 1
 	// DefaultMaxBatch bounds the requests of one round trip.
 	DefaultMaxBatch = 512
 	// recheckAfter is how long a misconfiguration found by a check is kept before the
@@ -293,7 +296,7 @@ func (t *Transport) Do(ctx context.Context, r *Request) (any, Stats, error) {
 			// nothing about the request: send it, and let its own answer decide.
 			break
 		}
-		if r.RetryUnsent && Classify(err) == outcome.Unreachable && tries < t.retries && ctx.Err() == nil {
+		if r.RetryUnsent && Classify(err) == outcome.Unreachable && !refused(err) && tries < t.retries && ctx.Err() == nil {
 			tries++
 			continue
 		}
@@ -382,7 +385,7 @@ func (t *Transport) Do(ctx context.Context, r *Request) (any, Stats, error) {
 		// open. A server's "not now" (Transient) goes back to the caller, which waits
 		// and asks again with the same token.
 		again := maySent && (cls == outcome.Unknown || cls == outcome.Unreachable) ||
-			!maySent && cls == outcome.Unreachable && r.RetryUnsent
+			!maySent && cls == outcome.Unreachable && r.RetryUnsent && !refused(err)
 		if again && tries < t.retries && ctx.Err() == nil {
 			tries++
 			continue
@@ -588,6 +591,10 @@ func (t *Transport) required(name string) bool {
 	}
 	return false
 }
+
+// refused reports a connection refused: nothing listens there (the server is down),
+// which another attempt a moment later will not change.
+func refused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 
 // NewToken returns a fresh ONCE token: 128 random bits in 22 characters.
 func NewToken() string {
