@@ -42,7 +42,7 @@ func BenchmarkClientPaths(b *testing.B) {
 	rows := []row{
 		{"go-redis INCR", "incr", current},
 		{"go-redis/redis_rate v10 Allow(PerSecond(10)) (GCRA Lua)", "redis_rate", current},
-		{"bare CHARON.RATE ... LIMITS 10/1s via rdb.Do", "bare", current},
+		{"bare CHARON.RATE key LIMITS 10/1s via rdb.Do", "bare", current},
 		{"ratelimit.Limiter Allow, 1 tier", "limiter1", current},
 		{"ratelimit.Limiter Allow, 3 tiers", "limiter3", current},
 		{"concurrency Reserve + Release (per pair)", "reserve", current},
@@ -92,8 +92,9 @@ func BenchmarkClientPaths(b *testing.B) {
 				}
 			}
 			for i, c := range []benchCase{
-				{"bare -P 16", 100000, []string{"CHARON.RATE", "cbp:{__rand_int__}", "LIMITS", "10/1s"}},
-				{"ONCE -P 16", 100000, []string{"CHARON.RATE", "cbo:{__rand_int__}", "LIMITS", "10/1s", "ONCE", "tok-__rand_int__-__rand_int__"}},
+				// The Limiter's key names (prefix, resource, domain) and a token as long as its.
+				{"bare -P 16", 100000, []string{"CHARON.RATE", "cb0:limiter1:{u__rand_int__}", "LIMITS", "10/1s"}},
+				{"ONCE -P 16", 100000, []string{"CHARON.RATE", "cb0:limiter1:{u__rand_int__}", "LIMITS", "10/1s", "ONCE", "abcdefghij__rand_int__"}},
 			} {
 				if err := rdb.FlushAll(context.Background()).Err(); err != nil {
 					b.Fatal(err)
@@ -129,8 +130,8 @@ func BenchmarkClientPaths(b *testing.B) {
 			fmt.Fprintf(&sb, "| %s | %d | %s | %sx | %.0f | %.0f | %d |\n", r.name, g, fmtStats(c.cpu, 2), fmtStats(ratio(c.cpu, incr.cpu), 2), p50, p99, c.errors)
 		}
 	}
-	fmt.Fprintf(&sb, "| (reference) bare CHARON.RATE ... LIMITS 10/1s, redis-benchmark -c 50 -P 16 | | %s | | | | |\n", fmtStats(pipelined, 2))
-	fmt.Fprintf(&sb, "| (reference) the same with ONCE and a fresh token, redis-benchmark -c 50 -P 16 | | %s | | | | |\n", fmtStats(pipelinedOnce, 2))
+	fmt.Fprintf(&sb, "| (reference) bare CHARON.RATE key LIMITS 10/1s, redis-benchmark -c 50 -P 16 | | %s | | | | |\n", fmtStats(pipelined, 2))
+	fmt.Fprintf(&sb, "| (reference) the same with ONCE and a 22-byte token, redis-benchmark -c 50 -P 16 | | %s | | | | |\n", fmtStats(pipelinedOnce, 2))
 
 	sb.WriteString("\n| acceptance ratio (within each round) | min / median / max | bound |\n|---|---|---|\n")
 	lim1 := cells[key(rows[3], 50)]

@@ -35,7 +35,7 @@ import (
 var paths = map[string]string{
 	"incr":       "go-redis INCR (rdb.Incr)",
 	"redis_rate": "go-redis/redis_rate v10 Allow(PerSecond(10))",
-	"bare":       "bare CHARON.RATE key LIMITS 10/1s via rdb.Do",
+	"bare":       "bare CHARON.RATE key LIMITS 10/1s via rdb.Do (the Limiter's key names)",
 	"limiter1":   "ratelimit.Limiter.Allow, 1 tier (PerSecond 10)",
 	"limiter3":   "ratelimit.Limiter.Allow, 3 tiers",
 	"reserve":    "concurrency Reserve + Release (one pair)",
@@ -115,7 +115,7 @@ func newPath(rdb *redis.Client, path, prefix string) decide {
 		}
 	case "bare":
 		return func(ctx context.Context, u string) (bool, error) {
-			v, err := rdb.Do(ctx, "CHARON.RATE", prefix+":bare:{"+u+"}", "LIMITS", "10/1s").Result()
+			v, err := rdb.Do(ctx, "CHARON.RATE", prefix+":limiter1:{"+u+"}", "LIMITS", "10/1s").Result()
 			return err == nil && v != nil, err
 		}
 	case "limiter1", "limiter3":
