@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/charon-redis/charon/module/attime"
 	"github.com/charon-redis/charon/module/hold"
 	"github.com/charon-redis/charon/rm"
 )
@@ -150,8 +151,13 @@ func (h *holdHandler) run(c rm.Ctx, args rm.Args, cmd hold.Cmd) error {
 		return holdErr(err)
 	}
 	clock, fromPrimary := c.ClientClock()
-	if req.HasID && !fromPrimary {
-		return errHoldID
+	if !fromPrimary {
+		if req.HasID {
+			return errHoldID
+		}
+		if err := checkAt(req.HasAt, req.At, clock); err != nil {
+			return holdErr(err)
+		}
 	}
 	n := req.NKeys()
 	h.names[0] = args.At(1)
@@ -443,7 +449,12 @@ func (h *holdHandler) inspect(c rm.Ctx, args rm.Args) (bool, error) {
 	case len(h.views) == 4 && strings.EqualFold(string(h.views[2]), "AT"):
 		v, err := strconv.ParseInt(string(h.views[3]), 10, 64)
 		if err != nil || v < 0 || v > hold.MaxAt {
-			return true, &argError{arg: "AT", reason: "must be an integer in 0..9007199254740992"}
+			return true, holdErr(attime.Refine(h.views[3], &argError{arg: "AT", reason: "must be an integer in 0..9007199254740992"}))
+		}
+		// The unit rules apply; the bound ahead does not (INSPECT writes nothing, so it
+		// cannot hold a key's clock ahead).
+		if err := attime.Check(v, rm.Milliseconds(), 0); err != nil {
+			return true, holdErr(err)
 		}
 		at = v
 	default:

@@ -121,7 +121,7 @@ func (h *rateHandler) rate(c rm.Ctx, args rm.Args) error {
 		if req.HasClock {
 			return errClockClient
 		}
-		if err := req.CheckAt(serverNow); err != nil {
+		if err := req.CheckAt(serverNow, maxAtAhead); err != nil {
 			return rateErr(err)
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"strconv"
 
+	"github.com/charon-redis/charon/module/attime"
 	"github.com/charon-redis/charon/module/internal/args"
 )
 
@@ -200,6 +201,9 @@ func Parse(cmd Cmd, args [][]byte, req *Request) error {
 			i++
 		case eqFold(a, "AT"):
 			req.At, err = value(args, i, "AT", req.HasAt, 0, MaxAt)
+			if err != nil && !req.HasAt && i+1 < len(args) {
+				err = attime.Refine(args[i+1], err)
+			}
 			req.HasAt = true
 			req.skip(i)
 			i++
