@@ -283,6 +283,14 @@ func (req *Request) parseGroups(args [][]byte, i int) error {
 	if req.Cmd == Reserve {
 		step = 2
 	}
+	// Everything after GROUP is group keys (and limits): a key spelled like an option
+	// is an option given too late, never a key (GROUP g 3 LIMIT 2 must not create a key
+	// named LIMIT and drop the domain limit).
+	for _, a := range args[i+1:] {
+		if isOption(a) {
+			return argErr("GROUP", "GROUP comes last: "+quoteArg(a)+" after it would be read as a group key; give the options before GROUP")
+		}
+	}
 	rest := len(args) - i - 1
 	if rest == 0 || rest%step != 0 {
 		if step == 2 {
@@ -305,6 +313,18 @@ func (req *Request) parseGroups(args [][]byte, i int) error {
 		req.NGroups++
 	}
 	return nil
+}
+
+// options are the keywords of the five commands. None of them can be a group key.
+var options = [...]string{"MAX", "MIN", "LIMIT", "GLOBAL", "GROUP", "LEASE", "TTL", "COPIES", "AT", "ID", "LAG", "DRYRUN", "BLOCK", "ONCE"}
+
+func isOption(a []byte) bool {
+	for _, o := range options {
+		if eqFold(a, o) {
+			return true
+		}
+	}
+	return false
 }
 
 // CheckKeys reports a key named twice: key is the domain key, args the views given to
