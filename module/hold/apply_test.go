@@ -12,6 +12,7 @@ type store struct {
 	req  Request
 	res  Result
 	next uint64
+	last []string // the keys the last request named
 }
 
 func newStore() *store { return &store{keys: map[string]View{}, next: 0x1000} }
@@ -56,6 +57,7 @@ func (st *store) do(t *testing.T, line string, now int64) (*Result, error) {
 		return nil, err
 	}
 	names := st.names(&st.req, args[1], rest)
+	st.last = names
 	keys := make(Keys, len(names))
 	for i, n := range names {
 		keys[i] = st.keys[n]

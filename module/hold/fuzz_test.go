@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/charon-redis/charon/cshim/holdcheck"
 )
 
 // FuzzParse: any argument list parses or fails with an *ArgError, never panics, and a
@@ -68,10 +70,19 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, p []byte) {
 		n, err := Validate(p)
+		// C (rdb_load, RESTORE, CHARON.LOADHOLD) and Go apply the same rules.
+		cn := holdcheck.Check(p)
+		if (err == nil) != (cn >= 0) || err == nil && cn != n {
+			t.Fatalf("Validate: %d holds, %v; C's charon_hold_check: %d", n, err, cn)
+		}
 		if err != nil {
 			return
 		}
 		w, err := Build(p, make([]byte, SizeFor(CapFor(n))))
+		mem, cok := holdcheck.MemLayout(p)
+		if (err == nil) != cok || err == nil && !bytes.Equal(mem, w) {
+			t.Fatalf("Build: %v; C's build ok %v; layouts equal: %v", err, cok, err == nil && bytes.Equal(mem, w))
+		}
 		if err != nil {
 			return
 		}
