@@ -19,9 +19,13 @@ const holdTypeName = "charon-hd"
 
 const maxHoldKeys = hold.MaxGroups + 2
 
+// The reply fields of each command, in RESP2 order (RESP3: a map with these names).
+// fence is appended last to the replies that grant or seize, so clients that read
+// the earlier fields by position keep working.
 var (
-	reserveFieldNames  = []string{"granted", "hold", "held", "limit", "global_held", "limited_by", "deadline", "retry_after"}
+	reserveFieldNames  = []string{"granted", "hold", "held", "limit", "global_held", "limited_by", "deadline", "retry_after", "fence"}
 	releaseFieldNames  = []string{"copies", "remaining", "deadline", "held"}
+	seizeFieldNames    = []string{"copies", "remaining", "deadline", "held", "fence"}
 	transferFieldNames = []string{"copies", "hold", "deadline", "remaining", "held"}
 )
 
@@ -31,6 +35,7 @@ var (
 type holdHandler struct {
 	typ                       *rm.Type
 	reserveF, releaseF, xferF *rm.Fields
+	seizeF                    *rm.Fields
 	atS, idS, lagS            rm.String
 	rng                       *rand.ChaCha8
 	events                    [5]*rm.Event
@@ -44,8 +49,8 @@ type holdHandler struct {
 	kv                        [maxHoldKeys]hold.View
 	scratch                   []byte
 	repl                      []rm.String
-	kinds                     [8]byte
-	vals                      [8]int64
+	kinds                     [12]byte
+	vals                      [12]int64
 	strs                      [64]byte
 }
 
@@ -65,6 +70,7 @@ func holdCommands(c rm.Ctx) ([]rm.Command, error) {
 		reserveF: rm.NewFields(reserveFieldNames...),
 		releaseF: rm.NewFields(releaseFieldNames...),
 		xferF:    rm.NewFields(transferFieldNames...),
+		seizeF:   rm.NewFields(seizeFieldNames...),
 		atS:      c.NewString([]byte("AT")),
 		idS:      c.NewString([]byte("ID")),
 		lagS:     c.NewString([]byte("LAG")),
@@ -137,6 +143,8 @@ var (
 	errHoldID       = &argError{arg: "ID", reason: "set only by the primary (replication stream, AOF)"}
 	errHoldIDTaken  = &argError{arg: "ID", reason: "a hold with this id exists already"}
 	errTooManyHolds = errors.New("ERR a key may store at most 1048576 holds")
+	errTooManyOnce  = &argError{arg: "ONCE", reason: "the key remembers 65536 tokens of the last 10000 ms already, " +
+		"the most it keeps; nothing was written, retry within a few seconds"}
 )
 
 // run serves one of the five hold commands.
@@ -212,11 +220,19 @@ func (h *holdHandler) run(c rm.Ctx, args rm.Args, cmd hold.Cmd) error {
 	if err := hold.Plan(req, keys, now, id, res); err != nil {
 		return holdErr(err)
 	}
+	if res.Replay {
+		// A retry of a request the key remembers: the same reply, nothing written.
+		h.reply(c, cmd)
+		return nil
+	}
 	if res.Write {
 		for i := 0; i < n; i++ {
 			if keys[i] != nil && hold.NeedsRoom(req, res, keys[i]) && keys[i].Len() >= hold.MaxHolds {
 				return errTooManyHolds
 			}
+		}
+		if req.Once && !hold.TokenRoomAfterPrune(keys[0], res.T) {
+			return errTooManyOnce
 		}
 		if err := h.commit(c, args, keys, clock, fromPrimary); err != nil {
 			return err
@@ -237,20 +253,31 @@ func (h *holdHandler) commit(c rm.Ctx, args rm.Args, keys hold.Keys, clock int64
 		key := h.wkeys[i]
 		v := keys[i]
 		h.reported[i] = false
-		if v == nil || hold.NeedsRoom(req, res, v) {
-			newCap := hold.MinCap
+		moreHolds := hold.NeedsRoom(req, res, v)
+		moreTokens := i == 0 && hold.NeedsTokenRoom(req, res, v)
+		if v == nil || moreHolds || moreTokens {
+			newCap, newTok := hold.MinCap, 0
 			if v != nil {
-				newCap = 2 * v.Cap()
+				newCap, newTok = v.Cap(), v.TokCap()
+				if moreHolds {
+					newCap *= 2
+				}
 			}
-			if cap(h.scratch) < hold.SizeFor(newCap) {
-				h.scratch = make([]byte, hold.SizeFor(newCap))
+			if moreTokens {
+				// Double, but never past MaxTokens: a full ring has expired tokens
+				// that Commit forgets first (TokenRoomAfterPrune said so).
+				newTok = min(max(hold.MinTokCap, 2*newTok), hold.MaxTokens)
 			}
-			buf := h.scratch[:hold.SizeFor(newCap)]
+			size := hold.SizeWith(newCap, newTok)
+			if cap(h.scratch) < size {
+				h.scratch = make([]byte, size)
+			}
+			buf := h.scratch[:size]
 			var nv hold.View
 			if v == nil {
-				nv = hold.Init(buf, newCap)
+				nv = hold.InitWith(buf, newCap, newTok)
 			} else {
-				nv = v.Rebuild(buf, newCap)
+				nv = v.RebuildWith(buf, newCap, newTok)
 			}
 			if err := key.SetBlob(h.typ, nv, ev); err != nil {
 				return err
@@ -270,7 +297,7 @@ func (h *holdHandler) commit(c rm.Ctx, args rm.Args, keys hold.Keys, clock int64
 		lag = max(clock-res.T, 0)
 	}
 	for i := 0; i < n; i++ {
-		if exp := hold.ExpireAt(keys[i], lag); exp == 0 {
+		if exp := hold.ExpireAt(keys[i], res.T, lag); exp == 0 {
 			if err := h.wkeys[i].Delete(); err != nil {
 				return err
 			}
@@ -359,6 +386,7 @@ func (h *holdHandler) reply(c rm.Ctx, cmd hold.Cmd) {
 		vals = append(vals, rm.BulkRef(off, len(strs)-off))
 		intF(res.Deadline)
 		intF(res.RetryAfter)
+		intF(res.Fence)
 		c.ReplyMixedFields(h.reserveF, kinds, vals, strs)
 	case hold.Transfer:
 		intF(res.Copies)
@@ -372,6 +400,11 @@ func (h *holdHandler) reply(c rm.Ctx, cmd hold.Cmd) {
 		intF(res.Remaining)
 		intF(res.Deadline)
 		intF(res.Held)
+		if cmd == hold.Seize {
+			intF(res.Fence)
+			c.ReplyMixedFields(h.seizeF, kinds, vals, strs)
+			return
+		}
 		c.ReplyMixedFields(h.releaseF, kinds, vals, strs)
 	}
 }
@@ -393,11 +426,11 @@ func appendLimitedBy(dst []byte, code int) []byte {
 // rdb_load does) and laid out before anything is stored.
 func (h *holdHandler) loadHold(c rm.Ctx, args rm.Args) error {
 	payload := args.Bytes(2)
-	n, err := hold.Validate(payload)
+	shape, err := hold.Inspect(payload)
 	if err != nil {
 		return &argError{arg: "payload", reason: "not a valid " + holdTypeName + " value"}
 	}
-	buf := make([]byte, hold.SizeFor(hold.CapFor(n)))
+	buf := make([]byte, shape.Size())
 	v, err := hold.Build(payload, buf)
 	if err != nil {
 		return &argError{arg: "payload", reason: "not a valid " + holdTypeName + " value"}
@@ -476,7 +509,19 @@ func (h *holdHandler) inspect(c rm.Ctx, args rm.Args) (bool, error) {
 	if expHolds > 0 {
 		summary += fmt.Sprintf("; %d expired holds not pruned yet", expHolds)
 	}
-	c.ReplyMap(11)
+	// Tokens still recognised at t (a replay at t0 + OnceWindow is).
+	liveTokens := 0
+	var tk hold.Token
+	for i := 0; i < v.TokLen(); i++ {
+		v.TokenAt(v.OldestToken(i), &tk)
+		if t-tk.T0 <= hold.OnceWindow {
+			liveTokens++
+		}
+	}
+	if liveTokens > 0 {
+		summary += fmt.Sprintf("; remembers %d ONCE tokens", liveTokens)
+	}
+	c.ReplyMap(13)
 	bulkPair(c, "kind", "holds")
 	bulkPair(c, "summary", summary)
 	intPair(c, "time", t)
@@ -487,6 +532,7 @@ func (h *holdHandler) inspect(c rm.Ctx, args rm.Args) (bool, error) {
 	intPair(c, "expired_holds", int64(expHolds))
 	intPair(c, "latest_deadline", latest)
 	intPair(c, "key_expire_at", key.AbsExpire())
+	intPair(c, "fence", v.Fence())
 	c.ReplyBulkString("holds")
 	c.ReplyArray(v.Len() - expHolds)
 	for s := v.Head(); s >= 0; s = v.Next(s) {
@@ -501,6 +547,25 @@ func (h *holdHandler) inspect(c rm.Ctx, args rm.Args) (bool, error) {
 		intPair(c, "copies", copies)
 		intPair(c, "deadline", d)
 		intPair(c, "expires_in", d-t)
+	}
+	// The ONCE tokens by their hash (the key never stores a token itself), the
+	// command they answered, when, and the hold that answer named.
+	c.ReplyBulkString("once")
+	c.ReplyArray(liveTokens)
+	for i := 0; i < v.TokLen(); i++ {
+		v.TokenAt(v.OldestToken(i), &tk)
+		if t-tk.T0 > hold.OnceWindow {
+			continue
+		}
+		var hh, hex [16]byte
+		hold.FormatID(&hh, tk.Hash)
+		hold.FormatID(&hex, uint64(tk.Reply[1]))
+		c.ReplyMap(5)
+		bulkPair(c, "token_hash", string(hh[:]))
+		bulkPair(c, "command", tk.Kind.Name())
+		intPair(c, "at", tk.T0)
+		bulkPair(c, "hold", string(hex[:]))
+		intPair(c, "forgotten_in", tk.T0+hold.OnceWindow+1-t)
 	}
 	return true, nil
 }

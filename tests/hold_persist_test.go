@@ -5,6 +5,7 @@ package tests
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -130,11 +131,11 @@ func TestHoldAOF(t *testing.T) {
 
 // hdValid reports whether a persisted form is accepted by the Go twin of rdb_load.
 func hdValid(p []byte) bool {
-	n, err := hold.Validate(p)
+	shape, err := hold.Inspect(p)
 	if err != nil {
 		return false
 	}
-	_, err = hold.Build(p, make([]byte, hold.SizeFor(hold.CapFor(n))))
+	_, err = hold.Build(p, make([]byte, shape.Size()))
 	return err == nil
 }
 
@@ -164,7 +165,7 @@ func TestHoldCorruptRestore(t *testing.T) {
 		muts := rtMutations(d.val)
 		// Duplicate ids: the second hold takes the first one's id.
 		dup := bytes.Clone(d.val)
-		copy(dup[32+24:], dup[32:40])
+		copy(dup[48+24:], dup[48:56])
 		muts = append(muts, dup)
 		for i, m := range muts {
 			err := restore(rtBuildDump(d.id, m, d.ver))
@@ -193,16 +194,25 @@ func TestHoldCorruptRestore(t *testing.T) {
 				require.True(t, hdValid(got.val), "accepted an invalid value % x", got.val)
 			}
 		}
-		// Encoding versions other than 1 are refused with a log line.
-		for _, enc := range []uint64{2, 0} {
-			require.Error(t, restore(rtBuildDump(d.id&^1023|enc, d.val, d.ver)))
+		// Encoding versions other than 1 and 2 are refused with a log line, and so is a
+		// form whose own version word is not the type's encoding version.
+		for _, enc := range []uint64{3, 0, 1} {
+			require.Error(t, restore(rtBuildDump(d.id&^1023|enc, d.val, d.ver)), "encver %d", enc)
 		}
+		// A value written before fences and tokens (encoding version 1) still loads:
+		// fence 0, no tokens, the same holds.
+		v1 := append(binary.LittleEndian.AppendUint64(nil, hold.EncVer1), d.val[8:32]...)
+		v1 = append(v1, d.val[48:]...)
+		require.NoError(t, restore(rtBuildDump(d.id&^1023|1, v1, d.ver)), "a version 1 value")
+		_, got := rtDumpOf(t, c, tmp)
+		require.Equal(t, append(append(bytes.Clone(d.val[:32]), make([]byte, 16)...), d.val[48:]...), got.val,
+			"rewritten as version 2 with fence 0")
 	}
 	t.Logf("%d refused, %d accepted", refused, accepted)
 	require.Positive(t, refused)
 	require.NoError(t, c.Ping(ctx).Err())
 	require.True(t, s.LogContains("corrupt charon-hd value"))
-	require.True(t, s.LogContains("charon-hd value has encoding version 2"))
+	require.True(t, s.LogContains("charon-hd value has encoding version 3"))
 
 	// CHARON.LOADHOLD refuses garbage and writes nothing.
 	digest := rtDigest(t, c)

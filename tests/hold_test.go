@@ -22,8 +22,9 @@ import (
 const hdT0 = int64(4102444800000)
 
 var (
-	hdReserveFields  = []string{"granted", "hold", "held", "limit", "global_held", "limited_by", "deadline", "retry_after"}
+	hdReserveFields  = []string{"granted", "hold", "held", "limit", "global_held", "limited_by", "deadline", "retry_after", "fence"}
 	hdReleaseFields  = []string{"copies", "remaining", "deadline", "held"}
+	hdSeizeFields    = []string{"copies", "remaining", "deadline", "held", "fence"}
 	hdTransferFields = []string{"copies", "hold", "deadline", "remaining", "held"}
 )
 
@@ -55,6 +56,8 @@ func hdDo(t testing.TB, c rtConn, args ...any) (hdReply, error) {
 		names = hdReserveFields
 	case "CHARON.TRANSFER":
 		names = hdTransferFields
+	case "CHARON.SEIZE":
+		names = hdSeizeFields
 	default:
 		names = hdReleaseFields
 	}

@@ -16,27 +16,45 @@ import "unsafe"
 // Check is charon_hold_check: the number of holds of a valid persisted form, -1 for
 // anything else.
 func Check(p []byte) int {
+	n, _ := Shape(p)
+	return n
+}
+
+// Shape is charon_hold_check_shape: the numbers of holds and tokens, -1 when invalid.
+func Shape(p []byte) (holds, tokens int) {
+	var m C.long
 	if len(p) == 0 {
-		return int(C.charon_hold_check(nil, 0))
+		return int(C.charon_hold_check_shape(nil, 0, &m)), int(m)
 	}
-	return int(C.charon_hold_check((*C.uchar)(unsafe.Pointer(&p[0])), C.size_t(len(p))))
+	n := C.charon_hold_check_shape((*C.uchar)(unsafe.Pointer(&p[0])), C.size_t(len(p)), &m)
+	return int(n), int(m)
+}
+
+// build lays p out the way rdb_load does; the caller frees the result.
+func build(p []byte) (mem unsafe.Pointer, size C.size_t, ok bool) {
+	n, m := Shape(p)
+	if n < 0 {
+		return nil, 0, false
+	}
+	cp := C.CBytes(p)
+	defer C.free(cp)
+	size = C.charon_hold_mem_size(C.charon_hold_cap_for(C.uint64_t(n)), C.charon_hold_tokcap_for(C.uint64_t(m)))
+	mem = C.malloc(size)
+	if C.charon_hold_build((*C.uchar)(cp), C.long(n), C.long(m), (*C.uchar)(mem)) == 0 {
+		C.free(mem)
+		return nil, 0, false
+	}
+	return mem, size, true
 }
 
 // RoundTrip lays p out in memory the way rdb_load does (charon_hold_build) and
 // serializes it back the way rdb_save does; ok is false when C refuses p.
 func RoundTrip(p []byte) (out []byte, ok bool) {
-	n := Check(p)
-	if n < 0 {
+	mem, _, ok := build(p)
+	if !ok {
 		return nil, false
 	}
-	cp := C.CBytes(p)
-	defer C.free(cp)
-	size := C.charon_hold_mem_size(C.charon_hold_cap_for(C.uint64_t(n)))
-	mem := C.malloc(size)
 	defer C.free(mem)
-	if C.charon_hold_build((*C.uchar)(cp), C.long(n), (*C.uchar)(mem)) == 0 {
-		return nil, false
-	}
 	plen := C.charon_hold_persisted_size((*C.uchar)(mem))
 	buf := C.malloc(plen)
 	defer C.free(buf)
@@ -47,17 +65,10 @@ func RoundTrip(p []byte) (out []byte, ok bool) {
 // MemLayout returns the in-memory layout C builds from a valid persisted form p (the
 // bytes rdb_load hands to the module), for comparison with Go's Build.
 func MemLayout(p []byte) ([]byte, bool) {
-	n := Check(p)
-	if n < 0 {
+	mem, size, ok := build(p)
+	if !ok {
 		return nil, false
 	}
-	cp := C.CBytes(p)
-	defer C.free(cp)
-	size := C.charon_hold_mem_size(C.charon_hold_cap_for(C.uint64_t(n)))
-	mem := C.malloc(size)
 	defer C.free(mem)
-	if C.charon_hold_build((*C.uchar)(cp), C.long(n), (*C.uchar)(mem)) == 0 {
-		return nil, false
-	}
 	return C.GoBytes(mem, C.int(size)), true
 }

@@ -67,14 +67,20 @@ func (st *store) do(t *testing.T, line string, now int64) (*Result, error) {
 		return nil, err
 	}
 	if st.res.Write {
+		if st.req.Once && !TokenRoomAfterPrune(keys[0], st.res.T) {
+			return nil, errTooManyTokens
+		}
 		for i := range keys {
 			if keys[i] == nil || NeedsRoom(&st.req, &st.res, keys[i]) {
 				keys[i] = grow(keys[i])
 			}
 		}
+		if NeedsTokenRoom(&st.req, &st.res, keys[0]) {
+			keys[0] = growTokens(keys[0])
+		}
 		Commit(&st.req, keys, &st.res)
 		for i, n := range names {
-			if keys[i].Len() == 0 {
+			if ExpireAt(keys[i], st.res.T, 0) == 0 {
 				delete(st.keys, n)
 			} else {
 				st.keys[n] = keys[i]
@@ -83,6 +89,14 @@ func (st *store) do(t *testing.T, line string, now int64) (*Result, error) {
 	}
 	res := st.res
 	return &res, nil
+}
+
+var errTooManyTokens = errors.New("too many tokens")
+
+// growTokens mimics the glue: the token ring doubles (up to MaxTokens).
+func growTokens(v View) View {
+	tc := min(max(MinTokCap, 2*v.TokCap()), MaxTokens)
+	return v.RebuildWith(make([]byte, SizeWith(v.Cap(), tc)), v.Cap(), tc)
 }
 
 func hex(id uint64) string {

@@ -3,6 +3,7 @@ package hold
 import (
 	"bytes"
 	"encoding/binary"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,6 +30,13 @@ type fuzzDriver struct {
 	data []byte
 	now  int64
 	ids  []uint64 // holds granted so far (some released or expired)
+	// once models what each key remembers: key|token -> the grant's reply and time.
+	onces map[string]onceRecord
+}
+
+type onceRecord struct {
+	cmd Cmd
+	res Result
 }
 
 func (d *fuzzDriver) byte() byte {
@@ -68,6 +76,15 @@ func (d *fuzzDriver) hold() string {
 		return "00000000000000ff"
 	}
 	return hex(d.ids[int(d.byte())%len(d.ids)])
+}
+
+// once returns a ONCE clause with one of a few tokens (so that replays happen), or "".
+func (d *fuzzDriver) once() string {
+	b := d.byte()
+	if b&4 == 0 {
+		return ""
+	}
+	return " ONCE k" + strconv.Itoa(int(b>>3)%4)
 }
 
 // clauses returns the key clauses (GLOBAL, GROUP) of a request; withLimits for RESERVE.
@@ -118,7 +135,7 @@ func (d *fuzzDriver) step() {
 		if lb := d.byte(); lb%3 != 0 || opts+group == "" {
 			line += " LIMIT " + strconv.FormatInt(d.count(), 10)
 		}
-		line += " LEASE " + strconv.FormatInt(d.duration(), 10) + opts + group
+		line += " LEASE " + strconv.FormatInt(d.duration(), 10) + d.once() + opts + group
 	case 4:
 		opts, group := d.clauses(false)
 		line = "RELEASE " + key + " " + d.hold()
@@ -135,7 +152,7 @@ func (d *fuzzDriver) step() {
 		if d.byte()&1 != 0 {
 			line += " COPIES " + strconv.FormatInt(d.count(), 10)
 		}
-		line += opts + group
+		line += d.once() + opts + group
 	case 7:
 		opts, group := d.clauses(false)
 		line = "SEIZE " + key + " " + d.hold() + " LEASE " + strconv.FormatInt(d.duration(), 10) + opts + group
@@ -143,17 +160,65 @@ func (d *fuzzDriver) step() {
 	d.run(line, true)
 }
 
-// run runs one request at the driver's time and, with check, checks every key it wrote.
+// run runs one request at the driver's time and, with check, checks every key it
+// wrote, the fences (they only grow per key; a grant's or seize's is above every fence
+// its keys held) and the replays (a remembered token returns the remembered reply).
 func (d *fuzzDriver) run(line string, check bool) {
+	fences := map[string]int64{}
+	for k, v := range d.st.keys {
+		fences[k] = v.Fence()
+	}
 	r, err := d.st.do(d.t, line+" AT "+strconv.FormatInt(d.now, 10), d.now)
-	if err != nil || !r.Write {
-		return // refused or rejected: the store wrote nothing
+	if err != nil {
+		return // refused: the store wrote nothing
+	}
+	req := &d.st.req
+	dom := d.st.last[0]
+	if req.Once {
+		key := dom + "|" + strconv.FormatUint(req.OnceHash, 16)
+		rec, ok := d.onces[key]
+		inWindow := ok && r.T-rec.res.T <= OnceWindow
+		switch {
+		case inWindow && !r.Replay:
+			d.t.Fatalf("%s: a token remembered at %d was not replayed at %d", line, rec.res.T, r.T)
+		case !inWindow && r.Replay:
+			d.t.Fatalf("%s: replayed a token nobody remembers at %d", line, r.T)
+		case r.Replay:
+			want := rec.res
+			if rec.cmd != req.Cmd || r.ID != want.ID || r.Fence != want.Fence || r.Deadline != want.Deadline ||
+				r.Held != want.Held || r.Granted != want.Granted || r.Copies != want.Copies || r.Remaining != want.Remaining ||
+				r.Limit != want.Limit || r.GlobalHeld != want.GlobalHeld || r.LimitedBy != want.LimitedBy {
+				d.t.Fatalf("%s: replay %+v, remembered %+v", line, *r, want)
+			}
+		case r.Write:
+			d.onces[key] = onceRecord{cmd: req.Cmd, res: *r}
+		}
+	}
+	if r.Replay && r.Write {
+		d.t.Fatalf("%s: a replay writes", line)
+	}
+	if !r.Write {
+		return
 	}
 	if r.ID != 0 {
 		d.ids = append(d.ids, r.ID)
 	}
+	if r.Fence != 0 {
+		for _, k := range d.st.last {
+			if r.Fence <= fences[k] && fences[k] < MaxFence {
+				d.t.Fatalf("%s: fence %d, key %s held %d", line, r.Fence, k, fences[k])
+			}
+		}
+	}
 	for _, k := range d.st.last {
-		if v := d.st.keys[k]; v != nil && check {
+		v := d.st.keys[k]
+		if v == nil {
+			continue
+		}
+		if v.Fence() < fences[k] {
+			d.t.Fatalf("%s: key %s's fence went back from %d to %d", line, k, fences[k], v.Fence())
+		}
+		if check {
 			checkWritten(d.t, line, v)
 		}
 	}
@@ -170,7 +235,11 @@ func checkWritten(t *testing.T, line string, v View) {
 	if cn := holdcheck.Check(p); cn != n {
 		t.Fatalf("%s: C's charon_hold_check says %d holds, Go's Validate %d\n%s", line, cn, n, describe(p))
 	}
-	w, err := Build(p, make([]byte, SizeFor(CapFor(n))))
+	shape, _ := Inspect(p)
+	if ch, ct := holdcheck.Shape(p); ch != shape.Holds || ct != shape.Tokens {
+		t.Fatalf("%s: C's shape (%d holds, %d tokens) differs from Go's %+v", line, ch, ct, shape)
+	}
+	w, err := Build(p, make([]byte, shape.Size()))
 	if err != nil {
 		t.Fatalf("%s: Build refuses a written value: %v", line, err)
 	}
@@ -184,7 +253,8 @@ func checkWritten(t *testing.T, line string, v View) {
 	if q, ok := holdcheck.RoundTrip(p); !ok || !bytes.Equal(q, p) {
 		t.Fatalf("%s: C build + serialize changed the value (ok %v)", line, ok)
 	}
-	if w.Held() != v.Held() || w.Len() != v.Len() || w.Newest() != v.Newest() || w.Limit() != v.Limit() {
+	if w.Held() != v.Held() || w.Len() != v.Len() || w.Newest() != v.Newest() || w.Limit() != v.Limit() ||
+		w.Fence() != v.Fence() || w.TokLen() != v.TokLen() {
 		t.Fatalf("%s: the reloaded value's totals differ", line)
 	}
 }
@@ -204,8 +274,18 @@ func FuzzGrants(f *testing.F) {
 	f.Add([]byte{1, 200, 0, 4, 1, 255, 4, 1, 1, 6, 0, 1, 3, 0, 0, 2})
 	f.Add([]byte{0, 7, 2, 0, 3, 7, 6, 7, 3, 3, 3, 0, 6, 1, 2, 2, 5, 0, 1, 1, 7, 0, 2, 2})
 	f.Add(bytes.Repeat([]byte{2, 1, 7, 7, 3, 1, 3, 6, 0, 3}, 20))
+	f.Add(bytes.Repeat([]byte{2, 1, 7, 7, 3, 1, 3, 6, 12, 0, 3, 0, 1, 6, 1, 0, 3, 1, 2, 12, 1}, 10))
+	f.Add(bytes.Repeat([]byte{3, 0, 2, 2, 3, 7, 0, 12, 0, 2, 5, 7, 2, 1, 2, 2, 0, 3, 0, 0, 6, 1}, 10))
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := 0; i < 40; i++ {
+		b := make([]byte, 400)
+		for j := range b {
+			b[j] = byte(r.Uint32())
+		}
+		f.Add(b)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		d := &fuzzDriver{t: t, st: newStore(), data: data, now: 1}
+		d := &fuzzDriver{t: t, st: newStore(), data: data, now: 1, onces: map[string]onceRecord{}}
 		for steps := 0; len(d.data) > 0 && steps < 100; steps++ {
 			d.step()
 		}

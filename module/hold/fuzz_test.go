@@ -78,7 +78,8 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			return
 		}
-		w, err := Build(p, make([]byte, SizeFor(CapFor(n))))
+		shape, _ := Inspect(p)
+		w, err := Build(p, make([]byte, shape.Size()))
 		mem, cok := holdcheck.MemLayout(p)
 		if (err == nil) != cok || err == nil && !bytes.Equal(mem, w) {
 			t.Fatalf("Build: %v; C's build ok %v; layouts equal: %v", err, cok, err == nil && bytes.Equal(mem, w))

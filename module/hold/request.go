@@ -27,7 +27,43 @@ const (
 	MaxHolds = 1 << 20
 	// DefaultLease is LEASE when a request gives none, in ms.
 	DefaultLease = 60_000
+
+	// OnceWindow is how long a key remembers a ONCE token after the grant's effective
+	// time t0, in ms: a replay at t0 + OnceWindow is recognised, one at t0 +
+	// OnceWindow + 1 is not.
+	OnceWindow = 10_000
+	// MaxTokenLen bounds a ONCE token's length in bytes.
+	MaxTokenLen = 64
+	// MaxTokens is the most tokens one key remembers at once (the grants of its last
+	// OnceWindow ms).
+	MaxTokens = 1 << 16
+
+	// FenceShift: a fence is at least t << FenceShift (t in ms), so fences outgrow
+	// anything issued before a failover as long as one resource gets fewer than 2^20
+	// grants in one millisecond.
+	FenceShift = 20
+	// MaxFenceTime is the largest t whose t << FenceShift fits in an int64 (the year
+	// 2248); later times count as it.
+	MaxFenceTime = 1<<(63-FenceShift) - 1
+	// MaxFence is the largest fence; fences saturate there.
+	MaxFence = 1<<63 - 1
 )
+
+// TokenHash is the 64-bit hash a key remembers a ONCE token by: FNV-1a, then
+// MurmurHash3's 64-bit finalizer. It is part of the persisted format: never change it.
+func TokenHash(b []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
+}
 
 // Cmd is one of the five commands.
 type Cmd int
@@ -81,6 +117,9 @@ type Request struct {
 	// Lag ms after their latest deadline + 1.
 	Lag    int64
 	DryRun bool
+	// Once: a ONCE token (Reserve, Transfer), remembered by its hash.
+	Once     bool
+	OnceHash uint64
 	// Skip lists the indices of the AT, ID and LAG keywords (each followed by its value),
 	// which the glue leaves out when it replicates with the explicit ones.
 	Skip  [3]int
@@ -228,6 +267,18 @@ func Parse(cmd Cmd, args [][]byte, req *Request) error {
 			i++
 		case cmd == Reserve && eqFold(a, "DRYRUN"):
 			req.DryRun = true
+		case (cmd == Reserve || cmd == Transfer) && eqFold(a, "ONCE"):
+			switch {
+			case req.Once:
+				err = argErr("ONCE", "given more than once")
+			case i+1 >= len(args):
+				err = argErr("ONCE", "missing token")
+			case len(args[i+1]) < 1 || len(args[i+1]) > MaxTokenLen:
+				err = argErr("ONCE", "the token must be 1 to 64 bytes, got "+strconv.Itoa(len(args[i+1])))
+			default:
+				req.Once, req.OnceHash = true, TokenHash(args[i+1])
+			}
+			i++
 		case eqFold(a, "GLOBAL"):
 			if req.HasGlobal {
 				return argErr("GLOBAL", "given more than once")
