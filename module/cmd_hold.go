@@ -52,6 +52,12 @@ type holdHandler struct {
 	kinds                     [12]byte
 	vals                      [12]int64
 	strs                      [64]byte
+	keyNames                  [maxHoldKeys][]byte // the request's key names, in key order
+
+	// ws holds the waiters of CHARON.RESERVE ... BLOCK (hold_wait.go); cur is the
+	// waiter whose request runs again in its own context (nil for a client's request).
+	ws  waitState
+	cur *waiter
 }
 
 // holdCommands declares CHARON.RESERVE, RELEASE, RENEW, TRANSFER, SEIZE, LOADHOLD
@@ -81,6 +87,7 @@ func holdCommands(c rm.Ctx) ([]rm.Command, error) {
 	}
 	h.loadEv = rm.NewEvent("charon.loadhold")
 	holdInspect = h.inspect
+	rm.SetBlockHandlers(rm.BlockHandlers{Timeout: h.onWaitEnd, Disconnect: h.onDisconnect, Free: h.onFree, Timer: h.onTimer})
 	// The domain key by index; GLOBAL's key by keyword; the group keys run from the
 	// GROUP keyword to the end (every other argument for RESERVE, whose keys carry
 	// limits), so cluster slot checks, ACLs and COMMAND GETKEYS see every key.
@@ -99,7 +106,14 @@ func holdCommands(c rm.Ctx) ([]rm.Command, error) {
 			Complexity: "O(K) amortized for K keys named (O(1) per key when leases are uniform); O(H) to compute retry_after on a rejection.",
 			Since:      version,
 			KeySpecs:   specs(first, step),
-			Handler:    func(c rm.Ctx, args rm.Args) error { return h.run(c, args, k) },
+			Handler: func(c rm.Ctx, args rm.Args) error {
+				err := h.run(c, args, k)
+				if len(h.ws.pending) > 0 {
+					// Copies this request freed go to the waiters first.
+					h.wake(c, c.SelectedDB())
+				}
+				return err
+			},
 		}
 	}
 	return []rm.Command{
@@ -163,19 +177,20 @@ func (h *holdHandler) run(c rm.Ctx, args rm.Args, cmd hold.Cmd) error {
 		if req.HasID {
 			return errHoldID
 		}
-		if err := checkAt(req.HasAt, req.At, clock); err != nil {
+		// A waiter's AT was checked when it came; time has moved on since.
+		if err := checkAt(req.HasAt && h.cur == nil, req.At, clock); err != nil {
 			return holdErr(err)
 		}
 	}
 	n := req.NKeys()
-	h.names[0] = args.At(1)
+	h.names[0], h.keyNames[0] = args.At(1), h.views[1]
 	k := 1
 	if req.HasGlobal {
-		h.names[k] = args.At(req.GlobalIdx + 2)
+		h.names[k], h.keyNames[k] = args.At(req.GlobalIdx+2), h.views[req.GlobalIdx+2]
 		k++
 	}
 	for g := 0; g < req.NGroups; g++ {
-		h.names[k] = args.At(req.GroupIdx[g] + 2)
+		h.names[k], h.keyNames[k] = args.At(req.GroupIdx[g]+2), h.views[req.GroupIdx[g]+2]
 		k++
 	}
 
@@ -202,8 +217,19 @@ func (h *holdHandler) run(c rm.Ctx, args rm.Args, cmd hold.Cmd) error {
 		}
 	}
 	now := req.At
-	if !req.HasAt {
+	switch {
+	case !req.HasAt:
 		now = clock
+	case h.cur != nil:
+		now = max(req.At, clock) // a waiter's time moves on with the clock
+	}
+	if cmd == hold.Reserve && !fromPrimary && len(h.ws.order) > 0 {
+		// First come, first served: nothing from a key an earlier waiter waits on.
+		before := ^uint64(0)
+		if h.cur != nil {
+			before = h.cur.seq
+		}
+		req.Queued = h.ws.queued(c.SelectedDB(), keys, h.keyNames[:n], hold.EffectiveTime(keys, now), before)
 	}
 	var id uint64
 	if cmd == hold.Reserve || cmd == hold.Transfer {
@@ -237,6 +263,12 @@ func (h *holdHandler) run(c rm.Ctx, args rm.Args, cmd hold.Cmd) error {
 		if err := h.commit(c, args, keys, clock, fromPrimary); err != nil {
 			return err
 		}
+		if len(h.ws.order) > 0 {
+			h.ws.markWritten(c.SelectedDB(), h.keyNames[:n])
+		}
+	} else if cmd == hold.Reserve && req.HasBlock && h.cur == nil && !fromPrimary && res.RetryAfter != -1 && c.CanBlock() {
+		// Not now, maybe later: wait (the reply comes when the wait ends).
+		return h.block(c, req, h.names[:n], h.keyNames[:n], res.T, res.RetryAfter)
 	}
 	h.reply(c, cmd)
 	return nil
@@ -521,7 +553,11 @@ func (h *holdHandler) inspect(c rm.Ctx, args rm.Args) (bool, error) {
 	if liveTokens > 0 {
 		summary += fmt.Sprintf("; remembers %d ONCE tokens", liveTokens)
 	}
-	c.ReplyMap(13)
+	waiters := h.ws.waiting(c.SelectedDB(), h.views[1])
+	if waiters > 0 {
+		summary += fmt.Sprintf("; %d clients wait (BLOCK)", waiters)
+	}
+	c.ReplyMap(14)
 	bulkPair(c, "kind", "holds")
 	bulkPair(c, "summary", summary)
 	intPair(c, "time", t)
@@ -533,6 +569,7 @@ func (h *holdHandler) inspect(c rm.Ctx, args rm.Args) (bool, error) {
 	intPair(c, "latest_deadline", latest)
 	intPair(c, "key_expire_at", key.AbsExpire())
 	intPair(c, "fence", v.Fence())
+	intPair(c, "waiters", int64(waiters))
 	c.ReplyBulkString("holds")
 	c.ReplyArray(v.Len() - expHolds)
 	for s := v.Head(); s >= 0; s = v.Next(s) {

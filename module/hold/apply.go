@@ -287,27 +287,38 @@ func planReserve(req *Request, keys Keys, t int64, id uint64, res *Result) {
 		if req.HasGlobal && k == 1 {
 			res.GlobalHeld = l
 		}
-		if lim < 0 {
+		queued := req.Queued&(1<<uint(k)) != 0
+		if lim < 0 && !queued {
 			continue
 		}
 		room := max(lim-l, 0)
+		if queued {
+			// An earlier waiter is held back by this key: it gets the next copies.
+			room = 0
+		}
 		if room < minRoom {
 			minRoom = room
 			res.LimitedBy = limitedCode(req, k)
 		}
 		granted = min(granted, room)
 		if room < need && res.RetryAfter >= 0 {
-			if lim < need {
+			if lim >= 0 && lim < need {
 				res.RetryAfter = -1
-			} else {
-				res.RetryAfter = max(res.RetryAfter, retryAfter(v, t, need-room))
+			} else if ra := retryAfter(v, t, need-room); ra >= 0 {
+				res.RetryAfter = max(res.RetryAfter, ra)
 			}
 		}
 	}
 	res.Held = domLive
 	if granted < req.Min || granted == 0 {
 		if res.RetryAfter == 0 {
-			res.RetryAfter = -1 // unreachable: a rejection always has a short limit
+			// Only waiters ahead keep it out (their leases tell nothing of when they
+			// are served): try again soon. Otherwise unreachable: a rejection always
+			// has a short limit.
+			res.RetryAfter = -1
+			if req.Queued != 0 {
+				res.RetryAfter = 1
+			}
 		}
 		return
 	}
@@ -340,6 +351,9 @@ func limitedCode(req *Request, k int) int {
 // retryAfter is the time from t until holds with `free` copies reach their
 // deadlines, walking live holds in deadline order.
 func retryAfter(v View, t int64, free int64) int64 {
+	if v == nil {
+		return -1
+	}
 	var sum int64
 	for s := v.Head(); s >= 0; s = v.Next(s) {
 		d := int64(v.rec(s, fDeadline))

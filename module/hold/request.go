@@ -120,9 +120,18 @@ type Request struct {
 	// Once: a ONCE token (Reserve, Transfer), remembered by its hash.
 	Once     bool
 	OnceHash uint64
-	// Skip lists the indices of the AT, ID and LAG keywords (each followed by its value),
-	// which the glue leaves out when it replicates with the explicit ones.
-	Skip  [3]int
+	// HasBlock: BLOCK ms (Reserve): wait up to Block ms (0: without a timeout) for
+	// copies when the request cannot be granted at once.
+	HasBlock bool
+	Block    int64
+	// Queued is set by the caller before Plan (never parsed): bit k means an earlier
+	// waiter is held back by key k (it has less room than that waiter needs), so this
+	// request may take nothing from key k (first come, first served per key).
+	Queued uint64
+	// Skip lists the indices of the AT, ID, LAG and BLOCK keywords (each followed by its
+	// value), which the glue leaves out when it replicates (with the explicit AT, ID and
+	// LAG; a grant replicates as a plain RESERVE, never as a wait).
+	Skip  [4]int
 	NSkip int
 }
 
@@ -267,6 +276,11 @@ func Parse(cmd Cmd, args [][]byte, req *Request) error {
 			i++
 		case cmd == Reserve && eqFold(a, "DRYRUN"):
 			req.DryRun = true
+		case cmd == Reserve && eqFold(a, "BLOCK"):
+			req.Block, err = value(args, i, "BLOCK", req.HasBlock, 0, MaxDuration)
+			req.HasBlock = true
+			req.skip(i)
+			i++
 		case (cmd == Reserve || cmd == Transfer) && eqFold(a, "ONCE"):
 			switch {
 			case req.Once:
@@ -306,6 +320,9 @@ func Parse(cmd Cmd, args [][]byte, req *Request) error {
 		req.Min = req.Max
 	}
 	if cmd == Reserve {
+		if req.HasBlock && req.DryRun {
+			return argErr("BLOCK", "a DRYRUN does not wait: give one or the other")
+		}
 		if req.Min > req.Max {
 			return argErr("MIN", "must not exceed MAX ("+strconv.FormatInt(req.Max, 10)+")")
 		}
@@ -397,6 +414,13 @@ func (req *Request) CheckKeys(key []byte, args [][]byte) error {
 	}
 	return nil
 }
+
+// LimitOf is the limit the request names for its key k (0: the domain key, then the
+// global key if any, then the group keys); -1 when it names none.
+func (req *Request) LimitOf(k int) int64 { return req.limitOf(k) }
+
+// Need is the fewest copies a Reserve accepts: MIN, at least 1.
+func (req *Request) Need() int64 { return max(req.Min, 1) }
 
 // NKeys is the number of keys the request names (domain, global, groups).
 func (req *Request) NKeys() int {
