@@ -3,10 +3,13 @@
 package tests
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,7 +48,11 @@ type hdConn struct {
 
 func hdNewConn(t testing.TB, s *harness.Server) hdConn {
 	t.Helper()
-	c := s.Client(t, harness.Protocol(2), func(o *redis.Options) { o.PoolSize = 1; o.ReadTimeout = 30 * time.Second })
+	c := s.Client(t, harness.Protocol(2), func(o *redis.Options) {
+		o.PoolSize = 1
+		o.ReadTimeout = 30 * time.Second
+		o.MaxRetries = -1 // the server's own answer (go-redis retries TRYAGAIN)
+	})
 	conn := c.Conn()
 	t.Cleanup(func() { _ = conn.Close() })
 	id, err := conn.ClientID(context.Background()).Result()
@@ -191,10 +198,73 @@ func TestHoldBlock(t *testing.T) {
 	require.NoError(t, nv.err)
 	require.Equal(t, int64(-1), nv.r.int(t, "retry_after"))
 
-	// The grants reached the replica as plain RESERVEs with AT and ID: equal values.
+	// The grants reached the replica and the AOF as plain RESERVEs with AT and ID (no
+	// BLOCK: a replica never waits): equal values.
 	harness.WaitReplicaSync(t, p, r)
 	require.Equal(t, rtDigest(t, c), rtDigest(t, r.Client(t, harness.Protocol(2))))
 	require.Equal(t, int64(0), hdWaiters(t, p))
+	incr, err := filepath.Glob(filepath.Join(p.Dir(), "appendonlydir", "*.incr.aof"))
+	require.NoError(t, err)
+	require.NotEmpty(t, incr)
+	var aof []byte
+	for _, f := range incr {
+		b, err := os.ReadFile(f)
+		require.NoError(t, err)
+		aof = append(aof, b...)
+	}
+	require.Contains(t, string(aof), "CHARON.RESERVE")
+	require.NotContains(t, strings.ToUpper(string(aof)), "BLOCK")
+	require.Contains(t, string(aof), "$2\r\nID\r\n")
+}
+
+// A killed blocked client leaks nothing, 1,000 times over (CLIENT KILL, a closed
+// connection, CLIENT UNBLOCK ERROR in turn): no copy granted, no waiter left, the
+// server unchanged and answering.
+func TestHoldBlockKillRepeated(t *testing.T) {
+	t.Parallel()
+	s := harness.Start(t, harness.Options{})
+	c := s.Client(t, harness.Protocol(2))
+	ctx := context.Background()
+	hdMust(t, c, "CHARON.RESERVE", "hd:{kill}:k", "LIMIT", 1, "GLOBAL", "hd:{kill}", 1, "LEASE", 3_600_000)
+	d := rtDigest(t, c)
+	for i := 0; i < 1000; i++ {
+		conn, err := net.Dial("tcp", s.Addr())
+		require.NoError(t, err)
+		rd := bufio.NewReader(conn)
+		_, err = conn.Write([]byte("*2\r\n$6\r\nCLIENT\r\n$2\r\nID\r\n"))
+		require.NoError(t, err)
+		line, err := rd.ReadString('\n')
+		require.NoError(t, err)
+		id, err := strconv.ParseInt(strings.TrimSpace(strings.TrimPrefix(line, ":")), 10, 64)
+		require.NoError(t, err)
+		args := []string{"CHARON.RESERVE", "hd:{kill}:k", "MAX", strconv.Itoa(1 + i%2), "MIN", "1", "LIMIT", "2", "GLOBAL", "hd:{kill}", "1", "BLOCK", "0"}
+		var b strings.Builder
+		fmt.Fprintf(&b, "*%d\r\n", len(args))
+		for _, a := range args {
+			fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+		}
+		_, err = conn.Write([]byte(b.String()))
+		require.NoError(t, err)
+		hdWaitFor(t, s, 1)
+		switch i % 3 {
+		case 0:
+			require.NoError(t, c.Do(ctx, "CLIENT", "KILL", "ID", id).Err())
+		case 1:
+			require.NoError(t, conn.Close())
+		default:
+			require.Equal(t, int64(1), c.Do(ctx, "CLIENT", "UNBLOCK", id, "ERROR").Val())
+		}
+		hdWaitFor(t, s, 0)
+		_ = conn.Close()
+	}
+	require.Equal(t, d, rtDigest(t, c), "nothing was granted to a client that left")
+	require.Equal(t, "1000", s.Info(t, "charon_reserve")["charon_reserve_waits"])
+	require.Equal(t, "0", s.Info(t, "charon_reserve")["charon_reserve_wait_grants"])
+	harness.Eventually(t, 10*time.Second, func() (bool, string) {
+		n := s.Info(t, "clients")["blocked_clients"]
+		return n == "0", n + " blocked clients"
+	})
+	require.Equal(t, int64(1), rtInspect(t, c, "hd:{kill}", rtNow())["held"])
 }
 
 // A client that goes away while waiting leaves nothing: CLIENT KILL, closing the
