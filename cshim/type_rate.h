@@ -11,7 +11,8 @@
  * rdb_load reads every version up to CHARON_RATE_ENC_CURRENT and refuses newer. */
 #define CHARON_RATE_ENC_V1 1 /* one flat string, header first */
 #define CHARON_RATE_ENC_V2 2 /* log first, header with cursors and sums at the end */
-#define CHARON_RATE_ENC_CURRENT CHARON_RATE_ENC_V2
+#define CHARON_RATE_ENC_V3 3 /* ONCE token table and cap bucket logs before the log */
+#define CHARON_RATE_ENC_CURRENT CHARON_RATE_ENC_V3
 
 /* The command that aof_rewrite emits to recreate a value. */
 #define CHARON_RATE_LOAD_COMMAND "CHARON.LOADVALUE"

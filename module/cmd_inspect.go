@@ -55,7 +55,14 @@ func replyInspect(c rm.Ctx, info *rate.Info, keyExpireAt int64) {
 	if info.Kind == rate.KindGlobal {
 		hitsName = "global_hits"
 	}
-	c.ReplyMap(13)
+	n := 13
+	if len(info.Caps) > 0 {
+		n++
+	}
+	if len(info.Tokens) > 0 {
+		n++
+	}
+	c.ReplyMap(n)
 	bulkPair(c, "kind", info.Kind.String())
 	bulkPair(c, "summary", inspectSummary(info))
 	intPair(c, "time", info.T)
@@ -79,6 +86,44 @@ func replyInspect(c rm.Ctx, info *rate.Info, keyExpireAt int64) {
 	for _, e := range info.SecondLog {
 		c.ReplyInt64s([]int64{e.At, e.Hits})
 	}
+
+	// Caps and remembered ONCE tokens, only when the key holds some.
+	if len(info.Caps) > 0 {
+		c.ReplyBulkString("caps")
+		c.ReplyArray(len(info.Caps))
+		for i := range info.Caps {
+			ci := &info.Caps[i]
+			c.ReplyMap(7)
+			bulkPair(c, "summary", capSummary(ci))
+			intPair(c, "limit", ci.Limit)
+			intPair(c, "window_ms", ci.Window)
+			intPair(c, "bucket_ms", ci.BucketMs)
+			intPair(c, "hits", ci.Hits)
+			intPair(c, "room", ci.Room)
+			intPair(c, "next_leave_at", ci.NextLeave)
+		}
+	}
+	if len(info.Tokens) > 0 {
+		c.ReplyBulkString("tokens")
+		c.ReplyArray(len(info.Tokens))
+		for i := range info.Tokens {
+			tk := &info.Tokens[i]
+			c.ReplyMap(4)
+			bulkPair(c, "hash", fmt.Sprintf("%016x", tk.Hash))
+			intPair(c, "at", tk.At)
+			intPair(c, "granted", tk.Granted)
+			intPair(c, "forgotten_at", tk.ExpiresAt)
+		}
+	}
+}
+
+// capSummary explains one cap in a line.
+func capSummary(ci *rate.CapInfo) string {
+	how := "counted exactly"
+	if ci.BucketMs > 1 {
+		how = fmt.Sprintf("counted in buckets of %d ms", ci.BucketMs)
+	}
+	return fmt.Sprintf("%d/%d hits in a %d ms window, %s", ci.Hits, ci.Limit, ci.Window, how)
 }
 
 func replyTier(c rm.Ctx, n int, t *rate.TierInfo) {

@@ -26,6 +26,7 @@ const (
 	rateRejectedClosed
 	rateHitsGranted
 	rateDryRuns
+	rateReplays
 	rateErrors
 
 	unreadCountCalls
@@ -58,6 +59,7 @@ var counterDefs = [numCounters]rm.Counter{
 	rateRejectedClosed: {Section: "rate", Name: "rate_rejected_closed"},
 	rateHitsGranted:    {Section: "rate", Name: "rate_hits_granted"},
 	rateDryRuns:        {Section: "rate", Name: "rate_dryruns"},
+	rateReplays:        {Section: "rate", Name: "rate_replays"},
 	rateErrors:         {Section: "rate", Name: "rate_errors"},
 
 	unreadCountCalls: {Section: "unread", Name: "unread_count_calls"},
@@ -138,8 +140,13 @@ func countCommands(cmds []rm.Command) {
 }
 
 // countRate records a CHARON.RATE decision (errors are counted by the wrapper). A
-// rejection is attributed to the first of: CLOSED, HARD, GLOBAL, the tiers.
+// rejection is attributed to the first of: CLOSED, HARD, GLOBAL, the tiers. A replay
+// of a remembered ONCE token counts as a replay only (the grant was counted).
 func countRate(req *rate.Request, res *rate.Result) {
+	if res.Replay {
+		stats[rateReplays]++
+		return
+	}
 	if req.DryRun {
 		stats[rateDryRuns]++
 	}

@@ -109,6 +109,19 @@ func rateCases(b testing.TB, rdb *redis.Client) []benchCase {
 		benchCase{"reject (1/h, 1,000 keys)", 1000, []string{"CHARON.RATE", "rj:__rand_int__", "MAX", "1", "TIER", "1", "3600000", "3600000", "0"}},
 		benchCase{"GLOBAL shared by 100k domains", 100000, append([]string{"CHARON.RATE", "rl:{g}:__rand_int__", "GLOBAL", "rl:{g}", "1000000000", "MAX", "1"}, benchTiers...)},
 	)
+	// Caps (rule 10): 3 tiers with 2 per-domain caps and a GLOBAL with 2 caps, on 100k
+	// keys; and one key with 8 caps holding 10 or 100,000 hits over its longest cap's
+	// window (a day), asked at one fixed AT.
+	if rdb.Do(ctx, "CHARON.RATE", "rl:{probe}", "LIMITS", "1/1s;5/1h").Err() == nil {
+		cases = append(cases, benchCase{"3 tiers + 2 caps + GLOBAL with 2 caps", 100000, []string{"CHARON.RATE", "rl:{c}:__rand_int__",
+			"LIMITS", "10/1s,50/5s/5s/15s,1000/1m/1m/10m;1000/1h,10000/1d", "GLOBAL", "rl:{c}", "1000000000/1s,1000000000000/1d"}})
+		for _, n := range []int{10, 100000} {
+			key := fmt.Sprintf("capgrow:%d", n)
+			fillCapsKey(b, rdb, key, n, now-1)
+			cases = append(cases, benchCase{fmt.Sprintf("8 caps, key with %d hits in the longest window", n), 0,
+				[]string{"CHARON.RATE", key, "AT", at, "LIMITS", growthCapsLimits}})
+		}
+	}
 	for _, n := range []int{10, 1000, 100000} {
 		key := fmt.Sprintf("grow:%d", n)
 		if err := rdb.Do(ctx, "CHARON.LOADVALUE", key, string(growthValue(b, n, now-1))).Err(); err != nil {
@@ -122,6 +135,27 @@ func rateCases(b testing.TB, rdb *redis.Client) []benchCase {
 			append([]string{"EVALSHA", sha, "1", "charon:{r:__rand_int__}"}, benchLuaArg...)})
 	}
 	return cases
+}
+
+// growthCapsLimits: one tier that never fills and 8 caps that never bind, one exact
+// and seven in buckets, the longest a day.
+const growthCapsLimits = "1000000000000/1s;1000000000/500ms,1000000000/2s,1000000000/10s,1000000000/1m," +
+	"1000000000/10m,1000000000/1h,1000000000/6h,1000000000/1d"
+
+// fillCapsKey gives key n hits spread over the day before last, through CHARON.RATE
+// with AT (pipelined).
+func fillCapsKey(b testing.TB, rdb *redis.Client, key string, n int, last int64) {
+	ctx := context.Background()
+	step := int64(86_400_000 / n)
+	for lo := 0; lo < n; lo += 5000 {
+		pipe := rdb.Pipeline()
+		for i := lo; i < min(n, lo+5000); i++ {
+			pipe.Do(ctx, "CHARON.RATE", key, "AT", last-int64(n-1-i)*step, "LIMITS", growthCapsLimits)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			b.Fatalf("filling %s: %v", key, err)
+		}
+	}
 }
 
 func toAny(s []string) []any {
@@ -268,13 +302,16 @@ func rateCostTable(b *testing.B, port int, rdb *redis.Client, cases []benchCase,
 		name, num, den, bound string
 	}{
 		{"key with 100,000 hits / key with 10 hits", "key with 100000", "key with 10 ", "<= 1.2"},
+		{"8 caps: key with 100,000 hits in the longest window / with 10", "8 caps, key with 100000", "8 caps, key with 10 ", "<= 1.2"},
+		{"3 tiers + 2 caps + GLOBAL with 2 caps / module API floor", "3 tiers + 2 caps", "module API floor", "<= 1.5"},
+		{"3-tier TIER form / compact LIMITS form", "3-tier TIER", "3-tier compact", "<= 1.1"},
+		{"3-tier compact LIMITS form / module API floor", "3-tier compact", "module API floor", "<= 1.25"},
 		{"GLOBAL over 100k domains / same without GLOBAL", "GLOBAL", "3-tier TIER", "<= 1.3"},
 		{"3-tier TIER form / INCR", "3-tier TIER", "INCR", "<= 2.0"},
 		{"3-tier compact LIMITS form / INCR", "3-tier compact", "INCR", "<= 1.6"},
 		{"Lua charon.lua / compact LIMITS form", "Lua", "3-tier compact", ">= 15"},
 		{"(reference) SET PX / INCR", "SET PX", "INCR", ""},
 		{"(reference) module API floor / INCR", "module API floor", "INCR", ""},
-		{"(reference) compact LIMITS form / module API floor", "3-tier compact", "module API floor", ""},
 	} {
 		if rs := ratio(idx(a.num), idx(a.den)); len(rs) > 0 {
 			fmt.Fprintf(&sb, "| %s | %s | %s |\n", a.name, fmtStats(rs, 2), a.bound)

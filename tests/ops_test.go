@@ -61,7 +61,7 @@ func TestInfoCharonCounters(t *testing.T) {
 	zero := map[string]int64{}
 	for _, n := range []string{"rate_requests", "rate_granted", "rate_rejected", "rate_rejected_tier",
 		"rate_rejected_hard", "rate_rejected_global", "rate_rejected_closed", "rate_hits_granted",
-		"rate_dryruns", "rate_errors", "unread_count_calls", "unread_count_keys", "unread_mark_calls",
+		"rate_dryruns", "rate_replays", "rate_errors", "unread_count_calls", "unread_count_keys", "unread_mark_calls",
 		"unread_read_calls", "unread_errors", "defrag_moves"} {
 		zero[n] = 0
 	}

@@ -309,13 +309,14 @@ func rtSameSnap(t testing.TB, want, got rtSnapshot, withMem bool, what string) {
 }
 
 // rtPopulate sends n random requests (varied shapes: every tier set, random tier
-// lists up to 16 tiers, GLOBAL keys) an hour ahead of the real clock, so nothing
-// expires during the test, and returns how many keys exist.
+// lists up to 16 tiers, GLOBAL keys, caps and ONCE tokens in a third of them) an hour
+// ahead of the real clock, so nothing expires during the test, and returns how many
+// keys exist.
 func rtPopulate(t testing.TB, c *redis.Client, seed uint64, nKeys, nGlobal, n int) int64 {
 	t.Helper()
 	ctx := context.Background()
 	base := rtNow() + 3_600_000
-	g := &rtGen{r: rand.New(rand.NewPCG(seed, 11)), at: base, floor: base}
+	g := &rtGen{r: rand.New(rand.NewPCG(seed, 11)), at: base, floor: base, v3: 30}
 	for i := range nKeys {
 		g.keys = append(g.keys, fmt.Sprintf("rl:{p%d}:d%d", i%17, i))
 	}
@@ -340,7 +341,14 @@ func rtPopulate(t testing.TB, c *redis.Client, seed uint64, nKeys, nGlobal, n in
 		}
 	}
 	size := rtDBSize(t, c)
-	t.Logf("populated: %d requests, %d granted, %d keys", n, granted, size)
+	var v3 int
+	for _, k := range c.Keys(ctx, "rl:*").Val() {
+		if v := rtValueOf(t, c, k); v[0] == 3 {
+			v3++
+		}
+	}
+	t.Logf("populated: %d requests, %d granted, %d keys (%d of version 3)", n, granted, size, v3)
+	require.Positive(t, v3, "some keys hold tokens or caps")
 	require.Greater(t, size, int64(nKeys/2))
 	return size
 }
@@ -545,7 +553,24 @@ func rtCorruptSamples(t testing.TB, c *redis.Client) []string {
 	}
 	rtRate(t, c, 3, rtCmd("rl:{c}:16", base, rtCat([]string{"MAX", "20", "MIN", "1"}, sixteen)...)...)
 	rtRate(t, c, 3, rtCmd("rl:{c}:16", base+300, rtCat([]string{"MAX", "20", "MIN", "1"}, sixteen)...)...)
-	return []string{"rl:{c}:pen", "rl:{c}", "rl:{c}:16"}
+
+	// Version 3: ONCE tokens and caps, exact (500 ms, 300 ms) and bucketed (1 min, 1 h),
+	// per-domain and global, in the TIER and LIMITS forms; a replay writes nothing.
+	for i, dt := range []int64{0, 1, 40, 700, 2500, 9000} {
+		once := []string{"MAX", "2", "MIN", "1", "TIER", "50", "60000", "60000", "0", "CAP", "5", "500", "CAP", "100", "60000",
+			"ONCE", fmt.Sprintf("tok-%d", i), "GLOBAL", "rl:{c}:gcaps", "1000/1s, 5000/1h, 40/300ms"}
+		rtRate(t, c, 3, rtCmd("rl:{c}:once", base+dt, once...)...)
+		lim := []string{"MAX", "3", "MIN", "1", "LIMITS", "10/1s, 50/5s/5s/15s; 20/10s, 7/300ms", "ONCE", fmt.Sprintf("lim-%d", i)}
+		rtRate(t, c, 3, rtCmd("rl:{c}:lim", base+dt, lim...)...)
+	}
+	before := rtValueOf(t, c, "rl:{c}:lim")
+	rtRate(t, c, 3, rtCmd("rl:{c}:lim", base+9001, "MAX", "3", "MIN", "1", "LIMITS", "10/1s, 50/5s/5s/15s; 20/10s, 7/300ms", "ONCE", "lim-5")...)
+	require.Equal(t, before, rtValueOf(t, c, "rl:{c}:lim"), "a replay writes nothing")
+	samples := []string{"rl:{c}:pen", "rl:{c}", "rl:{c}:16", "rl:{c}:once", "rl:{c}:gcaps", "rl:{c}:lim"}
+	for _, k := range samples[3:] {
+		require.Equal(t, byte(3), rtValueOf(t, c, k)[0], "%s holds version 3", k)
+	}
+	return samples
 }
 
 // TestRateCorruptRestore: RESTORE of mutated DUMP payloads (with the CRC recomputed)
@@ -706,7 +731,14 @@ func TestRateEncodingVersion(t *testing.T) {
 		require.Equal(t, int64(2), r[rate.FieldGranted])
 		require.Equal(t, int64(3), r[rate.FieldDomainHits])
 		got := rtValueOf(t, c, k)
-		require.Equal(t, byte(rate.EncVer), got[0], "converted on write")
+		// Written in the current version: version 3's layout, which is version 2's
+		// bytes when the key holds no ONCE tokens and no caps.
+		require.Equal(t, byte(2), got[0], "converted on write")
+		require.NoError(t, rate.Validate(got))
+		r = rtRate(t, c, 3, "CHARON.RATE", k, "AT", ats(2), "ONCE", "t1", "CAP", "10", "60000", "TIER", "5", "100", "100", "0")
+		require.Equal(t, int64(1), r[rate.FieldGranted])
+		got = rtValueOf(t, c, k)
+		require.Equal(t, byte(rate.EncVer), got[0], "a token and a cap: version 3")
 		require.NoError(t, rate.Validate(got))
 	}
 }

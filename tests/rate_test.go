@@ -414,6 +414,9 @@ type rtGen struct {
 	gkeys []string
 	noAt  int  // percent of requests without AT (server clock)
 	real  bool // AT follows the real clock with jitter, instead of its own walk
+	// v3 is the percent of requests with windowed caps (CAP clauses, GLOBAL caps
+	// strings) and ONCE tokens: what the value's version 3 stores.
+	v3 int
 }
 
 // rtGenReq is one generated request.
@@ -514,9 +517,26 @@ func (g *rtGen) next() rtGenReq {
 	if g.r.IntN(100) < 15 {
 		groups = append(groups, []string{g.kw("HARD"), strconv.Itoa(g.r.IntN(31))})
 	}
+	v3 := g.r.IntN(100) < g.v3
+	if v3 {
+		// Up to two caps, exact and bucketed windows (none of 1000 ms: HARD's), and a
+		// token from a small pool, so that some requests are replays.
+		ws := []int{250, 700, 5000, 60_000, 3_600_000}
+		g.r.Shuffle(len(ws), func(i, j int) { ws[i], ws[j] = ws[j], ws[i] })
+		for _, w := range ws[:g.r.IntN(3)] {
+			groups = append(groups, []string{g.kw("CAP"), strconv.Itoa(g.r.IntN(60)), strconv.Itoa(w)})
+		}
+		if g.r.IntN(2) == 0 {
+			groups = append(groups, []string{g.kw("ONCE"), fmt.Sprintf("tok-%d", g.r.IntN(30))})
+		}
+	}
 	if len(g.gkeys) > 0 && g.r.IntN(100) < 25 {
 		q.gkey = g.gkeys[g.r.IntN(len(g.gkeys))]
-		groups = append(groups, []string{g.kw("GLOBAL"), q.gkey, strconv.Itoa(g.r.IntN(201))})
+		limit := strconv.Itoa(g.r.IntN(201))
+		if v3 && g.r.IntN(2) == 0 {
+			limit = fmt.Sprintf("%d/1s, %d/1h, %d/300ms", g.r.IntN(201), g.r.IntN(5000), g.r.IntN(100))
+		}
+		groups = append(groups, []string{g.kw("GLOBAL"), q.gkey, limit})
 	}
 	if g.r.IntN(100) < 10 {
 		q.dry = true

@@ -77,9 +77,13 @@ type Result struct {
 	// ExpireAt is the key's absolute expiry in ms (X of the spec) after the request;
 	// 0 when the key holds nothing.
 	ExpireAt int64
-	// GlobalExpireAt is the global key's absolute expiry (newest entry + 1001 ms);
-	// 0 without GLOBAL or when the global key holds nothing.
+	// GlobalExpireAt is the global key's absolute expiry (newest entry + 1001 ms, or
+	// later while a global cap counts); 0 without GLOBAL or when the global key holds
+	// nothing.
 	GlobalExpireAt int64
+	// Replay reports a request whose ONCE token the key remembers: Fields is the
+	// remembered reply and nothing is written (rule 11).
+	Replay bool
 }
 
 // ErrBadRequest is returned by Apply for a Request outside the bounds ParseRequest
@@ -102,7 +106,20 @@ type calc struct {
 	sec, gsec  cursor // second-log cursors moved to t-1000
 	domainHits int64
 	globalHits int64
-	x1         int64 // latest tier-1 hit ts + W1 + 1
+	x1         int64  // latest tier-1 hit ts + W1 + 1
+	dcaps      capSet // the request's per-domain caps at t (rule 10)
+	gcaps      capSet // its global caps
+	tokSlot    int    // ONCE: the slot an insert takes (tokLookup)
+	last0      int64  // the key's newest time as read (c.v is rewritten in place)
+	glast0     int64  // the global key's
+}
+
+// oldLast is the newest time of the key of kind as read, before the grant.
+func (c *calc) oldLast(k Kind) int64 {
+	if k == KindGlobal {
+		return c.glast0
+	}
+	return c.last0
 }
 
 func satAdd(a, b, lim int64) int64 {
@@ -145,7 +162,7 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 	var c calc
 	c.req = req
 	c.n = req.NTiers
-	c.v.start, c.v.end = 1, 1 // no value: the first event goes at offset 1
+	c.v.start, c.v.end, c.v.logBase = 1, 1, 1 // no value: the first event goes at offset 1
 	c.v.sec.off = 1
 	curIn, gcurIn := inPlace, inPlace
 	if len(cur) > 0 {
@@ -170,7 +187,7 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 	c.hasG = req.HasGlobal
 	if c.hasG {
 		var g view
-		g.start, g.end = 1, 1
+		g.start, g.end, g.logBase = 1, 1, 1
 		g.sec.off = 1
 		gv = &g
 	}
@@ -200,6 +217,18 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 	}
 	c.t = t
 	res.T = t
+
+	// Rule 11: a remembered token answers with the remembered reply, and nothing else.
+	if req.HasOnce && c.hasV {
+		slot, found := tokLookup(cur, &c.v.tok, req.Once, t)
+		if found {
+			var r tokReply
+			getTok(cur, slot, &r)
+			res.Fields, res.Granted, res.Replay = r.fields, true, true
+			return res, nil, nil, nil
+		}
+		c.tokSlot = slot
+	}
 
 	// Stored tier state under the request's configuration (extra tiers dropped, new
 	// tiers empty).
@@ -247,16 +276,29 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 		c.globalHits = c.gsec.sum
 	}
 
-	// Rule 4: caps.
+	// Rules 4 and 10: caps.
 	capped := req.Max
 	hardRoom, globalRoom := int64(math.MaxInt64), int64(math.MaxInt64)
 	if req.HasHard {
 		hardRoom = max(req.Hard-c.domainHits, 0)
 		capped = min(capped, hardRoom)
 	}
-	if c.hasG {
+	if req.HasGlobalLimit {
 		globalRoom = max(req.GlobalLimit-c.globalHits, 0)
 		capped = min(capped, globalRoom)
+	}
+	var hardCapped, globalCapped bool
+	if req.NCaps > 0 {
+		if f := evalCaps(&c.v, req.Caps[:req.NCaps], c.sec, c.domainHits, t, &c.dcaps); f != faultNone {
+			return res, nil, nil, fmt.Errorf("key: %w", corrupt(c.v.end, f.String()))
+		}
+		capped, hardCapped = c.dcaps.room(capped, req.Max)
+	}
+	if req.NGlobalCaps > 0 {
+		if f := evalCaps(gv, req.GlobalCaps[:req.NGlobalCaps], c.gsec, c.globalHits, t, &c.gcaps); f != faultNone {
+			return res, nil, nil, fmt.Errorf("global key: %w", corrupt(gv.end, f.String()))
+		}
+		capped, globalCapped = c.gcaps.room(capped, req.Max)
 	}
 
 	// Rule 5: climb from the current tier.
@@ -282,18 +324,18 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 	need := max(req.Min, 1)
 
 	f := &res.Fields
-	if req.HasHard && hardRoom < req.Max {
+	if req.HasHard && hardRoom < req.Max || hardCapped {
 		f[FieldHardLimited] = 1
 	}
 	f[FieldGlobalHits] = -1
 	if c.hasG {
-		if globalRoom < req.Max {
+		if globalRoom < req.Max || globalCapped {
 			f[FieldGlobalLimited] = 1
 		}
 		f[FieldGlobalHits] = c.globalHits
 	}
 	if c.hasGV {
-		res.GlobalExpireAt = gv.last + 1001
+		res.GlobalExpireAt = max(gv.last+1001, c.gcaps.expiry(gv.last, true, false))
 	}
 
 	// Rule 6: decision.
@@ -301,7 +343,10 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 		f[FieldTier], f[FieldTierLimit], f[FieldTierHits] = c.currentTier(&c.state, &c.hits)
 		f[FieldDomainHits] = c.domainHits
 		x := c.expiry(&c.entered, &c.entry)
-		res.ExpireAt = x
+		if c.hasV {
+			x = max(x, c.dcaps.expiry(c.v.last, true, false))
+		}
+		res.ExpireAt = c.keyExpiry(x)
 		f[FieldResetAfter] = max(x-t, 0)
 		f[FieldRetryAfter] = c.retryAfter(need, gv)
 		return res, nil, nil, nil
@@ -327,19 +372,31 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 	f[FieldDomainHits] = c.domainHits + granted
 	if c.hasG {
 		f[FieldGlobalHits] = c.globalHits + granted
-		res.GlobalExpireAt = t + 1001
+		res.GlobalExpireAt = max(t+1001, c.gcaps.expiry(t, false, true))
 	}
 	if take[0] > 0 {
 		c.x1 = max(c.x1, t+req.Tiers[0].Window+1)
 	}
-	x := max(c.expiry(&c.entered, &c.entry), t+1001)
-	res.ExpireAt = x
+	x := max(c.expiry(&c.entered, &c.entry), t+1001, c.dcaps.expiry(t, false, true))
 	f[FieldResetAfter] = x - t
 	if req.DryRun {
+		res.ExpireAt = c.keyExpiry(x)
 		return res, nil, nil, nil
 	}
 	res.Write = true
-	if newVal, err = c.encodeDomain(cur, curIn, out, &take, granted, &enteredNow); err != nil {
+	var p prefixPlan
+	if c.hasV || req.HasOnce {
+		planTokens(cur, &c.v, req, t, c.tokSlot, &p)
+	}
+	if p.once {
+		p.reply = tokReply{h: req.Once, t0: t, fields: *f}
+		res.ExpireAt = max(x, t+onceLife+1)
+	} else if p.tok == tokKeep && c.v.tok.n > 0 {
+		res.ExpireAt = max(x, c.v.tok.tnew+onceLife+1)
+	} else {
+		res.ExpireAt = x
+	}
+	if newVal, err = c.encodeDomain(cur, curIn, out, &take, granted, &enteredNow, &p); err != nil {
 		return res, nil, nil, fmt.Errorf("key: %w", err)
 	}
 	if c.hasG {
@@ -348,6 +405,15 @@ func apply(cur, gcur []byte, req *Request, nowMs int64, out, gout []byte, inPlac
 		}
 	}
 	return res, newVal, newGVal, nil
+}
+
+// keyExpiry is the key's expiry for a request that writes nothing: X, or later while
+// the key remembers a ONCE token (a replay must find the key).
+func (c *calc) keyExpiry(x int64) int64 {
+	if c.hasV && c.v.tok.n > 0 {
+		return max(x, c.v.tok.tnew+onceLife+1)
+	}
+	return x
 }
 
 // lower is the oldest hit time that counts in tier j's window at s (rule 2).
@@ -413,17 +479,22 @@ func (v *view) newestEvent(s *[Slots]int64) (int64, error) {
 }
 
 // place moves a cursor of the old value to the new one, given the event at t (at
-// evOff, holding cnt in the cursor's slot, add of them from this request): a cursor
-// past the old newest event lands on the event at t, or past it when the event at t
-// is the merged old newest one and holds nothing for it.
-func place(cu cursor, oldEnd, evOff, newEnd int, merge bool, t, cnt, add int64) cursor {
+// evOff, holding cnt in the cursor's slot, of which gain more than the old newest
+// event held there when it is merged): a cursor past the old newest event lands on
+// the event at t, or past it when the event at t is the merged old newest one and
+// holds nothing for it.
+//
+// gain is what the stored count really changed by, not what the request asked for:
+// counts saturate at MaxStoredCount (and hits moved to the detached slot can be cut
+// there), so a sum that added the request's hits would drift from the counts it sums.
+func place(cu cursor, oldEnd, evOff, newEnd int, merge bool, t, cnt, gain int64) cursor {
 	if cu.off >= oldEnd {
 		if merge && cnt == 0 {
 			return cursor{off: newEnd}
 		}
 		return cursor{off: evOff, ts: t, sum: cnt}
 	}
-	cu.sum = satAdd(cu.sum, add, hitSumCap)
+	cu.sum = satAdd(cu.sum, gain, hitSumCap)
 	return cu
 }
 
@@ -431,21 +502,33 @@ func place(cu cursor, oldEnd, evOff, newEnd int, merge bool, t, cnt, add int64) 
 // the cursors moved on, this request's hits merged into the newest event (when it is
 // at t) or appended, the dead front dropped when it outweighs the live log.
 // c.entered, c.entry and c.state are the state after the request.
-func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTiers]int64, granted int64, enteredNow *[MaxTiers]bool) ([]byte, error) {
+func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTiers]int64, granted int64, enteredNow *[MaxTiers]bool, p *prefixPlan) ([]byte, error) {
 	t := c.t
 	merge := c.hasV && c.v.last == t
+	planCaps(cur, &c.v, &c.dcaps, t, granted, p)
+	oldTok := c.v.tok
+	c.last0 = c.v.last
 	var s [Slots]int64
 	var d int64
 	keepEnd := 1
 	if c.hasV {
 		keepEnd, d = c.v.end, t-c.v.last
 	}
+	// gain[j] is what slot j of the event at t gains, secGain what its total gains:
+	// the request's hits as stored (a merged count saturates at MaxStoredCount), less
+	// what the detached slot could not take of the hits moved into it. The cursors'
+	// sums move by exactly these, so they always equal the sums of the stored counts.
+	var gain [MaxTiers]int64
+	var total, secGain int64
 	if merge {
 		var err error
 		if d, err = c.v.newestEvent(&s); err != nil {
 			return nil, err
 		}
 		keepEnd = c.v.newest
+		for j := 0; j < Slots; j++ {
+			secGain -= s[j]
+		}
 		for j := 1; j < Detached; j++ {
 			if s[j] != 0 && (j >= c.n || enteredNow[j] || c.state[j] == Inactive) {
 				s[Detached] = min(s[Detached]+s[j], MaxStoredCount)
@@ -453,25 +536,27 @@ func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTier
 			}
 		}
 	}
-	var total int64
 	var ev []byte
 	if !merge && take[0] == granted {
 		// The common request: every hit in tier 1 at a new ms. s holds them alone
 		// (take[0] <= MaxMax < MaxStoredCount), no need to scan the 17 slots; its
 		// event is short (a buffer is zeroed where it is declared).
-		s[0], total = take[0], take[0]
+		s[0], total, gain[0] = take[0], take[0], take[0]
 		var evb [maxSingleLen]byte
 		ev = appendSingle(evb[:0], d, 0, take[0])
 	} else {
 		var evb [maxEventLen]byte
 		for j := 0; j < Slots; j++ {
 			if j < c.n {
+				was := s[j]
 				s[j] = min(s[j]+take[j], MaxStoredCount)
+				gain[j] = s[j] - was
 			}
 			total += s[j]
 		}
 		ev = appendEvent(evb[:0], d, &s)
 	}
+	secGain += total
 	evOff, newEnd := keepEnd, keepEnd+len(ev)
 
 	// The old header is read: c.v becomes the new one (its bytes, c.v.b, stay the
@@ -479,7 +564,7 @@ func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTier
 	nv := &c.v
 	oldEnd := nv.end
 	nv.kind, nv.last, nv.n, nv.newest, nv.end = KindDomain, t, c.n, evOff, newEnd
-	nv.sec = place(c.sec, oldEnd, evOff, newEnd, merge, t, total, granted)
+	nv.sec = place(c.sec, oldEnd, evOff, newEnd, merge, t, total, secGain)
 	for j := 0; j < c.n; j++ {
 		st := &nv.tiers[j]
 		st.cfg, st.entered, st.entry = c.req.Tiers[j], c.entered[j], c.entry[j]
@@ -489,13 +574,27 @@ func (c *calc) encodeDomain(cur []byte, inPlace bool, out []byte, take *[MaxTier
 		case j > 0 && enteredNow[j]:
 			st.cu = cursor{off: evOff, ts: t, sum: s[j]}
 		default:
-			st.cu = place(st.cu, oldEnd, evOff, newEnd, merge, t, s[j], take[j])
+			st.cu = place(st.cu, oldEnd, evOff, newEnd, merge, t, s[j], gain[j])
 		}
 	}
 	if take[0] > 0 {
 		nv.has1, nv.t1 = true, t
 	}
-	return c.emit(nv.b, nv, cur, inPlace, out, keepEnd, ev), nil
+	nv.nc = c.dcaps.len()
+	for i := 0; i < nv.nc; i++ {
+		cs := &c.dcaps.cs[i]
+		if cs.exact() {
+			cs.cu = place(cs.cu, oldEnd, evOff, newEnd, merge, t, total, secGain)
+		}
+		nv.caps[i] = *cs
+	}
+	if p.tok == tokPut {
+		if h, _ := tokHash(cur, p.slot); h == 0 {
+			nv.tok.occ++
+		}
+		nv.tok.tnew = t
+	}
+	return c.emit(nv.b, nv, cur, inPlace, out, keepEnd, ev, p, &oldTok, &c.dcaps, oldEnd)
 }
 
 // encodeGlobal writes the global key's new value: its second log with granted hits at
@@ -516,64 +615,163 @@ func (c *calc) encodeGlobal(gv *view, gcur []byte, inPlace bool, gout []byte, gr
 		}
 		keepEnd = gv.newest
 	}
-	s[Detached] = min(s[Detached]+granted, MaxStoredCount)
+	was := s[Detached]
+	s[Detached] = min(s[Detached]+granted, MaxStoredCount) // saturates as in encodeDomain
 	var evb [maxEventLen]byte
 	ev := appendEvent(evb[:0], d, &s)
 	evOff, newEnd := keepEnd, keepEnd+len(ev)
 	nv := gv // as in encodeDomain: the old header becomes the new one
 	oldEnd := nv.end
+	var p prefixPlan
+	planCaps(gcur, gv, &c.gcaps, t, granted, &p)
+	c.glast0 = gv.last
 	nv.kind, nv.last, nv.n, nv.newest, nv.end = KindGlobal, t, 0, evOff, newEnd
-	nv.sec = place(c.gsec, oldEnd, evOff, newEnd, merge, t, s[Detached], granted)
-	return c.emit(nv.b, nv, gcur, inPlace, gout, keepEnd, ev), nil
+	nv.sec = place(c.gsec, oldEnd, evOff, newEnd, merge, t, s[Detached], s[Detached]-was)
+	nv.nc = c.gcaps.len()
+	for i := 0; i < nv.nc; i++ {
+		cs := &c.gcaps.cs[i]
+		if cs.exact() {
+			cs.cu = place(cs.cu, oldEnd, evOff, newEnd, merge, t, s[Detached], s[Detached]-was)
+		}
+		nv.caps[i] = *cs
+	}
+	oldTok := gv.tok
+	return c.emit(nv.b, nv, gcur, inPlace, gout, keepEnd, ev, &p, &oldTok, &c.gcaps, oldEnd)
 }
 
 // compactMin is the smallest dead front worth moving the log for.
 const compactMin = 16
 
-// emit lays out a new value: the old log's bytes [1, keepEnd) (or, when the dead
-// front [1, start) outweighs half the live log, only [start, keepEnd), moved to the
-// front), the event at t, and nv's header. nv's offsets are given as if nothing moved.
-func (c *calc) emit(old []byte, nv *view, cur []byte, inPlace bool, out []byte, keepEnd int, ev []byte) []byte {
+// emit lays out a new value: the regions before the log (version 3), the old log's
+// bytes [logBase, keepEnd) (or, when the dead front [logBase, start) outweighs half
+// the live log, only [start, keepEnd), moved to the front), the event at t, and nv's
+// header. nv's offsets are given as if nothing moved. When p says the regions change
+// size, the value is rewritten into out with the new regions (rebuild).
+func (c *calc) emit(old []byte, nv *view, cur []byte, inPlace bool, out []byte, keepEnd int, ev []byte,
+	p *prefixPlan, oldTok *tokTable, set *capSet, oldEnd int) ([]byte, error) {
 	start, first := nv.sec.off, nv.sec.ts
 	for j := 0; j < nv.n; j++ {
 		if cu := &nv.tiers[j].cu; cu.off < start {
 			start, first = cu.off, cu.ts
 		}
 	}
+	for j := 0; j < nv.nc; j++ {
+		if cs := &nv.caps[j]; cs.exact() && cs.cu.off < start {
+			start, first = cs.cu.off, cs.cu.ts
+		}
+	}
 	if start == nv.end { // unreachable: the second-log cursor is on the event at t
 		start, first = nv.newest, nv.last
 	}
+	if p.rebuild {
+		return c.rebuild(old, nv, cur, out, keepEnd, ev, p, oldTok, set, oldEnd, start, first)
+	}
+	for i := 0; i < nv.nc; i++ {
+		// In place: a bucket log's new bytes come out of its spare room.
+		nv.caps[i].len += set.grow[i]
+		nv.caps[i].spare -= set.grow[i]
+	}
+	base := nv.logBase
 	shift := 0
-	if dead := start - 1; dead >= compactMin && 2*dead >= nv.end-start {
+	if dead := start - base; dead >= compactMin && 2*dead >= nv.end-start {
 		shift = dead
 	}
 	nv.start, nv.first = start-shift, first
-	nv.newest -= shift
-	nv.end -= shift
-	nv.sec.off -= shift
-	for j := 0; j < nv.n; j++ {
-		nv.tiers[j].cu.off -= shift
+	nv.moveLog(-shift)
+	ver := byte(encV2)
+	if nv.hasExt() {
+		ver = EncVer
 	}
 	// The header is written straight into the new value: in place into cur's
 	// capacity when it fits, else into out, grown as appending it would.
 	if inPlace && cap(cur) > nv.end {
 		dst := cur[:cap(cur)]
-		dst[0] = EncVer
+		dst[0] = ver
 		if shift > 0 {
-			copy(dst[1:], cur[start:keepEnd])
+			copy(dst[base:], cur[start:keepEnd])
 		}
 		copy(dst[keepEnd-shift:], ev)
 		if end, ok := putHeader(dst, nv.end, nv); ok {
-			return dst[:end]
+			return patchPrefix(dst[:end], nv, p, set), nil
 		}
 		// The log (moved) and the event at t are in dst[1:nv.end]: appended from there
 		// as below, so that out grows by the same steps.
 		ev = dst[keepEnd-shift : nv.end]
 		old, keepEnd, shift = dst, keepEnd-shift, 0
 	}
-	dst := append(out[:0], EncVer)
-	if keepEnd > 1 {
-		dst = append(dst, old[1+shift:keepEnd]...)
+	dst := append(out[:0], ver)
+	if base > 1 {
+		dst = append(dst, old[1:base]...)
 	}
-	return appendHeader(append(dst, ev...), nv)
+	if keepEnd > base {
+		dst = append(dst, old[base+shift:keepEnd]...)
+	}
+	return patchPrefix(appendHeader(append(dst, ev...), nv), nv, p, set), nil
+}
+
+// moveLog moves every offset of the log (cursors, newest, end) by d bytes.
+func (v *view) moveLog(d int) {
+	v.newest += d
+	v.end += d
+	v.sec.off += d
+	for j := 0; j < v.n; j++ {
+		v.tiers[j].cu.off += d
+	}
+	for j := 0; j < v.nc; j++ {
+		if cs := &v.caps[j]; cs.exact() {
+			cs.cu.off += d
+		}
+	}
+}
+
+// patchPrefix applies a grant to the regions of a value whose regions kept their
+// size: the remembered reply into its token slot, each bucketed cap's newest count.
+func patchPrefix(b []byte, nv *view, p *prefixPlan, set *capSet) []byte {
+	if p.tok == tokPut {
+		putTok(b, 1+tokSlot*p.slot, &p.reply)
+	}
+	for i := 0; i < nv.nc; i++ {
+		if nv.caps[i].exact() {
+			continue
+		}
+		at := set.at[i]
+		if set.step[i] > 0 {
+			at = putUvarint(b, at, uint64(set.step[i]))
+		}
+		putUvarint(b, at, uint64(set.cnt[i]))
+	}
+	return b
+}
+
+// rebuild writes the value anew into out: the token table and the caps' bucket logs
+// (their new sizes), the live log [start, keepEnd), the event at t, the header.
+func (c *calc) rebuild(old []byte, nv *view, cur []byte, out []byte, keepEnd int, ev []byte,
+	p *prefixPlan, oldTok *tokTable, set *capSet, oldEnd int, start int, first int64) ([]byte, error) {
+	dst := append(out[:0], 0)
+	var err error
+	if dst, nv.tok, err = appendTokens(dst, cur, oldTok, c.t, p); err != nil {
+		return nil, err
+	}
+	ov := view{b: old, end: oldEnd}
+	sec := c.sec
+	if nv.kind == KindGlobal {
+		sec = c.gsec
+	}
+	dst = appendCapRegions(dst, 0, old, &ov, c.oldLast(nv.kind), sec, set, c.t)
+	for i := 0; i < set.len(); i++ {
+		nv.caps[i] = set.cs[i]
+	}
+	base := len(dst)
+	d := base - start
+	nv.logBase, nv.start, nv.first = base, base, first
+	nv.moveLog(d)
+	if keepEnd > start {
+		dst = append(dst, old[start:keepEnd]...)
+	}
+	dst = append(dst, ev...)
+	dst[0] = encV2
+	if nv.hasExt() {
+		dst[0] = EncVer
+	}
+	return appendHeader(dst, nv), nil
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"math/rand/v2"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -238,14 +240,24 @@ func TestHeaderFastPath(t *testing.T) {
 		"MAX 3 MIN 1 HARD 100 GLOBAL g 1000 TIER 5 1000 1000 0 TIER 50 5000 5000 15000 SKIPPABLE TIER 1 15000 15000 0",
 		"MAX 2 TIER 10 1000 1000 0 TIER 50 5000 5000 15000 TIER 1000 60000 60000 600000 TIER 1 1 1 1",
 		"MAX 1 TIER 1 100 100 0 TIER 1 200 200 0 TIER 1 300 300 0 TIER 1 400 400 0 TIER 1000000000000 315360000000 315360000000 315360000000",
+		// Version 3: caps (exact and bucketed, per domain and global), ONCE tokens.
+		"MAX 1 LIMITS 10/1s;5/500ms,100/1m,1000/1h",
+		"MAX 2 GLOBAL g 1000/1s,50/10s,5000/1d LIMITS 10/1s,50/5s/5s/15s",
+		"MAX 1 ONCE %d LIMITS 1000/1s;5000/200ms,100000/1m",
+		"MAX 1 ONCE %d CAP 10 300 CAP 20 400 CAP 30 500 CAP 40 600 CAP 50 700 CAP 60 2000 CAP 70 3000 CAP 80 4000 TIER 1000 1000 1000 0",
 	} {
 		var req Request
-		if err := ParseRequest(words(spec), &req); err != nil {
+		if err := ParseRequest(words(strings.ReplaceAll(spec, "%d", "0")), &req); err != nil {
 			t.Fatal(err)
 		}
 		var val, gval []byte
 		now := int64(1_700_000_000_000)
 		for i := 0; i < 300; i++ {
+			if strings.Contains(spec, "%d") {
+				if err := ParseRequest(words(strings.ReplaceAll(spec, "%d", strconv.Itoa(i))), &req); err != nil {
+					t.Fatal(err)
+				}
+			}
 			now += rng.Int64N(700)
 			_, nv, ngv, err := Apply(val, gval, &req, now, nil, nil)
 			if err != nil {
@@ -356,7 +368,7 @@ func TestHeaderFastPathBounds(t *testing.T) {
 			}
 		}
 		b := make([]byte, end)
-		b[0] = EncVer
+		b[0] = encV2
 		for _, x := range f {
 			if x >= 1<<63 { // a 10-byte varint
 				b = append(b, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01)

@@ -7,9 +7,13 @@ import (
 	"math/bits"
 )
 
-// EncVer is the encoding version this package writes (FORMAT.md). The C side registers
-// the data type with the same number.
-const EncVer = 2
+// EncVer is the newest encoding version this package writes (FORMAT.md): version 3
+// when a value holds a token table or caps, else version 2, byte for byte. The C side
+// registers the data type with the same number.
+const EncVer = 3
+
+// encV2 is version 2: version 3 without its regions and header extension.
+const encV2 = 2
 
 // encV1 is the first encoding version, still read (format_v1.go).
 const encV1 = 1
@@ -199,6 +203,13 @@ type view struct {
 	sec    cursor
 	has1   bool // t1 holds the newest tier-1 hit's time
 	t1     int64
+
+	// Version 3 (format_v3.go): the token table at [1, tokEnd), the caps' bucket
+	// logs after it, the log from logBase.
+	logBase int
+	tok     tokTable
+	nc      int
+	caps    [MaxCaps]capState
 }
 
 // event is one decoded log entry's counts, for slots lo..lo+k-1 (its time is kept by
@@ -412,8 +423,9 @@ func parseHeader(b []byte, v *view) error {
 }
 
 // fastHeaderVals bounds the varints parseHeaderFast decodes: a domain header of
-// smallTiers tiers (more take parseHeaderSlow).
-const fastHeaderVals = 10 + smallTiers*9
+// smallTiers tiers and a version 3 extension with every cap (more take
+// parseHeaderSlow).
+const fastHeaderVals = 10 + smallTiers*9 + 4 + MaxCaps*7
 
 // parseHeaderFast reads a valid header of up to smallTiers tiers as parseHeaderSlow
 // does: one tight loop decodes every varint of the header (kind, tier count and flags
@@ -423,7 +435,7 @@ const fastHeaderVals = 10 + smallTiers*9
 // then reads the header again and reports the error. It accepts only what
 // parseHeaderSlow accepts and fills v the same way.
 func parseHeaderFast(b []byte, v *view) bool {
-	if len(b) < 8 || b[0] != EncVer {
+	if len(b) < 8 || b[0] != EncVer && b[0] != encV2 {
 		return false
 	}
 	lim, hl := trailer(b)
@@ -431,11 +443,11 @@ func parseHeaderFast(b []byte, v *view) bool {
 	if hl < 1 || end < 2 {
 		return false
 	}
-	var h [fastHeaderVals]uint64
+	var all [fastHeaderVals]uint64
 	n := 0
 	hb := b[:lim]
 	for off := end; off < len(hb); {
-		if n == len(h) {
+		if n == len(all) {
 			return false
 		}
 		c := hb[off]
@@ -453,15 +465,28 @@ func parseHeaderFast(b []byte, v *view) bool {
 			}
 			x |= uint64(c&0x7f) << shift
 		}
-		h[n] = x
+		all[n] = x
 		n++
 	}
+	// Version 3's extension comes first; version 2's fields follow.
+	h := all[:n]
+	var raw [MaxCaps]rawCursor
+	if b[0] == EncVer {
+		k, ok := extVals(v, h, &raw, end)
+		if !ok {
+			return false
+		}
+		h = h[k:]
+	} else {
+		v.logBase, v.tok, v.nc = 1, tokTable{}, 0
+	}
+	n = len(h)
 	if n < 8 {
 		return false
 	}
 	kind, last, start, back, nl := h[0], h[1], h[2], h[3], h[4]
 	if kind != uint64(KindDomain) && kind != uint64(KindGlobal) || last > MaxAt ||
-		start < 1 || start >= uint64(end) || back > last || nl < 1 || nl > uint64(end)-start {
+		start < uint64(v.logBase) || start >= uint64(end) || back > last || nl < 1 || nl > uint64(end)-start {
 		return false
 	}
 	v.b, v.end, v.kind, v.last, v.start = b, end, Kind(kind), int64(last), int(start)
@@ -471,7 +496,7 @@ func parseHeaderFast(b []byte, v *view) bool {
 	}
 	v.n, v.has1 = 0, false
 	if kind == uint64(KindGlobal) {
-		return n == 8
+		return n == 8 && extFinish(v, &raw)
 	}
 	if n < 10 {
 		return false
@@ -508,7 +533,7 @@ func parseHeaderFast(b []byte, v *view) bool {
 		}
 		i += 3
 	}
-	return i == n
+	return i == n && extFinish(v, &raw)
 }
 
 // hcursor checks and sets a cursor from its decoded fields (hreader.cursor, and
@@ -535,7 +560,7 @@ func parseHeaderSlow(b []byte, v *view) error {
 	if len(b) < 1+trailerLen {
 		return corrupt(0, "short value")
 	}
-	if b[0] != EncVer {
+	if b[0] != EncVer && b[0] != encV2 {
 		if b[0] == encV1 {
 			return errV1
 		}
@@ -548,6 +573,13 @@ func parseHeaderSlow(b []byte, v *view) error {
 	}
 	v.end = end
 	r := hreader{b: b[:lim], off: end}
+	var raw [MaxCaps]rawCursor
+	v.logBase, v.tok, v.nc = 1, tokTable{}, 0
+	if b[0] == EncVer {
+		if err := r.ext(v, &raw, end); err != nil {
+			return err
+		}
+	}
 	v.kind = Kind(r.byte())
 	if v.kind != KindDomain && v.kind != KindGlobal {
 		return corrupt(end, "unknown kind")
@@ -558,7 +590,7 @@ func parseHeaderSlow(b []byte, v *view) error {
 	}
 	v.last = int64(last)
 	start := r.u()
-	if r.bad || start < 1 || start >= uint64(end) {
+	if r.bad || start < uint64(v.logBase) || start >= uint64(end) {
 		return corrupt(r.off, "bad log start")
 	}
 	v.start = int(start)
@@ -621,6 +653,9 @@ func parseHeaderSlow(b []byte, v *view) error {
 	}
 	if r.off != lim {
 		return corrupt(r.off, "trailing header bytes")
+	}
+	if !extFinish(v, &raw) {
+		return corrupt(end, "bad header extension")
 	}
 	return nil
 }
@@ -731,7 +766,11 @@ func (v *view) t1Field() uint64 {
 // headerSize is the length of v's header (kind .. tiers), trailerSize that of the
 // trailer after it: emit sizes the new value exactly, then writes the header in place.
 func headerSize(v *view) int {
-	n := 1 + uvarintLen(uint64(v.last)) + uvarintLen(uint64(v.start)) +
+	n := 0
+	if v.hasExt() {
+		n = extSize(v)
+	}
+	n += 1 + uvarintLen(uint64(v.last)) + uvarintLen(uint64(v.start)) +
 		uvarintLen(uint64(v.last-v.first)) + uvarintLen(uint64(v.end-v.newest)) +
 		cursorLen(&v.sec, v, false)
 	if v.kind == KindDomain {
@@ -761,7 +800,11 @@ func trailerSize(hl int) int {
 // ok == false when they do not fit in b (whose bytes from off are then garbage);
 // v.b is not used.
 func putHeader(b []byte, off int, v *view) (end int, ok bool) {
-	i := putByte(b, off, byte(v.kind))
+	i := off
+	if v.hasExt() {
+		i = putExt(b, i, v)
+	}
+	i = putByte(b, i, byte(v.kind))
 	i = putUvarint(b, i, uint64(v.last))
 	i = putUvarint(b, i, uint64(v.start))
 	i = putUvarint(b, i, uint64(v.last-v.first))
@@ -1022,15 +1065,21 @@ func checkEvents(v *view) error {
 		return corrupt(v.start, f.String())
 	}
 	var total [Slots + 1]int64 // per slot, then the second log
-	var pre [MaxTiers + 1]int64
-	var seen [MaxTiers + 1]bool
-	ncur := v.n + 1
+	// Cursors: the tiers', the second log's, the exact caps' (slot -1 like the
+	// second log's).
+	var pre [MaxTiers + 1 + MaxCaps]int64
+	var seen [MaxTiers + 1 + MaxCaps]bool
+	ncur := v.n + 1 + v.nc
 	cur := func(i int) *cursor {
-		if i == v.n {
+		switch {
+		case i < v.n:
+			return &v.tiers[i].cu
+		case i == v.n:
 			return &v.sec
 		}
-		return &v.tiers[i].cu
+		return &v.caps[i-v.n-1].cu
 	}
+	isTier := func(i int) bool { return i < v.n }
 	var f fault
 	for {
 		e := &w.e
@@ -1049,10 +1098,10 @@ func checkEvents(v *view) error {
 					return corrupt(w.off, faultCursor.String())
 				}
 				seen[i] = true
-				if i == v.n {
-					pre[i] = total[Slots]
-				} else {
+				if isTier(i) {
 					pre[i] = total[i]
+				} else {
+					pre[i] = total[Slots]
 				}
 			}
 		}
@@ -1077,15 +1126,62 @@ func checkEvents(v *view) error {
 	}
 	for i := 0; i < ncur; i++ {
 		cu := cur(i)
+		if i > v.n && !v.caps[i-v.n-1].exact() {
+			continue
+		}
 		if cu.off == v.end {
 			continue
 		}
 		t := total[Slots]
-		if i < v.n {
+		if isTier(i) {
 			t = total[i]
 		}
 		if !seen[i] || t >= hitSumCap || cu.sum != t-pre[i] {
 			return corrupt(cu.off, faultSum.String())
+		}
+	}
+	return checkRegions(v)
+}
+
+// checkRegions checks version 3's regions (Validate): every token slot and the
+// table's rules, every bucket log.
+func checkRegions(v *view) error {
+	tt := &v.tok
+	if tt.n > 0 {
+		occ, newest := 0, int64(-1)
+		mask := tt.n - 1
+		var r tokReply
+		for i := 0; i < tt.n; i++ {
+			if !getTok(v.b, i, &r) {
+				return corrupt(1+tokSlot*i, "bad token slot")
+			}
+			if r.h == 0 {
+				continue
+			}
+			occ++
+			if r.t0 > v.last {
+				return corrupt(1+tokSlot*i, "token after the newest time")
+			}
+			newest = max(newest, r.t0)
+			// At most maxProbe past its home, reachable from it with no empty slot
+			// between, and no other slot of its chain holds the same hash.
+			if (i-int(r.h))&mask > maxProbe {
+				return corrupt(1+tokSlot*i, "token slot too far from its home")
+			}
+			for k := int(r.h) & mask; k != i; k = (k + 1) & mask {
+				h, _ := tokHash(v.b, k)
+				if h == 0 || h == r.h {
+					return corrupt(1+tokSlot*i, "token slot off its probe chain")
+				}
+			}
+		}
+		if occ != tt.occ || newest != tt.tnew {
+			return corrupt(1, "token table counts do not match")
+		}
+	}
+	for i := 0; i < v.nc; i++ {
+		if cs := &v.caps[i]; !cs.exact() && !checkBuckets(v.b, cs, v.last) {
+			return corrupt(cs.off, "bad bucket log")
 		}
 	}
 	return nil
@@ -1116,8 +1212,8 @@ type valueWriter struct {
 func (w *valueWriter) begin(out []byte, kind Kind, last int64) {
 	w.b = out
 	w.base = len(out)
-	w.b = append(w.b, EncVer)
-	w.v = view{kind: kind, last: last, start: 1}
+	w.b = append(w.b, encV2)
+	w.v = view{kind: kind, last: last, start: 1, logBase: 1}
 }
 
 func (w *valueWriter) event(ts int64, c *[Slots]int64) {
@@ -1163,9 +1259,20 @@ func (w *valueWriter) finish() []byte {
 	if w.nev == 0 || w.bad || w.badTier {
 		return append(w.b, 0xff) // invalid on purpose: no events, or broken input
 	}
-	v.sec = cursor{off: 1, ts: v.first, sum: w.total}
+	lb := v.logBase
+	v.start = lb
+	v.sec = cursor{off: lb, ts: v.first, sum: w.total}
 	for i := 0; i < v.n; i++ {
-		v.tiers[i].cu = cursor{off: 1, ts: v.first, sum: w.sums[i]}
+		v.tiers[i].cu = cursor{off: lb, ts: v.first, sum: w.sums[i]}
+	}
+	for i := 0; i < v.nc; i++ {
+		if cs := &v.caps[i]; cs.exact() {
+			cs.cu = cursor{off: lb, ts: v.first, sum: w.total}
+		}
+	}
+	w.b[w.base] = encV2
+	if v.hasExt() {
+		w.b[w.base] = EncVer
 	}
 	return appendHeader(w.b, v)
 }
@@ -1202,6 +1309,29 @@ type Value struct {
 	Last   int64
 	Tiers  []StoredTier
 	Events []Event
+	// Caps are the stored caps (rule 10) in order; Tokens the remembered ONCE
+	// grants (rule 11), expired ones included, by hash.
+	Caps   []StoredCap
+	Tokens []Token
+}
+
+// StoredCap is a cap as held in a value: its configuration and, for a window above
+// 1000 ms, its live buckets (oldest first).
+type StoredCap struct {
+	Cap
+	Buckets []Bucket
+}
+
+// Bucket is one bucket of a cap: the hits granted in [Index*g, Index*g + g).
+type Bucket struct {
+	Index, Count int64
+}
+
+// Token is a remembered ONCE grant: the token's hash, the grant's time and reply.
+type Token struct {
+	Hash   uint64
+	At     int64
+	Fields [NumFields]int64
 }
 
 // Validate checks b completely: version, kind, every length, count, varint and bound,
@@ -1236,6 +1366,7 @@ func Decode(b []byte) (*Value, error) {
 		st := &v.tiers[i]
 		out.Tiers = append(out.Tiers, StoredTier{Tier: st.cfg, Entered: st.entered, EnteredAt: st.entry})
 	}
+	decodeRegions(&v, out)
 	var w evWalk
 	w.at(&v, v.start, v.first)
 	var f fault
@@ -1277,6 +1408,7 @@ func Encode(dst []byte, v *Value) ([]byte, error) {
 	start := len(dst)
 	var w valueWriter
 	w.begin(dst, v.Kind, v.Last)
+	w.regions(v)
 	for i := range v.Events {
 		w.event(v.Events[i].At, &v.Events[i].Counts)
 	}
@@ -1315,6 +1447,25 @@ func (v *Value) equal(w *Value) bool {
 	}
 	for i := range v.Events {
 		if v.Events[i] != w.Events[i] {
+			return false
+		}
+	}
+	if len(v.Caps) != len(w.Caps) || len(v.Tokens) != len(w.Tokens) {
+		return false
+	}
+	for i := range v.Caps {
+		a, b := v.Caps[i], w.Caps[i]
+		if a.Cap != b.Cap || len(a.Buckets) != len(b.Buckets) {
+			return false
+		}
+		for k := range a.Buckets {
+			if a.Buckets[k] != b.Buckets[k] {
+				return false
+			}
+		}
+	}
+	for i := range v.Tokens {
+		if v.Tokens[i] != w.Tokens[i] {
 			return false
 		}
 	}

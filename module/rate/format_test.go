@@ -346,3 +346,75 @@ func benchGrowth(b *testing.B, n int) {
 func BenchmarkApplyGrowth10(b *testing.B)     { benchGrowth(b, 10) }
 func BenchmarkApplyGrowth1000(b *testing.B)   { benchGrowth(b, 1000) }
 func BenchmarkApplyGrowth100000(b *testing.B) { benchGrowth(b, 100000) }
+
+// growthCaps are the 8 caps of the caps growth case: one exact, seven in buckets, none
+// ever binding.
+const growthCaps = "1000000000/500ms,1000000000/2s,1000000000/10s,1000000000/1m,1000000000/10m,1000000000/1h,1000000000/6h,1000000000/1d"
+
+// benchGrowthCaps: a key with 8 caps holding n hits spread over the longest cap's
+// window (a day), one request per ms after them: the cost must not depend on n.
+func benchGrowthCaps(b *testing.B, n int) {
+	var req Request
+	if err := ParseRequest(words("MAX 1 LIMITS 1000000000000/1s;"+growthCaps), &req); err != nil {
+		b.Fatal(err)
+	}
+	last := base + 86_400_000
+	v := &Value{Kind: KindDomain, Last: last}
+	v.Tiers = []StoredTier{{Tier: req.Tiers[0], Entered: true, EnteredAt: last}}
+	step := int64(86_400_000 / n)
+	var times []int64
+	for i := n - 1; i >= 0; i-- {
+		times = append(times, last-int64(i)*step)
+	}
+	for _, ts := range times {
+		if ts >= last-1000 {
+			ev := Event{At: ts}
+			ev.Counts[0] = 1
+			if ts != last {
+				ev.Counts[0], ev.Counts[Detached] = 0, 1 // before the tier's entry
+			}
+			v.Events = append(v.Events, ev)
+		}
+	}
+	for _, c := range req.Caps[:req.NCaps] {
+		sc := StoredCap{Cap: c}
+		if g := bucketMs(c.Window); g > 1 {
+			for _, ts := range times {
+				if floorDiv(ts, g) < floorDiv(last-c.Window, g) {
+					continue
+				}
+				if k := len(sc.Buckets); k > 0 && sc.Buckets[k-1].Index == floorDiv(ts, g) {
+					sc.Buckets[k-1].Count++
+				} else {
+					sc.Buckets = append(sc.Buckets, Bucket{Index: floorDiv(ts, g), Count: 1})
+				}
+			}
+		}
+		v.Caps = append(v.Caps, sc)
+	}
+	enc, err := Encode(nil, v)
+	if err != nil {
+		b.Fatal(err)
+	}
+	val := append(make([]byte, 0, 4*len(enc)+(1<<16)), enc...)
+	out := make([]byte, 0, cap(val))
+	now := last
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		now++
+		res, nv, _, err := ApplyInPlace(val, nil, &req, now, out, nil)
+		if err != nil || !res.Write {
+			b.Fatal(err)
+		}
+		if &nv[0] != &val[0] {
+			// Rewritten into out: swap the buffers, as the glue's scratch and block.
+			val, out = nv, val[:0]
+		} else {
+			val = nv
+		}
+	}
+}
+
+func BenchmarkApplyGrowthCaps10(b *testing.B)     { benchGrowthCaps(b, 10) }
+func BenchmarkApplyGrowthCaps100000(b *testing.B) { benchGrowthCaps(b, 100000) }

@@ -1,6 +1,10 @@
 package rate
 
-import "fmt"
+import (
+	"cmp"
+	"fmt"
+	"slices"
+)
 
 // TierInfo explains one stored tier at the inspection time.
 type TierInfo struct {
@@ -52,6 +56,30 @@ type Info struct {
 	// ResetAfter = max(ExpireAt - T, 0).
 	ExpireAt   int64
 	ResetAfter int64
+	// Caps are the caps stored in the key (rule 10; HARD and GLOBAL's per-second
+	// limit are not stored), in order; Tokens the ONCE grants it remembers at T.
+	Caps   []CapInfo
+	Tokens []TokenInfo
+}
+
+// CapInfo explains one stored cap at the inspection time.
+type CapInfo struct {
+	Cap
+	// BucketMs is the bucket length (1: counted exactly).
+	BucketMs int64
+	// Hits is what the cap counts at T, Room what it leaves.
+	Hits, Room int64
+	// NextLeave is when the oldest hit it counts stops counting (-1: none).
+	NextLeave int64
+}
+
+// TokenInfo is one remembered ONCE grant.
+type TokenInfo struct {
+	Hash uint64
+	// At is the grant's effective time, ExpiresAt the first time a replay is no
+	// longer recognised (At + 10,001).
+	At, ExpiresAt int64
+	Granted       int64
 }
 
 // Inspect explains the stored value cur (non-empty) at nowMs, under the configuration
@@ -131,6 +159,33 @@ func Inspect(cur []byte, nowMs int64) (*Info, error) {
 		info.Tiers = append(info.Tiers, ti)
 	}
 	info.ExpireAt = c.expiry(&c.entered, &c.entry)
+	for i := 0; i < v.nc; i++ {
+		cs := v.caps[i]
+		ci := CapInfo{Cap: cs.cfg, BucketMs: cs.g, NextLeave: -1}
+		if cs.exact() {
+			v.advance(&cs.cu, -1, t-cs.cfg.Window)
+			ci.Hits = cs.cu.sum
+			if cs.cu.off < v.end {
+				ci.NextLeave = cs.cu.ts + cs.cfg.Window + 1
+			}
+		} else {
+			info.ExpireAt = max(info.ExpireAt, (floorDiv(v.last, cs.g)+1)*cs.g+cs.cfg.Window)
+			capAdvance(v.b, &cs, floorDiv(t-cs.cfg.Window, cs.g))
+			ci.Hits = cs.sum
+			if cs.dead < cs.len {
+				ci.NextLeave = (cs.first+1)*cs.g + cs.cfg.Window
+			}
+		}
+		ci.Room = max(cs.cfg.Limit-ci.Hits, 0)
+		info.Caps = append(info.Caps, ci)
+	}
+	var r tokReply
+	for i := 0; i < v.tok.n; i++ {
+		if getTok(v.b, i, &r); r.h != 0 && t-r.t0 <= onceLife {
+			info.Tokens = append(info.Tokens, TokenInfo{Hash: r.h, At: r.t0, ExpiresAt: r.t0 + onceLife + 1, Granted: r.fields[FieldGranted]})
+		}
+	}
+	slices.SortFunc(info.Tokens, func(a, b TokenInfo) int { return cmp.Compare(a.At, b.At) })
 	info.ResetAfter = max(info.ExpireAt-t, 0)
 	return info, nil
 }

@@ -31,10 +31,10 @@ func TestParseLimits(t *testing.T) {
 		{"10/1s", []Tier{{10, 1000, 1000, 0, false}}},
 		{"0/1", []Tier{{0, 1, 1, 0, false}}},
 		{"5/250ms/2h/1d?", []Tier{{5, 250, 7_200_000, 86_400_000, true}}},
-		{" \t5 / 2m / 3s / 0 ? , 7/9?\t", []Tier{{5, 120_000, 3000, 0, true}, {7, 9, 9, 0, true}}},
+		{" \t5 / 2m / 3s / 0 ? , 7/9ms?\t", []Tier{{5, 120_000, 3000, 0, true}, {7, 9, 9, 0, true}}},
 		{"007/0010s", []Tier{{7, 10_000, 10_000, 0, false}}},
 		{"1000000000000/3650d/315360000000ms/5256000m", []Tier{{MaxCount, MaxDuration, MaxDuration, MaxDuration, false}}},
-		{"1/87600h/1/0ms", []Tier{{1, MaxDuration, 1, 0, false}}},
+		{"1/87600h/1ms/0ms", []Tier{{1, MaxDuration, 1, 0, false}}},
 		{strings.Repeat("1/1,", 15) + "1/1", func() []Tier {
 			var ts []Tier
 			for range 16 {
@@ -72,19 +72,27 @@ func TestParseLimitsErrors(t *testing.T) {
 		{"10/1s/0ms", dur(1, "active", 1)},
 		{"10/1s/1s/5256001m", dur(1, "cooldown", 0)},
 		{"10/1s/1s/1s/1s", "LIMITS tier 1: at most limit/window/active/cooldown, found '/1s'"},
-		{"10/1s, 5/2x", "LIMITS tier 2: expected ',' or the end, found 'x'"},
-		{"10/1S", "LIMITS tier 1: expected ',' or the end, found 'S'"},
-		{"10/1 s", "LIMITS tier 1: expected ',' or the end, found 's'"},
+		{"10/1s, 5/2x", "LIMITS tier 2: expected ',', ';' or the end, found 'x'"},
+		{"10/1S", "LIMITS tier 1: expected ',', ';' or the end, found 'S'"},
+		{"10/1 s", "LIMITS tier 1: expected ',', ';' or the end, found 's'"},
 		{"10/1s,", "LIMITS tier 2 limit: expected digits, found the end"},
 		{"10/1s,,5/1s", "LIMITS tier 2 limit: expected digits, found ',5/1s'"},
-		{"10/1s??", "LIMITS tier 1: expected ',' or the end, found '?'"},
-		{"10/1s;5/1s", "LIMITS tier 1: expected ',' or the end, found ';5/1s'"},
-		{"10/1s\r\n", "LIMITS tier 1: expected ',' or the end, found '??'"},
+		{"10/1s??", "LIMITS tier 1: expected ',', ';' or the end, found '?'"},
+		{"10/1s;", "LIMITS cap 1 limit: expected digits, found the end"},
+		{"10/1s; 5", "LIMITS cap 1 window: expected '/' and a window after the limit, found the end"},
+		{"10/1s; 5/1h/1h", "LIMITS cap 1: expected ',' or the end, found '/1h'"},
+		{"10/1s; 5/1h, 6/60m", "LIMITS cap 2: a second cap over 3600000 ms; give each window once (HARD n is the cap n per 1000 ms, GLOBAL gkey n the global one)"},
+		{"10/1s; 5/1h, 6/1s, 7/2s, 8/3s, 9/4s, 10/5s, 11/6s, 12/7s, 13/8s", "LIMITS cap 9: at most 8 caps per key (HARD, or GLOBAL's per-second limit, counts as one)"},
+		{"10/1s; 5/1h, 6/7200000", "LIMITS cap 2 window: 7200000 has no unit while other durations have one: write 7200000s or 7200000ms (a bare number means ms only when no duration has a unit)"},
+		{"10/1s; 1000000000001/1h", "LIMITS cap 1 limit: must be an integer between 0 and 1000000000000"},
+		{"10/1s; 1/0s", "LIMITS cap 1 window: must be a duration between 1 and 315360000000 ms (digits, then ms, s, m, h, d or nothing for ms)"},
+		{"10/1s\r\n", "LIMITS tier 1: expected ',', ';' or the end, found '??'"},
 		{strings.Repeat("1/1,", 16) + "1/1", "LIMITS tier 17: at most 16 tiers are allowed"},
 		{strings.Repeat(" ", 5000), "LIMITS: longer than 4096 bytes"},
 	} {
 		var tiers [MaxTiers]Tier
-		_, err := ParseLimits([]byte(c.s), &tiers)
+		var caps capList
+		_, err := ParseCompact([]byte(c.s), &tiers, &caps)
 		var ae *ArgError
 		if !errors.As(err, &ae) || err.Error() != c.want {
 			t.Errorf("%q: got %v, want %q", c.s, err, c.want)
@@ -165,6 +173,14 @@ func TestLimitsAllocs(t *testing.T) {
 // renderLimits writes tiers as a LIMITS string, choosing units, optional fields and
 // whitespace at random (every choice denotes the same tiers).
 func renderLimits(rng *rand.Rand, tiers []Tier) string {
+	// Durations all carry a unit, or none does (a string that mixes them is refused).
+	return renderTiers(rng, tiers, rng.IntN(3) == 0)
+}
+
+// renderLimitsUnits is renderLimits with a unit on every duration.
+func renderLimitsUnits(rng *rand.Rand, tiers []Tier) string { return renderTiers(rng, tiers, false) }
+
+func renderTiers(rng *rand.Rand, tiers []Tier, bare bool) string {
 	var b strings.Builder
 	sp := func() {
 		for rng.IntN(4) == 0 {
@@ -178,7 +194,7 @@ func renderLimits(rng *rand.Rand, tiers []Tier) string {
 		}
 		var fits []unit
 		for _, u := range []unit{{"d", 86_400_000}, {"h", 3_600_000}, {"m", 60_000}, {"s", 1000}, {"ms", 1}, {"", 1}} {
-			if ms%u.ms == 0 {
+			if (u.name == "") == bare && ms%u.ms == 0 {
 				fits = append(fits, u)
 			}
 		}
@@ -339,7 +355,8 @@ func FuzzLimits(f *testing.F) {
 	var p Parser
 	f.Fuzz(func(t *testing.T, s []byte) {
 		var tiers [MaxTiers]Tier
-		n, err := ParseLimits(s, &tiers)
+		var caps capList
+		n, err := ParseCompact(s, &tiers, &caps)
 		var req Request
 		perr := p.Parse([][]byte{[]byte("LIMITS"), s}, &req)
 		if (err == nil) != (perr == nil) || err != nil && err.Error() != perr.Error() {
@@ -360,10 +377,25 @@ func FuzzLimits(f *testing.F) {
 		if !req.valid() {
 			t.Fatalf("out of bounds %+v", tiers[:n])
 		}
+		var split [MaxCaps]Cap
+		nc, hasHard, hard := caps.split(&split)
+		if req.NCaps != nc || req.Caps != split || req.HasHard != hasHard || req.Hard != hard {
+			t.Fatalf("caps %+v, Parser %+v", caps, req)
+		}
 		rng := rand.New(rand.NewPCG(uint64(len(s)), 1))
 		re := renderLimits(rng, tiers[:n])
+		if caps.n > 0 {
+			// The caps with every window in ms: units everywhere, as the tiers have
+			// them or not.
+			var cs []string
+			for _, c := range caps.c[:caps.n] {
+				cs = append(cs, strconv.FormatInt(c.Limit, 10)+"/"+strconv.FormatInt(c.Window, 10)+"ms")
+			}
+			re = renderLimitsUnits(rng, tiers[:n]) + ";" + strings.Join(cs, ",")
+		}
 		var again [MaxTiers]Tier
-		if m, err := ParseLimits([]byte(re), &again); err != nil || m != n || again != tiers {
+		var capsAgain capList
+		if m, err := ParseCompact([]byte(re), &again, &capsAgain); err != nil || m != n || again != tiers || capsAgain != caps {
 			t.Fatalf("%q re-rendered as %q: %v %+v", s, re, err, again[:m])
 		}
 	})

@@ -8,6 +8,7 @@
 package rate
 
 import (
+	"bytes"
 	"strconv"
 
 	"github.com/charon-redis/charon/module/attime"
@@ -78,6 +79,38 @@ type Request struct {
 	// Tiers[:NTiers] are the TIER clauses (or the LIMITS string's tiers) in order.
 	Tiers  [MaxTiers]Tier
 	NTiers int
+
+	// Caps[:NCaps] are the per-domain caps other than HARD (CAP clauses, the caps of
+	// LIMITS), in order; a 1000 ms cap is HARD. HasGlobalLimit reports GLOBAL's
+	// 1000 ms cap (GLOBAL gkey n, or a 1 s cap in its caps string), GlobalLimit its n;
+	// GlobalCaps[:NGlobalCaps] are GLOBAL's other caps (rule 10).
+	NCaps          int
+	Caps           [MaxCaps]Cap
+	HasGlobalLimit bool
+	NGlobalCaps    int
+	GlobalCaps     [MaxCaps]Cap
+
+	// HasOnce reports ONCE token; Once is the token's hash (OnceHash), what the key
+	// remembers (rule 11).
+	HasOnce bool
+	Once    uint64
+}
+
+// MaxOnceLen bounds a ONCE token (bytes).
+const MaxOnceLen = 64
+
+// OnceHash is the 64-bit hash a key remembers of a ONCE token: FNV-1a 64 of its bytes,
+// 0 mapped to 1 (a token slot holding 0 is empty).
+func OnceHash(token []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range token {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	if h == 0 {
+		h = 1
+	}
+	return h
 }
 
 // ArgError names the offending argument of a command. The glue turns it into the reply
@@ -143,6 +176,7 @@ func ParseRequest(args [][]byte, req *Request) error {
 func parseRequest(args [][]byte, req *Request, cache *LimitsCache) error {
 	*req = Request{Max: 1, GlobalKeyIdx: -1, AtIdx: -1, ClockIdx: -1}
 	hasMax, hasMin := false, false
+	var caps capList // per-domain caps in order: CAP clauses and LIMITS's
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		switch {
@@ -174,15 +208,48 @@ func parseRequest(args [][]byte, req *Request, cache *LimitsCache) error {
 			if i+2 >= len(args) {
 				return errGlobalArgs
 			}
-			v, ok := parseBounded(args[i+2], 0, MaxCount)
-			if !ok {
+			if v, ok := parseBounded(args[i+2], 0, MaxCount); ok {
+				req.GlobalLimit, req.HasGlobalLimit = v, true
+			} else {
 				if _, isInt := parseInt(args[i+2]); isInt {
 					return argErr("GLOBAL", "takes a key and a limit; the limit must be an integer between 0 and "+strconv.FormatInt(MaxCount, 10))
 				}
-				return errGlobalArgs
+				if bytes.IndexByte(args[i+2], '/') < 0 {
+					return errGlobalArgs
+				}
+				if err := parseGlobalCaps(args[i+2], req, cache); err != nil {
+					return err
+				}
 			}
-			req.GlobalLimit, req.HasGlobal, req.GlobalKeyIdx = v, true, i+1
+			req.HasGlobal, req.GlobalKeyIdx = true, i+1
 			i += 2
+		case eqFold(a, "CAP"):
+			if i+2 >= len(args) {
+				return argErr("CAP "+strconv.Itoa(caps.n+1), "expected limit window-ms")
+			}
+			k := caps.n + 1
+			lim, ok := parseBounded(args[i+1], 0, MaxCount)
+			if !ok {
+				return rangeErr("CAP "+strconv.Itoa(k)+" limit", 0, MaxCount)
+			}
+			w, ok := parseBounded(args[i+2], 1, MaxDuration)
+			if !ok {
+				return rangeErr("CAP "+strconv.Itoa(k)+" window-ms", 1, MaxDuration)
+			}
+			if err := caps.add(Cap{Limit: lim, Window: w}, "CAP", k); err != nil {
+				return err
+			}
+			i += 2
+		case eqFold(a, "ONCE"):
+			tok, err := optionBytes(args, i, "ONCE", req.HasOnce)
+			if err != nil {
+				return err
+			}
+			if len(tok) < 1 || len(tok) > MaxOnceLen {
+				return argErr("ONCE", "the token must be 1 to "+strconv.Itoa(MaxOnceLen)+" bytes")
+			}
+			req.HasOnce, req.Once = true, OnceHash(tok)
+			i++
 		case eqFold(a, "AT"):
 			v, err := optionValue(args, i, "AT", req.HasAt, 0, MaxAt)
 			if err != nil {
@@ -220,14 +287,20 @@ func parseRequest(args [][]byte, req *Request, cache *LimitsCache) error {
 			if i+1 >= len(args) {
 				return argErr("LIMITS", `missing value, e.g. LIMITS "10/1s, 50/5s/5s/15s"`)
 			}
+			var own capList
 			var err error
 			if cache != nil {
-				err = cache.parse(args[i+1], req)
+				err = cache.parse(args[i+1], req, &own)
 			} else {
-				req.NTiers, err = ParseLimits(args[i+1], &req.Tiers)
+				req.NTiers, err = ParseCompact(args[i+1], &req.Tiers, &own)
 			}
 			if err != nil {
 				return err
+			}
+			for k := 0; k < own.n; k++ {
+				if err := caps.add(own.c[k], "LIMITS", k+1); err != nil {
+					return err
+				}
 			}
 			req.HasLimits = true
 			i++
@@ -273,6 +346,15 @@ func parseRequest(args [][]byte, req *Request, cache *LimitsCache) error {
 	} else if req.Min > req.Max {
 		return argErr("MIN", "must not be greater than MAX")
 	}
+	if caps.n > 0 {
+		if req.HasHard {
+			// HARD n is the cap n/1000ms: it counts towards the caps and its window.
+			if err := caps.add(Cap{Limit: req.Hard, Window: secondWindow}, "HARD", 0); err != nil {
+				return err
+			}
+		}
+		req.NCaps, req.HasHard, req.Hard = caps.split(&req.Caps)
+	}
 	// Rule 9: a closed resource says so; forgetting the limits is an error.
 	switch {
 	case req.Closed && req.NTiers > 0:
@@ -283,8 +365,24 @@ func parseRequest(args [][]byte, req *Request, cache *LimitsCache) error {
 	return nil
 }
 
+// parseGlobalCaps reads GLOBAL's caps string (rule 10) into req.
+func parseGlobalCaps(s []byte, req *Request, cache *LimitsCache) error {
+	var caps capList
+	var err error
+	if cache != nil {
+		err = cache.parseGlobal(s, &caps)
+	} else {
+		err = ParseCapsString(s, "GLOBAL", &caps)
+	}
+	if err != nil {
+		return err
+	}
+	req.NGlobalCaps, req.HasGlobalLimit, req.GlobalLimit = caps.split(&req.GlobalCaps)
+	return nil
+}
+
 var (
-	errGlobalArgs    = argErr("GLOBAL", "takes a key and a limit: GLOBAL gkey n")
+	errGlobalArgs    = argErr("GLOBAL", `takes a key and a limit, or a key and caps: GLOBAL gkey n, GLOBAL gkey "5000/1s, 2000000/1d"`)
 	errLimitsAndTier = argErr("LIMITS", "use either LIMITS or TIER clauses, not both")
 )
 
@@ -298,6 +396,12 @@ type Parser struct {
 // Parse is ParseRequest with the LIMITS cache. It allocates nothing.
 func (p *Parser) Parse(args [][]byte, req *Request) error {
 	return parseRequest(args, req, &p.cache)
+}
+
+// optionBytes returns the value of the option name at argv[i], for an option not seen
+// before.
+func optionBytes(argv [][]byte, i int, name string, seen bool) ([]byte, error) {
+	return args.Value(argv, i, name, seen)
 }
 
 // optionValue reads the value of the option name at args[i] (its value is args[i+1]):

@@ -13,7 +13,7 @@ func TestParseRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Request{
-		Max: 10, Min: 2, HasHard: true, Hard: 50, HasGlobal: true, GlobalLimit: 100, GlobalKeyIdx: 7,
+		Max: 10, Min: 2, HasHard: true, Hard: 50, HasGlobal: true, HasGlobalLimit: true, GlobalLimit: 100, GlobalKeyIdx: 7,
 		HasAt: true, At: 1234, AtIdx: 9, DryRun: true, NTiers: 3, ClockIdx: -1,
 	}
 	want.Tiers[0] = Tier{5, 1000, 1000, 0, false}
@@ -55,10 +55,10 @@ func TestParseRequestErrors(t *testing.T) {
 		{"MIN 3 MAX 2", "MIN: must not be greater than MAX"},
 		{"MIN 2", "MIN: must not be greater than MAX"},
 		{"HARD -5", "HARD: must be an integer between 0 and 1000000000000"},
-		{"GLOBAL g", "GLOBAL: takes a key and a limit: GLOBAL gkey n"},
-		{"GLOBAL g x", "GLOBAL: takes a key and a limit: GLOBAL gkey n"},
-		{"GLOBAL rl:g TIER 5 1000 1000 0", "GLOBAL: takes a key and a limit: GLOBAL gkey n"},
-		{"GLOBAL 100 TIER 5 1000 1000 0", "GLOBAL: takes a key and a limit: GLOBAL gkey n"},
+		{"GLOBAL g", `GLOBAL: takes a key and a limit, or a key and caps: GLOBAL gkey n, GLOBAL gkey "5000/1s, 2000000/1d"`},
+		{"GLOBAL g x", `GLOBAL: takes a key and a limit, or a key and caps: GLOBAL gkey n, GLOBAL gkey "5000/1s, 2000000/1d"`},
+		{"GLOBAL rl:g TIER 5 1000 1000 0", `GLOBAL: takes a key and a limit, or a key and caps: GLOBAL gkey n, GLOBAL gkey "5000/1s, 2000000/1d"`},
+		{"GLOBAL 100 TIER 5 1000 1000 0", `GLOBAL: takes a key and a limit, or a key and caps: GLOBAL gkey n, GLOBAL gkey "5000/1s, 2000000/1d"`},
 		{"GLOBAL g -1 TIER 5 1000 1000 0", "GLOBAL: takes a key and a limit; the limit must be an integer between 0 and 1000000000000"},
 		{"MAX 5", "TIER: no limits given: add TIER clauses or LIMITS, or say CLOSED to reject every request"},
 		{"", "TIER: no limits given: add TIER clauses or LIMITS, or say CLOSED to reject every request"},

@@ -23,7 +23,7 @@ func (c *calc) retryAfter(need int64, gv *view) int64 {
 	if req.HasHard {
 		fresh = min(fresh, req.Hard)
 	}
-	if req.HasGlobal {
+	if req.HasGlobalLimit {
 		fresh = min(fresh, req.GlobalLimit)
 	}
 	if fresh < need {
@@ -31,12 +31,24 @@ func (c *calc) retryAfter(need int64, gv *view) int64 {
 	}
 	s0 := c.t + 1
 	tCap := s0
-	// The second logs only shrink, so a cap with room now needs no walk.
+	// The second logs and the caps only shrink, so a cap with room now needs no walk.
 	if req.HasHard && c.domainHits > req.Hard-need {
 		tCap = max(tCap, logClear(&c.v, c.sec, s0, req.Hard-need))
 	}
-	if req.HasGlobal && c.globalHits > req.GlobalLimit-need {
+	if req.HasGlobalLimit && c.globalHits > req.GlobalLimit-need {
 		tCap = max(tCap, logClear(gv, c.gsec, s0, req.GlobalLimit-need))
+	}
+	at, ok := c.dcaps.clear(&c.v, c.sec, s0, need)
+	if !ok {
+		return -1
+	}
+	tCap = max(tCap, at)
+	if c.hasG {
+		at, ok := c.gcaps.clear(gv, c.gsec, s0, need)
+		if !ok {
+			return -1
+		}
+		tCap = max(tCap, at)
 	}
 	// The tier cursors (c.v's, moved to their windows at t; retryAfter is their
 	// last use) only move forward, segment after segment, over the hits that leave
