@@ -207,6 +207,10 @@ func TestHoldCorruptRestore(t *testing.T) {
 		_, got := rtDumpOf(t, c, tmp)
 		require.Equal(t, append(append(bytes.Clone(d.val[:32]), make([]byte, 16)...), d.val[48:]...), got.val,
 			"rewritten as version 2 with fence 0")
+		// An AOF written before (CHARON.LOADHOLD with a version 1 payload) loads too.
+		require.NoError(t, c.Do(ctx, "CHARON.LOADHOLD", tmp, v1).Err())
+		_, got = rtDumpOf(t, c, tmp)
+		require.Equal(t, append(append(bytes.Clone(d.val[:32]), make([]byte, 16)...), d.val[48:]...), got.val)
 	}
 	t.Logf("%d refused, %d accepted", refused, accepted)
 	require.Positive(t, refused)
