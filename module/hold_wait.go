@@ -244,14 +244,22 @@ func (h *holdHandler) arm(c rm.Ctx, w *waiter, t, retryAfter int64) {
 	w.timer = c.CreateTimer(delay, w.id)
 }
 
-// leave takes w out of its queues and the arrival order; its keys are tried again
-// (whatever it held back may serve others now).
+// leave takes w out of its queues and the arrival order for good; its keys are tried
+// again (whatever it held back may serve others now).
 func (h *holdHandler) leave(c rm.Ctx, w *waiter) {
-	ws := &h.ws
 	if w.state == waitDone {
 		return
 	}
+	h.unqueue(c, w)
 	w.state = waitDone
+}
+
+// unqueue takes w out of its queues and the arrival order, keeping its state.
+func (h *holdHandler) unqueue(c rm.Ctx, w *waiter) {
+	ws := &h.ws
+	if len(w.queues) == 0 || w.queues[0] == nil {
+		return // out already
+	}
 	if w.timer != 0 && c.Valid() {
 		c.StopTimer(w.timer)
 	}
@@ -275,6 +283,9 @@ func (h *holdHandler) leave(c rm.Ctx, w *waiter) {
 			break
 		}
 	}
+	for i := range w.queues {
+		w.queues[i] = nil
+	}
 	stats[reserveWaiters] = uint64(len(ws.order))
 }
 
@@ -283,9 +294,6 @@ func (h *holdHandler) release(c rm.Ctx, w *waiter) {
 	h.leave(c, w)
 	for i := range w.keys {
 		w.keys[i].Release()
-	}
-	for i := range w.queues {
-		w.queues[i] = nil
 	}
 	w.keys, w.names, w.queues = w.keys[:0], w.names[:0], w.queues[:0]
 	slot := int(w.id&(1<<waiterSlotBits-1)) - 1
@@ -358,8 +366,8 @@ func (h *holdHandler) attempt(c rm.Ctx, w *waiter) {
 	}
 	if !c.KeysLocal(w.keys) {
 		w.state = waitFailing
-		w.bc.Unblock()
-		h.leave(c, w)
+		w.bc.Unblock() // runs onWaitEnd in w's context, now
+		h.unqueue(c, w)
 		return
 	}
 	n := len(w.keys)
@@ -400,8 +408,10 @@ func (h *holdHandler) attempt(c rm.Ctx, w *waiter) {
 		return
 	}
 	w.state = waitGranting
-	w.bc.Unblock() // runs onWaitEnd in w's context, now
-	h.leave(c, w)  // if the client was gone, Unblock ran nothing
+	w.bc.Unblock() // runs onWaitEnd in w's context, now (Redis 7.0 does)
+	// Should a server run it later instead, w is out of the queues and keeps its
+	// state until then, so onWaitEnd still grants it.
+	h.unqueue(c, w)
 }
 
 // onWaitEnd runs in the waiter's context when its wait ends: a grant chosen by
