@@ -224,6 +224,10 @@ void cshim_key_positions(RedisModuleCtx *ctx, const int *pos, const int *flags, 
 RedisModuleKey *cshim_open_key(RedisModuleCtx *ctx, RedisModuleString *name, int mode);
 void cshim_close_key(RedisModuleKey *k);
 int cshim_key_type(RedisModuleKey *k);
+/* 1 when name holds a hash whose field starts with prefix (plen bytes): how the
+ * module tells a key of the Go client's script engine on its WRONGTYPE path. */
+int cshim_hash_field_prefix(RedisModuleCtx *ctx, RedisModuleString *name, const char *field, const char *prefix,
+                            size_t plen);
 size_t cshim_value_length(RedisModuleKey *k);
 int cshim_delete_key(RedisModuleKey *k);
 int cshim_set_abs_expire(RedisModuleKey *k, long long unixms);

@@ -220,6 +220,11 @@ func FuzzApply(f *testing.F) {
 		if c := r.byte(); c&1 == 1 {
 			glimit = int64(c>>1) % (2*sumL + 3)
 		}
+		// Caps (rule 10) from a menu, exact and bucketed; a request may leave some out
+		// (dropping them from the key) and name them again later.
+		domainMenu := []Cap{{3, 200}, {5, 2000}, {8, 7000}}
+		globalMenu := []Cap{{4, 300}, {9, 5000}}
+		capBits := r.byte()
 		ref := map[string]*refKey{"a": newRefKey(n), "b": newRefKey(n)}
 		g := &refGlobal{}
 		vals := map[string][]byte{}
@@ -242,6 +247,28 @@ func FuzzApply(f *testing.F) {
 			req.HasGlobal, req.HasGlobalLimit, req.GlobalLimit = glimit >= 0, glimit >= 0, glimit
 			req.NTiers = n
 			copy(req.Tiers[:], tiers)
+			bits := capBits
+			if op&8 != 0 {
+				bits &= r.byte() // this request names fewer caps
+			}
+			for i, c := range domainMenu {
+				if bits&(1<<i) != 0 && (!req.HasHard || req.NCaps < MaxCaps-1) {
+					req.Caps[req.NCaps] = c
+					req.NCaps++
+				}
+			}
+			if req.HasGlobal {
+				for i, c := range globalMenu {
+					if bits&(1<<(4+i)) != 0 {
+						req.GlobalCaps[req.NGlobalCaps] = c
+						req.NGlobalCaps++
+					}
+				}
+			}
+			if op&16 != 0 {
+				// ONCE with a token from a small pool, so that replays happen.
+				req.HasOnce, req.Once = true, OnceHash([]byte{'t', r.byte() % 4})
+			}
 			key := "a"
 			if op&4 != 0 {
 				key = "b"
@@ -266,7 +293,8 @@ func FuzzApply(f *testing.F) {
 			if res.T < lastT[key] || req.HasGlobal && res.T < lastT["g"] {
 				t.Fatalf("time went back: %d", res.T)
 			}
-			if got := res.Fields[FieldGranted]; res.Granted && (got < max(req.Min, 1) || got > req.Max) || !res.Granted && got != 0 {
+			// A replay answers with the remembered reply, made for the first request.
+			if got := res.Fields[FieldGranted]; !res.Replay && (res.Granted && (got < max(req.Min, 1) || got > req.Max) || !res.Granted && got != 0) {
 				t.Fatalf("granted %d outside [max(%d,1), %d]", got, req.Min, req.Max)
 			}
 			if ra := res.Fields[FieldRetryAfter]; !res.Granted && ra > 0 {
@@ -282,7 +310,7 @@ func FuzzApply(f *testing.F) {
 				}
 			}
 			if !res.Write {
-				if nv != nil || ngv != nil || (res.Granted && !req.DryRun) {
+				if nv != nil || ngv != nil || (res.Granted && !req.DryRun && !res.Replay) {
 					t.Fatal("rejection or DRYRUN returned values")
 				}
 				continue
