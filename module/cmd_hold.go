@@ -207,7 +207,7 @@ func (h *holdHandler) run(c rm.Ctx, args rm.Args, cmd hold.Cmd) error {
 	for i := 0; i < n; i++ {
 		key, val, found, err := c.OpenBlobWrite(h.names[i], h.typ)
 		if err != nil {
-			return err
+			return wrongEngineKey(c, h.names[i], err)
 		}
 		h.wkeys[i] = key
 		opened++

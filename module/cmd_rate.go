@@ -216,12 +216,17 @@ var scriptMagics = [...]string{"CRd1", "CRg1", "CRh1"}
 // wrongEngine turns WRONGTYPE on argument i into an error naming the engine that
 // wrote the key, when the Go client's script engine did: the module never reads it.
 func wrongEngine(c rm.Ctx, args rm.Args, i int, err error) error {
+	return wrongEngineKey(c, args.At(i), err)
+}
+
+// wrongEngineKey is wrongEngine for the key name.
+func wrongEngineKey(c rm.Ctx, name rm.String, err error) error {
 	if !errors.Is(err, rm.ErrWrongType) {
 		return err
 	}
 	for _, m := range scriptMagics {
-		if c.HashFieldHasPrefix(args.At(i), scriptField, m) {
-			return errors.New("WRONGTYPE " + rate.QuoteArg(args.Bytes(i)) + " was written by Charon's script engine " +
+		if c.HashFieldHasPrefix(name, scriptField, m) {
+			return errors.New("WRONGTYPE " + rate.QuoteArg(name.Bytes()) + " was written by Charon's script engine " +
 				"(the Go client's engine for Redis without the module): the module does not read it; " +
 				"use the script engine while the key lives, or delete it")
 		}

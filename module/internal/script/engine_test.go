@@ -69,6 +69,11 @@ func TestScriptWrongEngine(t *testing.T) {
 	require.Zero(t, rdb.Exists(ctx, "rl:new").Val())
 	err = rdb.Do(ctx, "CHARON.RATE", "plain", "AT", at, "TIER", "5", "1000", "1000", "0").Err()
 	require.EqualError(t, err, "WRONGTYPE Operation against a key holding the wrong kind of value")
+	// And the hold commands: a hold key of the scripts.
+	h.Key = "hd:s"
+	require.NoError(t, h.Call().Run(ctx, rdb).Err())
+	err = rdb.Do(ctx, "CHARON.RESERVE", "hd:s", "LIMIT", "5", "AT", at).Err()
+	require.ErrorContains(t, err, "WRONGTYPE 'hd:s' "+scriptKey)
 }
 
 // The runner reads the module's argument lists with the module's parsers: the same
