@@ -16,7 +16,7 @@ import (
 // TestNoGoAllocations: inside the server, the commands allocate nothing in Go on any
 // answered path, so the Go GC has nothing to do while Redis serves requests:
 // CHARON.RATE (grant, DRYRUN, rejection, CLOSED, GLOBAL, both forms, a value
-// outgrowing its block), CHARON.RESERVE/RENEW/RELEASE (ONCE grants and replays
+// outgrowing its block, caps, ONCE grants and replays), CHARON.RESERVE/RENEW/RELEASE (ONCE grants and replays
 // included) and UNREAD.*, over RESP2 and
 // RESP3. The unit tests count the engines' allocations; this counts whole commands,
 // the cgo crossing included, with the Go runtime's own counter (INFO
@@ -51,6 +51,13 @@ func TestNoGoAllocations(t *testing.T) {
 			return []any{"CHARON.RATE", "na:{e}:reject", "LIMITS", "1/1h"}
 		},
 		func(i int) []any { return []any{"CHARON.RATE", "na:{f}:closed", "CLOSED"} },
+		func(i int) []any { // caps, exact and bucketed, per domain and global; a fresh ONCE token
+			return []any{"CHARON.RATE", "na:{k}:" + strconv.Itoa(i%40), "ONCE", "r" + strconv.Itoa(i), "GLOBAL", "na:{k}:global",
+				"1000000/1s, 100000000/1h", "LIMITS", "1000/1s; 500/200ms, 10000/1m, 100000/1d"}
+		},
+		func(i int) []any { // a ONCE replay
+			return []any{"CHARON.RATE", "na:{k}:replay", "ONCE", "same", "LIMITS", "1000/1s; 10000/1m"}
+		},
 		func(i int) []any {
 			return []any{"CHARON.RESERVE", "nh:{g}:" + strconv.Itoa(i%300), "MAX", 1, "LIMIT", 1000000, "GLOBAL", "nh:{g}", 100000000, "LEASE", 600000}
 		},

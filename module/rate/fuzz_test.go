@@ -24,6 +24,12 @@ func FuzzParse(f *testing.F) {
 		"GLOBAL g 5 LIMITS 10/1s,50/5s/5s/15s?",
 		"LIMITS 10/1s TIER 1 1 1 0",
 		"AT 5 CLOCK 9 LIMITS 1/1d/1h/10m",
+		"CAP 5 500 CAP 100 60000 HARD 3 LIMITS 10/1s",
+		"LIMITS 10/1s,50/5s/5s/15s;1000/1h,10000/1d GLOBAL g 5000/1s,2000000/1d",
+		"ONCE abc GLOBAL g 1/1s,2/1ms LIMITS 1/1s;3/2s",
+		"CAP 1 1000 HARD 1 LIMITS 1/1s",
+		"ONCE ONCE LIMITS 1/1s",
+		"GLOBAL g 5/1s,6/1 LIMITS 1/1s",
 	} {
 		f.Add([]byte(strings.ReplaceAll(s, " ", "\x00")))
 	}
@@ -49,6 +55,26 @@ func FuzzParse(f *testing.F) {
 		}
 		if req.Max < 1 || req.Max > MaxMax || req.Min < 0 || req.Min > req.Max || req.NTiers < 0 || req.NTiers > MaxTiers {
 			t.Fatalf("bounds %+v", req)
+		}
+		// Caps: in bounds, no window twice, no 1000 ms window stored (it is HARD or
+		// GLOBAL's limit), at most 8 per key with HARD (GLOBAL's limit) counted.
+		capsOK := func(caps []Cap, one bool) bool {
+			seen := map[int64]bool{}
+			for _, c := range caps {
+				if c.Limit < 0 || c.Limit > MaxCount || c.Window < 1 || c.Window > MaxDuration || c.Window == 1000 || seen[c.Window] {
+					return false
+				}
+				seen[c.Window] = true
+			}
+			n := len(caps)
+			if one {
+				n++
+			}
+			return n <= MaxCaps
+		}
+		if !capsOK(req.Caps[:req.NCaps], req.HasHard) || !capsOK(req.GlobalCaps[:req.NGlobalCaps], req.HasGlobalLimit) ||
+			!req.HasGlobal && (req.HasGlobalLimit || req.NGlobalCaps > 0) || req.HasGlobal && !req.HasGlobalLimit && req.NGlobalCaps == 0 {
+			t.Fatalf("caps %+v", req)
 		}
 		if req.HasHard && (req.Hard < 0 || req.Hard > MaxCount) || req.HasGlobal && (req.GlobalLimit < 0 || req.GlobalLimit > MaxCount) {
 			t.Fatalf("caps %+v", req)
