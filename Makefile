@@ -201,9 +201,9 @@ lint: $(STATICCHECK)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  [ -z "$$out" ] || { echo "gofmt would change: $$out"; exit 1; }
 	$(GO) vet ./...
-	$(GO) vet -tags integration ./tests/...
+	$(GO) vet -tags integration ./tests/... $(INTEGRATION_PKGS)
 	$(STATICCHECK) ./...
-	$(STATICCHECK) -tags integration ./tests/...
+	$(STATICCHECK) -tags integration ./tests/... $(INTEGRATION_PKGS)
 	@# pure packages must not reach cgo (outside the standard library) or rm/cshim
 	@for p in $(PURE_PKGS); do \
 	  bad=$$($(GO) list -deps -f '{{if and (not .Standard) .CgoFiles}}{{.ImportPath}}{{end}}' $$p; \
@@ -216,8 +216,12 @@ PURE_PKGS ?= $(shell $(GO) list ./module/... 2>/dev/null | grep -v '^github.com/
 test-unit:
 	$(GO) test ./...
 
+# Integration tests outside tests/: the script engine's comparisons with the reference
+# model need both, and both are internal to module/.
+INTEGRATION_PKGS := ./module/internal/script/
+
 test-integration: build redis
-	$(GO) test -tags integration -count=1 -timeout 30m ./tests/...
+	$(GO) test -tags integration -count=1 -timeout 30m ./tests/... $(INTEGRATION_PKGS)
 
 test: lint test-unit test-integration
 
@@ -241,6 +245,9 @@ bench: build redis
 	CHARON_BENCH_LUA=$(BENCH_LUA) CHARON_BENCH_CLIENT_DECISIONS=$(BENCH_CLIENT_DECISIONS) CHARON_BENCH_BASELINE=$(BENCH_BASELINE) \
 	$(GO) test -tags integration -run '^$$' \
 		-bench 'ServerCPU|RateCost|RateMemory1M|RateInstructions|ClientPaths' -benchtime 1x -timeout 60m ./tests/
+	CHARON_BENCH_OUT=$(BENCH_OUT) CHARON_BENCH_ROUNDS=$(BENCH_ROUNDS) CHARON_BENCH_REQUESTS=$(BENCH_REQUESTS) \
+	CHARON_BENCH_LUA=$(BENCH_LUA) $(GO) test -tags integration -run '^$$' \
+		-bench 'ScriptEngine' -benchtime 1x -timeout 40m ./module/internal/script/
 	$(GO) test -tags integration -run '^$$' -bench 'Unread|Ratelimit' -benchtime 2s ./tests/
 
 clean:
