@@ -74,7 +74,7 @@ var transientPrefixes = []string{"TRYAGAIN ", "CLUSTERDOWN ", "LOADING ", "MASTE
 // MULTI/EXEC: the transaction runs only once EXEC has been read completely, so an
 // error while writing proves nothing ran. Anything it cannot prove is Unknown. With
 // no caller's context at hand, a context error means the caller gave up.
-func Classify(err error) Class { return classify(nil, err, true) }
+func Classify(err error) Class { return classify(context.TODO(), false, err, true) }
 
 // ClassifyCtx decides what a go-redis error proves about a command. tx says the
 // command travelled inside MULTI/EXEC (a failed write then proves nothing ran);
@@ -87,13 +87,14 @@ func Classify(err error) Class { return classify(nil, err, true) }
 // errors unwrapped from their *net.OpError; a command's own read or write errors keep
 // theirs. So an error with a *net.OpError whose Op is "read" may have run, while a
 // bare network error (a timeout, a reset) came from setting up a connection.
-func ClassifyCtx(ctx context.Context, err error, tx bool) Class { return classify(ctx, err, tx) }
+func ClassifyCtx(ctx context.Context, err error, tx bool) Class { return classify(ctx, true, err, tx) }
 
-func classify(ctx context.Context, err error, tx bool) Class {
+// classify is ClassifyCtx; haveCtx false means the caller's context is not known.
+func classify(ctx context.Context, haveCtx bool, err error, tx bool) Class {
 	// gaveUp: did the caller end an unsent command? Without its context, an inner
 	// context error says so.
 	gaveUp := func(inner error) bool {
-		if ctx != nil {
+		if haveCtx {
 			return ctx.Err() != nil
 		}
 		return errors.Is(inner, context.Canceled) || errors.Is(inner, context.DeadlineExceeded)
@@ -151,7 +152,7 @@ func classify(ctx context.Context, err error, tx bool) Class {
 	var se *os.SyscallError
 	if errors.As(err, &ne) || errors.As(err, &se) {
 		// A bare network error: a connection's handshake failed (see above).
-		if ctx != nil && ctx.Err() != nil {
+		if haveCtx && ctx.Err() != nil {
 			return GaveUp
 		}
 		return Unreachable
