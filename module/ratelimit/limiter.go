@@ -126,7 +126,9 @@ type Limiter struct {
 	loop       waitLoop
 }
 
-// NewLimiter returns a Limiter over rdb. opt may be nil.
+// NewLimiter returns a Limiter over rdb. opt may be nil. On a *redis.Client it adds a
+// go-redis hook that remembers the last failed dial, so that an attempt the Timeout
+// ended while go-redis was retrying its dials still reports why.
 func NewLimiter(rdb rediser, opt *Options) *Limiter {
 	var o Options
 	if opt != nil {
