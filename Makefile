@@ -115,7 +115,9 @@ run: build
 # `make dist`: one tarball per architecture this machine builds, under build/dist/:
 # charon-VERSION-linux-ARCH.tar.gz holding charon.so, charon.conf (the redis.conf
 # lines), INSTALL, LICENSE, CHANGELOG.md and SHA256SUMS over them. arm64 is built with
-# Debian's cross compiler (gcc-aarch64-linux-gnu, installed through apt when missing).
+# Debian's cross compiler and the target's C library headers (gcc-aarch64-linux-gnu
+# and libc6-dev-arm64-cross, installed through apt when missing: runtime/cgo needs
+# both).
 # The archives are deterministic: sorted names, owner 0, mtime of the last commit.
 DIST_DIR    := $(BUILD)/dist
 DIST_ARCHES ?= amd64 arm64
@@ -130,14 +132,19 @@ dist:
 	host=$$($(GO) env GOARCH); mkdir -p "$(DIST_DIR)"; \
 	for arch in $(DIST_ARCHES); do \
 	  cc=; if [ "$$arch" != "$$host" ]; then \
-	    case $$arch in arm64) cc="$(DIST_CC_arm64)"; pkg=gcc-aarch64-linux-gnu;; amd64) cc="$(DIST_CC_amd64)"; pkg=gcc-x86-64-linux-gnu;; \
+	    case $$arch in arm64) cc="$(DIST_CC_arm64)"; pkgs="gcc-aarch64-linux-gnu libc6-dev-arm64-cross";; \
+	      amd64) cc="$(DIST_CC_amd64)"; pkgs="gcc-x86-64-linux-gnu libc6-dev-amd64-cross";; \
 	      *) echo "dist: no cross compiler known for $$arch" >&2; exit 1;; esac; \
-	    if ! command -v "$$cc" >/dev/null; then \
-	      echo "dist: installing $$pkg (Debian's cross compiler for $$arch, about a minute)"; \
+	    missing=; for pkg in $$pkgs; do \
+	      dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$pkg"; \
+	    done; \
+	    if [ -n "$$missing" ]; then \
+	      echo "dist: installing$$missing (Debian's cross compiler and C library for $$arch, about a minute)"; \
 	      sudo=; [ "$$(id -u)" = 0 ] || sudo=sudo; \
-	      { $$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$pkg; } >"$(DIST_DIR)/apt-$$arch.log" 2>&1 || \
+	      { $$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$missing; } >"$(DIST_DIR)/apt-$$arch.log" 2>&1 || \
 	        { tail -20 "$(DIST_DIR)/apt-$$arch.log" >&2; exit 1; }; \
 	    fi; \
+	    command -v "$$cc" >/dev/null || { echo "dist: $$cc is still missing after installing$$missing" >&2; exit 1; }; \
 	  fi; \
 	  name=charon-$(VERSION)-linux-$$arch; stage="$(DIST_DIR)/$$name"; \
 	  rm -rf "$$stage"; mkdir -p "$$stage"; \
@@ -220,18 +227,24 @@ test: lint test-unit test-integration
 
 # Benchmarks print numbers; nothing here asserts a timing. The CHARON.RATE tables
 # (server CPU per request side by side in rounds, memory at 1M domains, cachegrind
-# instruction counts) also go to $(BENCH_OUT) for docs/benchmarks.md; BENCH_ROUNDS and
-# BENCH_REQUESTS size them, BENCH_LUA names the Lua baseline (charon.lua).
+# instruction counts) and the "through the client" table also go to $(BENCH_OUT) for
+# docs/benchmarks.md; BENCH_ROUNDS and BENCH_REQUESTS size them, BENCH_LUA names the Lua
+# baseline (charon.lua). The client table builds tests/clientbench, a Go module of its
+# own that fetches go-redis/redis_rate through the module proxy; BENCH_CLIENT_DECISIONS
+# sizes it and BENCH_BASELINE=<commit> adds rows for that commit's clients.
 BENCH_OUT ?= $(BUILD)/benchmarks.md
 BENCH_ROUNDS ?= 3
 BENCH_REQUESTS ?= 200000
+BENCH_CLIENT_DECISIONS ?= 60000
+BENCH_BASELINE ?=
 BENCH_LUA ?= $(abspath $(CURDIR)/../shared/bench/charon.lua)
 bench: build redis
 	$(GO) test -run '^$$' -bench . -benchmem ./module/...
 	rm -f $(BENCH_OUT)
 	CHARON_BENCH_OUT=$(BENCH_OUT) CHARON_BENCH_ROUNDS=$(BENCH_ROUNDS) CHARON_BENCH_REQUESTS=$(BENCH_REQUESTS) \
-	CHARON_BENCH_LUA=$(BENCH_LUA) $(GO) test -tags integration -run '^$$' \
-		-bench 'ServerCPU|RateCost|RateMemory1M|RateInstructions' -benchtime 1x -timeout 40m ./tests/
+	CHARON_BENCH_LUA=$(BENCH_LUA) CHARON_BENCH_CLIENT_DECISIONS=$(BENCH_CLIENT_DECISIONS) CHARON_BENCH_BASELINE=$(BENCH_BASELINE) \
+	$(GO) test -tags integration -run '^$$' \
+		-bench 'ServerCPU|RateCost|RateMemory1M|RateInstructions|ClientPaths' -benchtime 1x -timeout 60m ./tests/
 	CHARON_BENCH_OUT=$(BENCH_OUT) CHARON_BENCH_ROUNDS=$(BENCH_ROUNDS) CHARON_BENCH_REQUESTS=$(BENCH_REQUESTS) \
 	CHARON_BENCH_LUA=$(BENCH_LUA) $(GO) test -tags integration -run '^$$' \
 		-bench 'ScriptEngine' -benchtime 1x -timeout 40m ./module/internal/script/

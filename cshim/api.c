@@ -160,6 +160,23 @@ int cshim_key_type(RedisModuleKey *k) { return k ? RedisModule_KeyType(k) : REDI
 
 size_t cshim_value_length(RedisModuleKey *k) { return k ? RedisModule_ValueLength(k) : 0; }
 
+int cshim_hash_field_prefix(RedisModuleCtx *ctx, RedisModuleString *name, const char *field, const char *prefix,
+                            size_t plen) {
+    RedisModuleKey *k = RedisModule_OpenKey(ctx, name, REDISMODULE_READ);
+    int found = 0;
+    if (k != NULL && RedisModule_KeyType(k) == REDISMODULE_KEYTYPE_HASH) {
+        RedisModuleString *v = NULL;
+        if (RedisModule_HashGet(k, REDISMODULE_HASH_CFIELDS, field, &v, NULL) == REDISMODULE_OK && v != NULL) {
+            size_t n = 0;
+            const char *p = RedisModule_StringPtrLen(v, &n);
+            found = n >= plen && memcmp(p, prefix, plen) == 0;
+            RedisModule_FreeString(ctx, v);
+        }
+    }
+    if (k != NULL) RedisModule_CloseKey(k);
+    return found;
+}
+
 int cshim_delete_key(RedisModuleKey *k) { return RedisModule_DeleteKey(k); }
 
 int cshim_set_abs_expire(RedisModuleKey *k, long long unixms) { return RedisModule_SetAbsExpire(k, unixms); }

@@ -97,6 +97,36 @@ int cshim_dispatch(int slot, RedisModuleCtx *ctx, RedisModuleString **argv, int 
 /* Go's entry point for a frame command (rm/dispatch.go). */
 void charonGoFrame(int slot, RedisModuleCtx *ctx, RedisModuleString **argv, int argc, cshim_frame *f);
 
+/* ---- blocked clients and timers (block.c) ---- */
+typedef struct RedisModuleBlockedClient RedisModuleBlockedClient;
+/* Whether the calling client may block (not in MULTI, a script, a module call, the
+ * replication stream or the AOF). */
+int cshim_can_block(RedisModuleCtx *ctx);
+/* Blocks the caller on keys[0..nkeys) with timeout_ms (0: none) as waiter id (not 0).
+ * NULL on failure. */
+RedisModuleBlockedClient *cshim_block_on_keys(RedisModuleCtx *ctx, RedisModuleString **keys, int nkeys,
+                                              long long timeout_ms, uint64_t id);
+/* Ends a wait: the waiter's timeout callback (charonGoBlockTimeout) runs before this
+ * returns, unless the client is gone already. */
+int cshim_unblock(RedisModuleBlockedClient *bc);
+/* A timer that calls charonGoTimer(ctx, id) once, ms from now; returns its id. */
+uint64_t cshim_timer_create(RedisModuleCtx *ctx, long long ms, uint64_t id);
+int cshim_timer_stop(RedisModuleCtx *ctx, uint64_t timer);
+int cshim_select_db(RedisModuleCtx *ctx, int db);
+int cshim_selected_db(RedisModuleCtx *ctx);
+/* A reference to s that outlives the command (RedisModule_HoldString with no context),
+ * released with cshim_release_string. */
+RedisModuleString *cshim_hold_string(RedisModuleString *s);
+void cshim_release_string(RedisModuleString *s);
+/* 1 when this node serves every key now (always outside a cluster); 0 when the slot
+ * is migrating with a key gone or is served by another node. */
+int cshim_keys_local(RedisModuleCtx *ctx, RedisModuleString **keys, int nkeys);
+/* Go entry points (rm/block.go). */
+void charonGoBlockTimeout(RedisModuleCtx *ctx, RedisModuleString **argv, int argc, uint64_t id);
+void charonGoBlockFree(RedisModuleCtx *ctx, uint64_t id);
+void charonGoBlockDisconnect(RedisModuleCtx *ctx, uint64_t id);
+void charonGoTimer(RedisModuleCtx *ctx, uint64_t id);
+
 /* ---- registry of module types (blob values) ---- */
 /* A blob value is one RedisModule_Alloc block: a length, the bytes usable in place
  * (what the allocator really gave, read once at allocation so that the hot path never
@@ -194,6 +224,10 @@ void cshim_key_positions(RedisModuleCtx *ctx, const int *pos, const int *flags, 
 RedisModuleKey *cshim_open_key(RedisModuleCtx *ctx, RedisModuleString *name, int mode);
 void cshim_close_key(RedisModuleKey *k);
 int cshim_key_type(RedisModuleKey *k);
+/* 1 when name holds a hash whose field starts with prefix (plen bytes): how the
+ * module tells a key of the Go client's script engine on its WRONGTYPE path. */
+int cshim_hash_field_prefix(RedisModuleCtx *ctx, RedisModuleString *name, const char *field, const char *prefix,
+                            size_t plen);
 size_t cshim_value_length(RedisModuleKey *k);
 int cshim_delete_key(RedisModuleKey *k);
 int cshim_set_abs_expire(RedisModuleKey *k, long long unixms);

@@ -37,6 +37,11 @@ static const char *const required_apis[] = {
     "RedisModule_DigestAddStringBuffer", "RedisModule_DigestEndSequence", "RedisModule_MallocSize",
     "RedisModule_GetServerVersion", "RedisModule_IsKeysPositionRequest", "RedisModule_KeyAtPosWithFlags",
     "RedisModule_SignalModifiedKey", "RedisModule_NotifyKeyspaceEvent",
+    /* CHARON.RESERVE ... BLOCK (block.c) */
+    "RedisModule_BlockClientOnKeys", "RedisModule_UnblockClient", "RedisModule_SetDisconnectCallback",
+    "RedisModule_GetBlockedClientPrivateData", "RedisModule_CreateTimer", "RedisModule_StopTimer",
+    "RedisModule_SelectDb", "RedisModule_GetSelectedDb", "RedisModule_HoldString", "RedisModule_Call",
+    "RedisModule_CallReplyType", "RedisModule_FreeCallReply",
 };
 
 /* Valkey 9's atomic slot migration (CLUSTER MIGRATESLOTS) runs only when every loaded

@@ -24,13 +24,16 @@ static void *hold_rdb_load(RedisModuleIO *io, int encver) {
         if (buf) RedisModule_Free(buf);
         return NULL;
     }
-    /* Hostile bytes (RESTORE): check every field, then build; a repeated id fails. */
-    long n = len > CSHIM_BLOB_MAX ? -1 : charon_hold_check((const unsigned char *)buf, len);
+    /* Hostile bytes (RESTORE): check every field, then build; a repeated id or token
+     * hash fails. The form's own version word must be the one the type says. */
+    long m = -1;
+    long n = len > CSHIM_BLOB_MAX ? -1 : charon_hold_check_shape((const unsigned char *)buf, len, &m);
+    if (n >= 0 && (unsigned char)buf[0] != (unsigned char)encver) n = -1;
     cshim_blob *b = NULL;
     if (n >= 0) {
-        size_t size = charon_hold_mem_size(charon_hold_cap_for((uint64_t)n));
-        b = cshim_blob_alloc(size);
-        if (!charon_hold_build((const unsigned char *)buf, n, b->data)) {
+        size_t size = charon_hold_mem_size(charon_hold_cap_for((uint64_t)n), charon_hold_tokcap_for((uint64_t)m));
+        if (size <= CSHIM_BLOB_MAX) b = cshim_blob_alloc(size);
+        if (b != NULL && !charon_hold_build((const unsigned char *)buf, n, m, b->data)) {
             RedisModule_Free(b);
             b = NULL;
         }

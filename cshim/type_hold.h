@@ -10,7 +10,10 @@
 /* Encoding versions: one named constant per format step (rebloom.c's discipline).
  * rdb_load reads every version up to CHARON_HOLD_ENC_CURRENT and refuses newer. */
 #define CHARON_HOLD_ENC_V1 1
-#define CHARON_HOLD_ENC_CURRENT CHARON_HOLD_ENC_V1
+/* Version 2: every key records the largest fence it issued and the ONCE tokens of the
+ * last 10 s with their replies (module/hold/FORMAT.md). */
+#define CHARON_HOLD_ENC_FENCE_ONCE 2
+#define CHARON_HOLD_ENC_CURRENT CHARON_HOLD_ENC_FENCE_ONCE
 
 /* The command that aof_rewrite emits to recreate a value from its persisted form. */
 #define CHARON_HOLD_LOAD_COMMAND "CHARON.LOADHOLD"

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/charon-redis/charon/module/attime"
 	"github.com/charon-redis/charon/module/hold"
 	"github.com/charon-redis/charon/rm"
 )
@@ -18,9 +19,13 @@ const holdTypeName = "charon-hd"
 
 const maxHoldKeys = hold.MaxGroups + 2
 
+// The reply fields of each command, in RESP2 order (RESP3: a map with these names).
+// fence is appended last to the replies that grant or seize, so clients that read
+// the earlier fields by position keep working.
 var (
-	reserveFieldNames  = []string{"granted", "hold", "held", "limit", "global_held", "limited_by", "deadline", "retry_after"}
+	reserveFieldNames  = []string{"granted", "hold", "held", "limit", "global_held", "limited_by", "deadline", "retry_after", "fence"}
 	releaseFieldNames  = []string{"copies", "remaining", "deadline", "held"}
+	seizeFieldNames    = []string{"copies", "remaining", "deadline", "held", "fence"}
 	transferFieldNames = []string{"copies", "hold", "deadline", "remaining", "held"}
 )
 
@@ -30,6 +35,7 @@ var (
 type holdHandler struct {
 	typ                       *rm.Type
 	reserveF, releaseF, xferF *rm.Fields
+	seizeF                    *rm.Fields
 	atS, idS, lagS            rm.String
 	rng                       *rand.ChaCha8
 	events                    [5]*rm.Event
@@ -43,9 +49,15 @@ type holdHandler struct {
 	kv                        [maxHoldKeys]hold.View
 	scratch                   []byte
 	repl                      []rm.String
-	kinds                     [8]byte
-	vals                      [8]int64
+	kinds                     [12]byte
+	vals                      [12]int64
 	strs                      [64]byte
+	keyNames                  [maxHoldKeys][]byte // the request's key names, in key order
+
+	// ws holds the waiters of CHARON.RESERVE ... BLOCK (hold_wait.go); cur is the
+	// waiter whose request runs again in its own context (nil for a client's request).
+	ws  waitState
+	cur *waiter
 }
 
 // holdCommands declares CHARON.RESERVE, RELEASE, RENEW, TRANSFER, SEIZE, LOADHOLD
@@ -64,6 +76,7 @@ func holdCommands(c rm.Ctx) ([]rm.Command, error) {
 		reserveF: rm.NewFields(reserveFieldNames...),
 		releaseF: rm.NewFields(releaseFieldNames...),
 		xferF:    rm.NewFields(transferFieldNames...),
+		seizeF:   rm.NewFields(seizeFieldNames...),
 		atS:      c.NewString([]byte("AT")),
 		idS:      c.NewString([]byte("ID")),
 		lagS:     c.NewString([]byte("LAG")),
@@ -74,6 +87,7 @@ func holdCommands(c rm.Ctx) ([]rm.Command, error) {
 	}
 	h.loadEv = rm.NewEvent("charon.loadhold")
 	holdInspect = h.inspect
+	rm.SetBlockHandlers(rm.BlockHandlers{Timeout: h.onWaitEnd, Disconnect: h.onDisconnect, Free: h.onFree, Timer: h.onTimer})
 	// The domain key by index; GLOBAL's key by keyword; the group keys run from the
 	// GROUP keyword to the end (every other argument for RESERVE, whose keys carry
 	// limits), so cluster slot checks, ACLs and COMMAND GETKEYS see every key.
@@ -92,7 +106,14 @@ func holdCommands(c rm.Ctx) ([]rm.Command, error) {
 			Complexity: "O(K) amortized for K keys named (O(1) per key when leases are uniform); O(H) to compute retry_after on a rejection.",
 			Since:      version,
 			KeySpecs:   specs(first, step),
-			Handler:    func(c rm.Ctx, args rm.Args) error { return h.run(c, args, k) },
+			Handler: func(c rm.Ctx, args rm.Args) error {
+				err := h.run(c, args, k)
+				if len(h.ws.pending) > 0 {
+					// Copies this request freed go to the waiters first.
+					h.wake(c, c.SelectedDB())
+				}
+				return err
+			},
 		}
 	}
 	return []rm.Command{
@@ -136,6 +157,8 @@ var (
 	errHoldID       = &argError{arg: "ID", reason: "set only by the primary (replication stream, AOF)"}
 	errHoldIDTaken  = &argError{arg: "ID", reason: "a hold with this id exists already"}
 	errTooManyHolds = errors.New("ERR a key may store at most 1048576 holds")
+	errTooManyOnce  = &argError{arg: "ONCE", reason: "the key remembers 65536 tokens of the last 10000 ms already, " +
+		"the most it keeps; nothing was written, retry within a few seconds"}
 )
 
 // run serves one of the five hold commands.
@@ -150,18 +173,24 @@ func (h *holdHandler) run(c rm.Ctx, args rm.Args, cmd hold.Cmd) error {
 		return holdErr(err)
 	}
 	clock, fromPrimary := c.ClientClock()
-	if req.HasID && !fromPrimary {
-		return errHoldID
+	if !fromPrimary {
+		if req.HasID {
+			return errHoldID
+		}
+		// A waiter's AT was checked when it came; time has moved on since.
+		if err := checkAt(req.HasAt && h.cur == nil, req.At, clock); err != nil {
+			return holdErr(err)
+		}
 	}
 	n := req.NKeys()
-	h.names[0] = args.At(1)
+	h.names[0], h.keyNames[0] = args.At(1), h.views[1]
 	k := 1
 	if req.HasGlobal {
-		h.names[k] = args.At(req.GlobalIdx + 2)
+		h.names[k], h.keyNames[k] = args.At(req.GlobalIdx+2), h.views[req.GlobalIdx+2]
 		k++
 	}
 	for g := 0; g < req.NGroups; g++ {
-		h.names[k] = args.At(req.GroupIdx[g] + 2)
+		h.names[k], h.keyNames[k] = args.At(req.GroupIdx[g]+2), h.views[req.GroupIdx[g]+2]
 		k++
 	}
 
@@ -178,7 +207,7 @@ func (h *holdHandler) run(c rm.Ctx, args rm.Args, cmd hold.Cmd) error {
 	for i := 0; i < n; i++ {
 		key, val, found, err := c.OpenBlobWrite(h.names[i], h.typ)
 		if err != nil {
-			return err
+			return wrongEngineKey(c, h.names[i], err)
 		}
 		h.wkeys[i] = key
 		opened++
@@ -188,8 +217,19 @@ func (h *holdHandler) run(c rm.Ctx, args rm.Args, cmd hold.Cmd) error {
 		}
 	}
 	now := req.At
-	if !req.HasAt {
+	switch {
+	case !req.HasAt:
 		now = clock
+	case h.cur != nil:
+		now = max(req.At, clock) // a waiter's time moves on with the clock
+	}
+	if cmd == hold.Reserve && !fromPrimary && len(h.ws.order) > 0 {
+		// First come, first served: nothing from a key an earlier waiter waits on.
+		before := ^uint64(0)
+		if h.cur != nil {
+			before = h.cur.seq
+		}
+		req.Queued = h.ws.queued(c.SelectedDB(), keys, h.keyNames[:n], hold.EffectiveTime(keys, now), before)
 	}
 	var id uint64
 	if cmd == hold.Reserve || cmd == hold.Transfer {
@@ -206,15 +246,29 @@ func (h *holdHandler) run(c rm.Ctx, args rm.Args, cmd hold.Cmd) error {
 	if err := hold.Plan(req, keys, now, id, res); err != nil {
 		return holdErr(err)
 	}
+	if res.Replay {
+		// A retry of a request the key remembers: the same reply, nothing written.
+		h.reply(c, cmd)
+		return nil
+	}
 	if res.Write {
 		for i := 0; i < n; i++ {
 			if keys[i] != nil && hold.NeedsRoom(req, res, keys[i]) && keys[i].Len() >= hold.MaxHolds {
 				return errTooManyHolds
 			}
 		}
+		if req.Once && !hold.TokenRoomAfterPrune(keys[0], res.T) {
+			return errTooManyOnce
+		}
 		if err := h.commit(c, args, keys, clock, fromPrimary); err != nil {
 			return err
 		}
+		if len(h.ws.order) > 0 {
+			h.ws.markWritten(c.SelectedDB(), h.keyNames[:n])
+		}
+	} else if cmd == hold.Reserve && req.HasBlock && h.cur == nil && !fromPrimary && res.RetryAfter != -1 && c.CanBlock() {
+		// Not now, maybe later: wait (the reply comes when the wait ends).
+		return h.block(c, req, h.names[:n], h.keyNames[:n], res.T, res.RetryAfter)
 	}
 	h.reply(c, cmd)
 	return nil
@@ -231,20 +285,31 @@ func (h *holdHandler) commit(c rm.Ctx, args rm.Args, keys hold.Keys, clock int64
 		key := h.wkeys[i]
 		v := keys[i]
 		h.reported[i] = false
-		if v == nil || hold.NeedsRoom(req, res, v) {
-			newCap := hold.MinCap
+		moreHolds := hold.NeedsRoom(req, res, v)
+		moreTokens := i == 0 && hold.NeedsTokenRoom(req, res, v)
+		if v == nil || moreHolds || moreTokens {
+			newCap, newTok := hold.MinCap, 0
 			if v != nil {
-				newCap = 2 * v.Cap()
+				newCap, newTok = v.Cap(), v.TokCap()
+				if moreHolds {
+					newCap *= 2
+				}
 			}
-			if cap(h.scratch) < hold.SizeFor(newCap) {
-				h.scratch = make([]byte, hold.SizeFor(newCap))
+			if moreTokens {
+				// Double, but never past MaxTokens: a full ring has expired tokens
+				// that Commit forgets first (TokenRoomAfterPrune said so).
+				newTok = min(max(hold.MinTokCap, 2*newTok), hold.MaxTokens)
 			}
-			buf := h.scratch[:hold.SizeFor(newCap)]
+			size := hold.SizeWith(newCap, newTok)
+			if cap(h.scratch) < size {
+				h.scratch = make([]byte, size)
+			}
+			buf := h.scratch[:size]
 			var nv hold.View
 			if v == nil {
-				nv = hold.Init(buf, newCap)
+				nv = hold.InitWith(buf, newCap, newTok)
 			} else {
-				nv = v.Rebuild(buf, newCap)
+				nv = v.RebuildWith(buf, newCap, newTok)
 			}
 			if err := key.SetBlob(h.typ, nv, ev); err != nil {
 				return err
@@ -264,7 +329,7 @@ func (h *holdHandler) commit(c rm.Ctx, args rm.Args, keys hold.Keys, clock int64
 		lag = max(clock-res.T, 0)
 	}
 	for i := 0; i < n; i++ {
-		if exp := hold.ExpireAt(keys[i], lag); exp == 0 {
+		if exp := hold.ExpireAt(keys[i], res.T, lag); exp == 0 {
 			if err := h.wkeys[i].Delete(); err != nil {
 				return err
 			}
@@ -353,6 +418,7 @@ func (h *holdHandler) reply(c rm.Ctx, cmd hold.Cmd) {
 		vals = append(vals, rm.BulkRef(off, len(strs)-off))
 		intF(res.Deadline)
 		intF(res.RetryAfter)
+		intF(res.Fence)
 		c.ReplyMixedFields(h.reserveF, kinds, vals, strs)
 	case hold.Transfer:
 		intF(res.Copies)
@@ -366,6 +432,11 @@ func (h *holdHandler) reply(c rm.Ctx, cmd hold.Cmd) {
 		intF(res.Remaining)
 		intF(res.Deadline)
 		intF(res.Held)
+		if cmd == hold.Seize {
+			intF(res.Fence)
+			c.ReplyMixedFields(h.seizeF, kinds, vals, strs)
+			return
+		}
 		c.ReplyMixedFields(h.releaseF, kinds, vals, strs)
 	}
 }
@@ -387,11 +458,11 @@ func appendLimitedBy(dst []byte, code int) []byte {
 // rdb_load does) and laid out before anything is stored.
 func (h *holdHandler) loadHold(c rm.Ctx, args rm.Args) error {
 	payload := args.Bytes(2)
-	n, err := hold.Validate(payload)
+	shape, err := hold.Inspect(payload)
 	if err != nil {
 		return &argError{arg: "payload", reason: "not a valid " + holdTypeName + " value"}
 	}
-	buf := make([]byte, hold.SizeFor(hold.CapFor(n)))
+	buf := make([]byte, shape.Size())
 	v, err := hold.Build(payload, buf)
 	if err != nil {
 		return &argError{arg: "payload", reason: "not a valid " + holdTypeName + " value"}
@@ -443,7 +514,12 @@ func (h *holdHandler) inspect(c rm.Ctx, args rm.Args) (bool, error) {
 	case len(h.views) == 4 && strings.EqualFold(string(h.views[2]), "AT"):
 		v, err := strconv.ParseInt(string(h.views[3]), 10, 64)
 		if err != nil || v < 0 || v > hold.MaxAt {
-			return true, &argError{arg: "AT", reason: "must be an integer in 0..9007199254740992"}
+			return true, holdErr(attime.Refine(h.views[3], &argError{arg: "AT", reason: "must be an integer in 0..9007199254740992"}))
+		}
+		// The unit rules apply; the bound ahead does not (INSPECT writes nothing, so it
+		// cannot hold a key's clock ahead).
+		if err := attime.Check(v, rm.Milliseconds(), 0); err != nil {
+			return true, holdErr(err)
 		}
 		at = v
 	default:
@@ -465,7 +541,23 @@ func (h *holdHandler) inspect(c rm.Ctx, args rm.Args) (bool, error) {
 	if expHolds > 0 {
 		summary += fmt.Sprintf("; %d expired holds not pruned yet", expHolds)
 	}
-	c.ReplyMap(11)
+	// Tokens still recognised at t (a replay at t0 + OnceWindow is).
+	liveTokens := 0
+	var tk hold.Token
+	for i := 0; i < v.TokLen(); i++ {
+		v.TokenAt(v.OldestToken(i), &tk)
+		if t-tk.T0 <= hold.OnceWindow {
+			liveTokens++
+		}
+	}
+	if liveTokens > 0 {
+		summary += fmt.Sprintf("; remembers %d ONCE tokens", liveTokens)
+	}
+	waiters := h.ws.waiting(c.SelectedDB(), h.views[1])
+	if waiters > 0 {
+		summary += fmt.Sprintf("; %d clients wait (BLOCK)", waiters)
+	}
+	c.ReplyMap(14)
 	bulkPair(c, "kind", "holds")
 	bulkPair(c, "summary", summary)
 	intPair(c, "time", t)
@@ -476,6 +568,8 @@ func (h *holdHandler) inspect(c rm.Ctx, args rm.Args) (bool, error) {
 	intPair(c, "expired_holds", int64(expHolds))
 	intPair(c, "latest_deadline", latest)
 	intPair(c, "key_expire_at", key.AbsExpire())
+	intPair(c, "fence", v.Fence())
+	intPair(c, "waiters", int64(waiters))
 	c.ReplyBulkString("holds")
 	c.ReplyArray(v.Len() - expHolds)
 	for s := v.Head(); s >= 0; s = v.Next(s) {
@@ -490,6 +584,25 @@ func (h *holdHandler) inspect(c rm.Ctx, args rm.Args) (bool, error) {
 		intPair(c, "copies", copies)
 		intPair(c, "deadline", d)
 		intPair(c, "expires_in", d-t)
+	}
+	// The ONCE tokens by their hash (the key never stores a token itself), the
+	// command they answered, when, and the hold that answer named.
+	c.ReplyBulkString("once")
+	c.ReplyArray(liveTokens)
+	for i := 0; i < v.TokLen(); i++ {
+		v.TokenAt(v.OldestToken(i), &tk)
+		if t-tk.T0 > hold.OnceWindow {
+			continue
+		}
+		var hh, hex [16]byte
+		hold.FormatID(&hh, tk.Hash)
+		hold.FormatID(&hex, uint64(tk.Reply[1]))
+		c.ReplyMap(5)
+		bulkPair(c, "token_hash", string(hh[:]))
+		bulkPair(c, "command", tk.Kind.Name())
+		intPair(c, "at", tk.T0)
+		bulkPair(c, "hold", string(hex[:]))
+		intPair(c, "forgotten_in", tk.T0+hold.OnceWindow+1-t)
 	}
 	return true, nil
 }

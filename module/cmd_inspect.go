@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/charon-redis/charon/module/attime"
 	"github.com/charon-redis/charon/module/rate"
 	"github.com/charon-redis/charon/rm"
 )
@@ -21,6 +22,13 @@ func (h *rateHandler) inspect(c rm.Ctx, args rm.Args) error {
 	at, hasAt, err := rate.ParseInspect(h.views[2:])
 	if err != nil {
 		return rateErr(err)
+	}
+	if hasAt {
+		// The unit rules apply; the bound ahead does not (INSPECT writes nothing, so it
+		// cannot hold a key's clock ahead).
+		if err := attime.Check(at, rm.Milliseconds(), 0); err != nil {
+			return rateErr(err)
+		}
 	}
 	key, cur, found, err := c.OpenBlobRead(args.At(1), h.typ)
 	if err != nil {

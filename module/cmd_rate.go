@@ -121,7 +121,7 @@ func (h *rateHandler) rate(c rm.Ctx, args rm.Args) error {
 		if req.HasClock {
 			return errClockClient
 		}
-		if err := req.CheckAt(serverNow); err != nil {
+		if err := req.CheckAt(serverNow, maxAtAhead); err != nil {
 			return rateErr(err)
 		}
 	}
@@ -138,12 +138,12 @@ func (h *rateHandler) rate(c rm.Ctx, args rm.Args) error {
 	}
 	cur, _, err := f.Value(0)
 	if err != nil {
-		return err
+		return wrongEngine(c, args, 1, err)
 	}
 	var gcur []byte
 	if req.HasGlobal {
 		if gcur, _, err = f.Value(1); err != nil {
-			return err
+			return wrongEngine(c, args, req.GlobalKeyIdx+2, err)
 		}
 	}
 
@@ -206,6 +206,33 @@ func (h *rateHandler) replicate(f rm.Frame, req *rate.Request, res *rate.Result,
 }
 
 var errNoFrame = errors.New("ERR internal error: CHARON.RATE runs only as a frame command")
+
+// Keys that the Go client's script engine wrote (for Redis without the module) are
+// hashes whose field "@" starts with one of these.
+const scriptField = "@"
+
+var scriptMagics = [...]string{"CRd1", "CRg1", "CRh1"}
+
+// wrongEngine turns WRONGTYPE on argument i into an error naming the engine that
+// wrote the key, when the Go client's script engine did: the module never reads it.
+func wrongEngine(c rm.Ctx, args rm.Args, i int, err error) error {
+	return wrongEngineKey(c, args.At(i), err)
+}
+
+// wrongEngineKey is wrongEngine for the key name.
+func wrongEngineKey(c rm.Ctx, name rm.String, err error) error {
+	if !errors.Is(err, rm.ErrWrongType) {
+		return err
+	}
+	for _, m := range scriptMagics {
+		if c.HashFieldHasPrefix(name, scriptField, m) {
+			return errors.New("WRONGTYPE " + rate.QuoteArg(name.Bytes()) + " was written by Charon's script engine " +
+				"(the Go client's engine for Redis without the module): the module does not read it; " +
+				"use the script engine while the key lives, or delete it")
+		}
+	}
+	return err
+}
 
 // rateErr turns the pure package's errors into reply texts: "ERR <ARG>: <reason>"
 // for arguments, WRONGTYPE for a value of the other kind, ERR for a corrupt value.

@@ -64,6 +64,9 @@ func setup(c rm.Ctx, args []rm.ModuleArg) ([]rm.Command, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := registerConfigs(c); err != nil {
+		return nil, err
+	}
 	var cmds []rm.Command
 	cmds = append(cmds, debugCommands(opts)...)
 	rateCmds, err := rateCommands(c)

@@ -41,6 +41,10 @@ const (
 	transferCalls
 	seizeCalls
 	holdErrors
+	reserveWaits
+	reserveWaitGrants
+	reserveWaitTimeouts
+	reserveWaiters
 
 	numCounters
 )
@@ -70,6 +74,13 @@ var counterDefs = [numCounters]rm.Counter{
 	transferCalls: {Section: "reserve", Name: "transfer_calls"},
 	seizeCalls:    {Section: "reserve", Name: "seize_calls"},
 	holdErrors:    {Section: "reserve", Name: "reserve_errors"},
+	// BLOCK: requests that waited, waits that ended in a grant (or a replay), waits
+	// that ended in a rejection (timeout, CLIENT UNBLOCK), and the clients waiting now
+	// (a gauge).
+	reserveWaits:        {Section: "reserve", Name: "reserve_waits"},
+	reserveWaitGrants:   {Section: "reserve", Name: "reserve_wait_grants"},
+	reserveWaitTimeouts: {Section: "reserve", Name: "reserve_wait_timeouts"},
+	reserveWaiters:      {Section: "reserve", Name: "reserve_waiters"},
 }
 
 // stats holds the counters. Until OnLoad points it at the C slots it counts into a

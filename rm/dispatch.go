@@ -73,6 +73,10 @@ func (c Ctx) replyPanic(slot C.int, r any) {
 	c.ReplyError(fmt.Sprintf("ERR internal error in %s: %v (see the server log)", name, r))
 }
 
+// ReplyErr replies err as the dispatcher replies a handler's error, for code that
+// replies outside a handler (a blocked client's wake-up).
+func (c Ctx) ReplyErr(err error) { c.replyErr(err) }
+
 // replyErr maps a handler's error to its reply, in one place.
 func (c Ctx) replyErr(err error) {
 	switch {

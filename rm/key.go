@@ -17,6 +17,7 @@ package rm
 #cgo nocallback cshim_close_key
 #cgo nocallback cshim_set_abs_expire
 #cgo nocallback cshim_key_written
+#include <stdlib.h>
 #include "cshim.h"
 */
 import "C"
@@ -112,6 +113,15 @@ func BlobTooBig(arg string, t *Type, n int) error {
 // OpenRead opens a key for reading.
 func (c Ctx) OpenRead(name String) ReadKey {
 	return ReadKey{C.cshim_open_key(c.p, name.p, C.CSHIM_READ)}
+}
+
+// HashFieldHasPrefix reports whether name holds a hash whose field starts with
+// prefix. It is for error paths (it allocates).
+func (c Ctx) HashFieldHasPrefix(name String, field, prefix string) bool {
+	cf, cp := C.CString(field), C.CString(prefix)
+	defer C.free(unsafe.Pointer(cf))
+	defer C.free(unsafe.Pointer(cp))
+	return C.cshim_hash_field_prefix(c.p, name.p, cf, cp, C.size_t(len(prefix))) == 1
 }
 
 // OpenWrite opens a key for reading and writing.

@@ -34,6 +34,9 @@ type Ctx struct {
 	f *C.cshim_frame
 }
 
+// Valid reports whether the context is a real one (the zero Ctx is not).
+func (c Ctx) Valid() bool { return c.p != nil }
+
 // String is a Redis module string owned by Redis (an argument) or by the caller.
 type String struct{ p *C.RedisModuleString }
 

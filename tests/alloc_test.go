@@ -16,7 +16,8 @@ import (
 // TestNoGoAllocations: inside the server, the commands allocate nothing in Go on any
 // answered path, so the Go GC has nothing to do while Redis serves requests:
 // CHARON.RATE (grant, DRYRUN, rejection, CLOSED, GLOBAL, both forms, a value
-// outgrowing its block), CHARON.RESERVE/RENEW/RELEASE and UNREAD.*, over RESP2 and
+// outgrowing its block, caps, ONCE grants and replays), CHARON.RESERVE/RENEW/RELEASE (ONCE grants and replays
+// included) and UNREAD.*, over RESP2 and
 // RESP3. The unit tests count the engines' allocations; this counts whole commands,
 // the cgo crossing included, with the Go runtime's own counter (INFO
 // charon_heap_allocs, runtime.MemStats.Mallocs). It found a hold id that escaped to
@@ -50,11 +51,24 @@ func TestNoGoAllocations(t *testing.T) {
 			return []any{"CHARON.RATE", "na:{e}:reject", "LIMITS", "1/1h"}
 		},
 		func(i int) []any { return []any{"CHARON.RATE", "na:{f}:closed", "CLOSED"} },
+		func(i int) []any { // caps, exact and bucketed, per domain and global; a fresh ONCE token
+			return []any{"CHARON.RATE", "na:{k}:" + strconv.Itoa(i%40), "ONCE", "r" + strconv.Itoa(i), "GLOBAL", "na:{k}:global",
+				"1000000/1s, 100000000/1h", "LIMITS", "1000/1s; 500/200ms, 10000/1m, 100000/1d"}
+		},
+		func(i int) []any { // a ONCE replay
+			return []any{"CHARON.RATE", "na:{k}:replay", "ONCE", "same", "LIMITS", "1000/1s; 10000/1m"}
+		},
 		func(i int) []any {
 			return []any{"CHARON.RESERVE", "nh:{g}:" + strconv.Itoa(i%300), "MAX", 1, "LIMIT", 1000000, "GLOBAL", "nh:{g}", 100000000, "LEASE", 600000}
 		},
 		func(i int) []any {
 			return []any{"CHARON.RESERVE", "nh:{f}:full", "MAX", 1, "LIMIT", 1, "LEASE", 600000}
+		},
+		func(i int) []any { // ONCE: a grant that remembers its token (the ring grows), and replays
+			return []any{"CHARON.RESERVE", "nh:{o}:" + strconv.Itoa(i%20), "LIMIT", 1000000, "LEASE", 600000, "ONCE", "t" + strconv.Itoa(i)}
+		},
+		func(i int) []any {
+			return []any{"CHARON.RESERVE", "nh:{o}:replay", "LIMIT", 1000000, "LEASE", 600000, "ONCE", "same"}
 		},
 		func(i int) []any {
 			return []any{"UNREAD.MARK", "nu:{u}:" + strconv.Itoa(i%300), "c" + strconv.Itoa(i%7), 1}

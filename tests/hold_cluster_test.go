@@ -74,3 +74,47 @@ func TestHoldCluster(t *testing.T) {
 	require.Equal(t, "global", r.str("limited_by"))
 	require.Equal(t, int64(200), r.int(t, "global_held"))
 }
+
+// A slot that moves away ends the wait with an error that says so: while the slot
+// migrates and the keys are gone, the waiter's next wake-up (here its lease timer)
+// answers TRYAGAIN; once the slot is served elsewhere, Redis answers MOVED. Nothing is
+// granted on the source after its keys left.
+func TestHoldBlockSlotMoves(t *testing.T) {
+	t.Parallel()
+	cl := harness.StartCluster(t, harness.Options{})
+	ctx := context.Background()
+	cc := cl.ClusterClient(t, func(o *redis.ClusterOptions) { o.Protocol = 2 })
+
+	// Migrating: the holder's lease ends in 1.5 s; by then the key has moved.
+	const k1 = "hd:{mv1}:k"
+	hdMust(t, cc, "CHARON.RESERVE", k1, "LIMIT", 1, "LEASE", 1500)
+	slot := int(cc.ClusterKeySlot(ctx, k1).Val())
+	from := cl.NodeForSlot(t, slot)
+	to := cl.OtherPrimary(t, from)
+	w1 := hdNewConn(t, from)
+	ch1 := hdAsync(t, w1, "CHARON.RESERVE", k1, "LIMIT", 1, "BLOCK", 20_000)
+	hdWaitFor(t, from, 1)
+	m := cl.BeginSlotMigration(t, slot, from, to)
+	movedAt := time.Now()
+	m.MoveKeys(t, k1)
+	r1 := hdRecv(t, ch1)
+	t.Logf("answered %v after the move: %v", r1.at.Sub(movedAt), r1.err)
+	require.Error(t, r1.err)
+	require.True(t, strings.HasPrefix(r1.err.Error(), "TRYAGAIN the slot of this request's keys is moving"), "%v", r1.err)
+	require.Equal(t, int64(0), from.Client(t, harness.Protocol(2)).Exists(ctx, k1).Val(), "nothing granted on the source")
+	m.Finish(t)
+
+	// Moved: a waiter on another slot (a lease of an hour: no wake-up of its own).
+	const k2 = "hd:{mv2}:k"
+	hdMust(t, cc, "CHARON.RESERVE", k2, "LIMIT", 1, "LEASE", 3_600_000)
+	slot2 := int(cc.ClusterKeySlot(ctx, k2).Val())
+	from2 := cl.NodeForSlot(t, slot2)
+	w2 := hdNewConn(t, from2)
+	ch2 := hdAsync(t, w2, "CHARON.RESERVE", k2, "LIMIT", 1, "BLOCK", 0)
+	hdWaitFor(t, from2, 1)
+	cl.MigrateSlot(t, slot2, from2, cl.OtherPrimary(t, from2))
+	r2 := hdRecv(t, ch2)
+	require.Error(t, r2.err)
+	require.True(t, strings.HasPrefix(r2.err.Error(), "MOVED "), "%v", r2.err)
+	hdWaitFor(t, from2, 0)
+}

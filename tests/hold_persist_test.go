@@ -5,6 +5,7 @@ package tests
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -130,11 +131,11 @@ func TestHoldAOF(t *testing.T) {
 
 // hdValid reports whether a persisted form is accepted by the Go twin of rdb_load.
 func hdValid(p []byte) bool {
-	n, err := hold.Validate(p)
+	shape, err := hold.Inspect(p)
 	if err != nil {
 		return false
 	}
-	_, err = hold.Build(p, make([]byte, hold.SizeFor(hold.CapFor(n))))
+	_, err = hold.Build(p, make([]byte, shape.Size()))
 	return err == nil
 }
 
@@ -164,7 +165,7 @@ func TestHoldCorruptRestore(t *testing.T) {
 		muts := rtMutations(d.val)
 		// Duplicate ids: the second hold takes the first one's id.
 		dup := bytes.Clone(d.val)
-		copy(dup[32+24:], dup[32:40])
+		copy(dup[48+24:], dup[48:56])
 		muts = append(muts, dup)
 		for i, m := range muts {
 			err := restore(rtBuildDump(d.id, m, d.ver))
@@ -193,16 +194,29 @@ func TestHoldCorruptRestore(t *testing.T) {
 				require.True(t, hdValid(got.val), "accepted an invalid value % x", got.val)
 			}
 		}
-		// Encoding versions other than 1 are refused with a log line.
-		for _, enc := range []uint64{2, 0} {
-			require.Error(t, restore(rtBuildDump(d.id&^1023|enc, d.val, d.ver)))
+		// Encoding versions other than 1 and 2 are refused with a log line, and so is a
+		// form whose own version word is not the type's encoding version.
+		for _, enc := range []uint64{3, 0, 1} {
+			require.Error(t, restore(rtBuildDump(d.id&^1023|enc, d.val, d.ver)), "encver %d", enc)
 		}
+		// A value written before fences and tokens (encoding version 1) still loads:
+		// fence 0, no tokens, the same holds.
+		v1 := append(binary.LittleEndian.AppendUint64(nil, hold.EncVer1), d.val[8:32]...)
+		v1 = append(v1, d.val[48:]...)
+		require.NoError(t, restore(rtBuildDump(d.id&^1023|1, v1, d.ver)), "a version 1 value")
+		_, got := rtDumpOf(t, c, tmp)
+		require.Equal(t, append(append(bytes.Clone(d.val[:32]), make([]byte, 16)...), d.val[48:]...), got.val,
+			"rewritten as version 2 with fence 0")
+		// An AOF written before (CHARON.LOADHOLD with a version 1 payload) loads too.
+		require.NoError(t, c.Do(ctx, "CHARON.LOADHOLD", tmp, v1).Err())
+		_, got = rtDumpOf(t, c, tmp)
+		require.Equal(t, append(append(bytes.Clone(d.val[:32]), make([]byte, 16)...), d.val[48:]...), got.val)
 	}
 	t.Logf("%d refused, %d accepted", refused, accepted)
 	require.Positive(t, refused)
 	require.NoError(t, c.Ping(ctx).Err())
 	require.True(t, s.LogContains("corrupt charon-hd value"))
-	require.True(t, s.LogContains("charon-hd value has encoding version 2"))
+	require.True(t, s.LogContains("charon-hd value has encoding version 3"))
 
 	// CHARON.LOADHOLD refuses garbage and writes nothing.
 	digest := rtDigest(t, c)
@@ -211,4 +225,99 @@ func TestHoldCorruptRestore(t *testing.T) {
 		require.ErrorContains(t, err, "ERR payload:")
 	}
 	require.Equal(t, digest, rtDigest(t, c))
+}
+
+// What the module writes, it loads: values driven to the bounds (counts near 10^12,
+// leases of 10 years, AT near 10^13, the largest a client may send, thousands of holds
+// in one key), and values laid out by the pure package at the persisted format's own
+// bounds (times near 2^53, loaded with CHARON.LOADHOLD as an AOF would), all survive
+// DUMP/RESTORE (RESTORE runs the C validator) and DEBUG RELOAD with equal digests.
+func TestHoldBoundsReload(t *testing.T) {
+	t.Parallel()
+	s := harness.Start(t, harness.Options{})
+	c := s.Client(t, harness.Protocol(2))
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(uint64(rtNow()), 3))
+
+	counts := []int64{1, 2, hold.MaxCount / 2, hold.MaxCount - 1, hold.MaxCount}
+	leases := []int64{1, 60_000, hold.MaxDuration - 1, hold.MaxDuration}
+	count := func() int64 { return counts[r.IntN(len(counts))] }
+	at := int64(1_000_000_000_000)
+	var ids []string
+	for i := 0; i < 3000; i++ {
+		if r.IntN(10) == 0 {
+			at = min(at+leases[r.IntN(len(leases))], 10_000_000_000_000-1)
+		}
+		dom := fmt.Sprintf("hd:{b}:d%d", r.IntN(4))
+		keys := []any{"GLOBAL", "hd:{b}"}
+		var args []any
+		if len(ids) == 0 || r.IntN(3) > 0 {
+			mx := count()
+			args = []any{"CHARON.RESERVE", dom, "MAX", mx, "MIN", min(mx, count()), "LIMIT", count(),
+				"LEASE", leases[r.IntN(len(leases))], "AT", at, "GLOBAL", "hd:{b}", count(), "GROUP", "hd:{b}:p", count()}
+		} else {
+			id := ids[r.IntN(len(ids))]
+			switch r.IntN(4) {
+			case 0:
+				args = []any{"CHARON.RELEASE", dom, id, "COPIES", count()}
+			case 1:
+				args = []any{"CHARON.RENEW", dom, id, "LEASE", leases[r.IntN(len(leases))]}
+			case 2:
+				args = []any{"CHARON.TRANSFER", dom, id, "TTL", leases[r.IntN(len(leases))], "COPIES", count()}
+			default:
+				args = []any{"CHARON.SEIZE", dom, id, "LEASE", leases[r.IntN(len(leases))]}
+			}
+			args = append(append(args, "AT", at), keys...)
+			args = append(args, "GROUP", "hd:{b}:p")
+		}
+		v, err := c.Do(ctx, args...).Slice()
+		if err != nil {
+			require.True(t, strings.HasPrefix(err.Error(), "LOST") || strings.HasPrefix(err.Error(), "ERR COPIES"), "%v: %v", args, err)
+			continue
+		}
+		if id, ok := v[1].(string); ok && len(id) == 16 {
+			ids = append(ids, id)
+		}
+	}
+	// Many holds in one key, at the largest counts and leases.
+	pipe := c.Pipeline()
+	for i := 0; i < 20_000; i++ {
+		pipe.Do(ctx, "CHARON.RESERVE", "hd:{b}:many", "MAX", hold.MaxCount, "MIN", 1, "LIMIT", hold.MaxCount,
+			"LEASE", hold.MaxDuration-int64(i%1000), "AT", at)
+		if i%2 == 0 {
+			pipe.Do(ctx, "CHARON.RESERVE", "hd:{b}:many2", "LIMIT", hold.MaxCount, "LEASE", leases[i%len(leases)], "AT", at)
+		}
+	}
+	_, err := pipe.Exec(ctx)
+	require.NoError(t, err)
+
+	// Values at the persisted format's own bounds, laid out by the pure package.
+	for k := 0; k < 3; k++ {
+		n := []int{0, 1, 5000}[k]
+		v := hold.Init(make([]byte, hold.SizeFor(hold.CapFor(max(n, 1)))), hold.CapFor(max(n, 1)))
+		v.Touch(hold.MaxAt, hold.MaxCount)
+		for i := 0; i < n; i++ {
+			v.Insert(uint64(i+1)*0x9e3779b97f4a7c15|1, hold.MaxCount-int64(i%2), hold.MaxAt+hold.MaxDuration-int64(n-i))
+		}
+		p := v.Serialize(nil)
+		require.True(t, hdValid(p))
+		require.NoError(t, c.Do(ctx, "CHARON.LOADHOLD", fmt.Sprintf("hd:{b}:edge%d", k), p).Err())
+	}
+
+	keys, err := c.Keys(ctx, "hd:{b}*").Result()
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, len(keys), 8)
+	for _, k := range keys {
+		dump, err := c.Dump(ctx, k).Result()
+		require.NoError(t, err, k)
+		exp := rtPExpireTime(t, c, k) // DIGEST-VALUE covers the expiry: restore it too
+		require.NoError(t, c.Do(ctx, "RESTORE", k+":restored", max(exp, 0), dump, "ABSTTL").Err(), "RESTORE of %s", k)
+		require.Equal(t, rtDigestValue(t, c, k), rtDigestValue(t, c, k+":restored"), k)
+	}
+	want := rtDigest(t, c)
+	require.NoError(t, c.Do(ctx, "DEBUG", "RELOAD").Err())
+	require.Equal(t, want, rtDigest(t, c), "DEBUG RELOAD")
+	n, err := c.Do(ctx, "CHARON.INSPECT", "hd:{b}:many", "AT", at).Slice()
+	require.NoError(t, err)
+	require.NotEmpty(t, n)
 }

@@ -22,8 +22,9 @@ import (
 const hdT0 = int64(4102444800000)
 
 var (
-	hdReserveFields  = []string{"granted", "hold", "held", "limit", "global_held", "limited_by", "deadline", "retry_after"}
+	hdReserveFields  = []string{"granted", "hold", "held", "limit", "global_held", "limited_by", "deadline", "retry_after", "fence"}
 	hdReleaseFields  = []string{"copies", "remaining", "deadline", "held"}
+	hdSeizeFields    = []string{"copies", "remaining", "deadline", "held", "fence"}
 	hdTransferFields = []string{"copies", "hold", "deadline", "remaining", "held"}
 )
 
@@ -55,6 +56,8 @@ func hdDo(t testing.TB, c rtConn, args ...any) (hdReply, error) {
 		names = hdReserveFields
 	case "CHARON.TRANSFER":
 		names = hdTransferFields
+	case "CHARON.SEIZE":
+		names = hdSeizeFields
 	default:
 		names = hdReleaseFields
 	}
@@ -222,7 +225,14 @@ func TestHoldErrors(t *testing.T) {
 		{[]any{"CHARON.RESERVE", "hd:{e}:a", "LIMIT", 1, "GLOBAL", "hd:{e}:a", 1}, "ERR GLOBAL:"},
 		{[]any{"CHARON.RESERVE", "hd:{e}:a", "LIMIT", 1, "GROUP", "hd:{e}:g"}, "ERR GROUP:"},
 		{[]any{"CHARON.RESERVE", "hd:{e}:a", "LIMIT", 1, "GROUP", "hd:{e}:g", 1, "hd:{e}:g", 1}, "ERR GROUP:"},
-		{[]any{"CHARON.RESERVE", "hd:{e}:a", "LIMIT", 1, "GROUP", "hd:{e}:g", 1, "AT", hdT0}, "ERR GROUP:"},
+		// GROUP comes last: an option after it is refused, never read as a group key.
+		{[]any{"CHARON.RESERVE", "hd:{e}:a", "LIMIT", 1, "GROUP", "hd:{e}:g", 1, "AT", hdT0}, "ERR GROUP: GROUP comes last: 'AT'"},
+		{[]any{"CHARON.RESERVE", "hd:{e}:b", "GROUP", "hd:{e}:g", 3, "LIMIT", 2}, "ERR GROUP: GROUP comes last: 'LIMIT'"},
+		{[]any{"CHARON.RESERVE", "hd:{e}:b", "LIMIT", 1, "GROUP", "hd:{e}:g", 3, "lease", 2}, "ERR GROUP: GROUP comes last: 'lease'"},
+		{[]any{"CHARON.RESERVE", "hd:{e}:b", "LIMIT", 1, "GROUP", "hd:{e}:g", 3, "DRYRUN"}, "ERR GROUP: GROUP comes last: 'DRYRUN'"},
+		{[]any{"CHARON.RESERVE", "hd:{e}:b", "GROUP", "hd:{e}:g", 3, "MAX", 2, "MIN", 1}, "ERR GROUP: GROUP comes last: 'MAX'"},
+		{[]any{"CHARON.RESERVE", "hd:{e}:b", "GROUP", "hd:{e}:g", 3, "GLOBAL", "hd:{e}", 5}, "ERR GROUP: GROUP comes last: 'GLOBAL'"},
+		{[]any{"CHARON.RELEASE", "hd:{e}:a", id, "GROUP", "hd:{e}:g", "COPIES", 1}, "ERR GROUP: GROUP comes last: 'COPIES'"},
 		{[]any{"CHARON.RESERVE", "hd:{e}:a", "LIMIT", 1, "ID", "00000000000000aa"}, "ERR ID:"},
 		{[]any{"CHARON.RESERVE", "hd:{e}:a", "LIMIT", 1, "FROB"}, "ERR syntax:"},
 		{[]any{"CHARON.RELEASE", "hd:{e}:a", "nothex"}, "ERR hold:"},
@@ -246,7 +256,7 @@ func TestHoldErrors(t *testing.T) {
 		require.True(t, strings.HasPrefix(err.Error(), tc.want), "%v: %v, want prefix %q", tc.args, err, tc.want)
 		require.Equal(t, digest, rtDigest(t, c), "%v wrote something", tc.args)
 	}
-	require.Equal(t, int64(0), c.Exists(ctx, "hd:{e}:b", "hd:{e}:g").Val())
+	require.Equal(t, int64(0), c.Exists(ctx, "hd:{e}:b", "hd:{e}:g", "LIMIT", "lease", "MAX", "GLOBAL", "COPIES").Val())
 }
 
 // A rejected reservation, a release of an unknown hold and a DRYRUN leave another

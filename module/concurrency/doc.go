@@ -7,5 +7,11 @@
 // Reserve returns a *Hold to Release, Renew or Transfer; Do runs a function while
 // holding copies, renews the lease in the background and cancels the function's
 // context if the hold is lost. Fail-open and the kill switch behave as in package
-// ratelimit and are reported by Hold.Override.
+// ratelimit and are reported by Hold.Override; Options.Timeout bounds each attempt,
+// Options.Observer sees every command.
+//
+// Commands that goroutines send at the same moment share round trips. RESERVE and
+// TRANSFER carry ONCE with a random token, so one whose answer was lost is sent again
+// and granted at most once (the same hold comes back); RELEASE of a whole hold, RENEW
+// and SEIZE are sent again as they are. docs/go-client.md is the guide.
 package concurrency

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/charon-redis/charon/module/internal/outcome"
+	"github.com/charon-redis/charon/module/internal/transport"
 )
 
 var (
@@ -16,8 +17,16 @@ var (
 	// function's context with it as the cause.
 	ErrLost = errors.New("concurrency: the hold was lost (released, expired or unknown)")
 	// ErrOutcomeUnknown is wrapped when a command may have run but no answer came
-	// back; it is never sent again (a reservation could be made twice).
+	// back, even to its resends (Options.Resends; RESERVE and TRANSFER resend their
+	// ONCE token, so they run at most once). Against a module without ONCE, a RESERVE
+	// or TRANSFER whose answer was lost is not sent again.
 	ErrOutcomeUnknown = errors.New("concurrency: outcome unknown, the command may have run")
+	// ErrMisconfigured is wrapped when the client or the server is set up wrong: the
+	// server does not know the hold commands (the module is not loaded), or a Redis
+	// Cluster is reached through a *redis.Client (the server answers MOVED). The error
+	// names the fix; it is never failed open. The same value as
+	// ratelimit.ErrMisconfigured.
+	ErrMisconfigured = transport.ErrMisconfigured
 	// ErrInvalid is wrapped when arguments break the contract; nothing was sent.
 	ErrInvalid = errors.New("concurrency: invalid argument")
 )
@@ -42,8 +51,7 @@ func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
 }
 
-// errClass and its values are package outcome's (shared with module/ratelimit:
-// commands travel inside MULTI/EXEC, so an error while writing proves nothing ran).
+// errClass and its values are package outcome's (shared with module/ratelimit).
 type errClass = outcome.Class
 
 const (
@@ -54,10 +62,14 @@ const (
 	classGaveUp      = outcome.GaveUp
 )
 
-// classify decides what err proves: this package's own sentinel first, then what
-// go-redis's error proves.
+// classify decides what err proves: what the transport found, else this package's
+// own sentinel (a reply it could not decode), else what go-redis's error proves.
 func classify(err error) errClass {
-	if errors.Is(err, ErrOutcomeUnknown) {
+	var te *transport.Error
+	switch {
+	case errors.As(err, &te):
+		return te.Class
+	case errors.Is(err, ErrOutcomeUnknown):
 		return classUnknown
 	}
 	return outcome.Classify(err)

@@ -4,18 +4,27 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/charon-redis/charon/module/internal/transport"
 	"github.com/redis/go-redis/v9"
 )
 
 // rediser is the part of go-redis the Semaphore uses: *redis.Client,
 // *redis.ClusterClient, *redis.Ring and every redis.UniversalClient satisfy it.
 type rediser interface {
+	Process(ctx context.Context, cmd redis.Cmder) error
+	Pipeline() redis.Pipeliner
 	TxPipeline() redis.Pipeliner
 }
+
+// DefaultTimeout bounds each attempt of a command (as in package ratelimit): when
+// Redis is down, a reservation must fail (or fail open) in milliseconds, not after
+// go-redis's dial retries.
+const DefaultTimeout = 100 * time.Millisecond
 
 // DefaultLease is the lease of a Pool that sets none (the server's default too).
 const DefaultLease = 60 * time.Second
@@ -79,11 +88,29 @@ func (p *Pool) group(name string) (Group, bool) {
 type Options struct {
 	// KeyPrefix starts every key name; "" means DefaultPrefix ("hd").
 	KeyPrefix string
-	// FailOpen grants a reservation when Redis provably did not run it (unreachable,
-	// or a slot moving / failover); the Hold has Override OverrideFailOpen and no
-	// server state, and OnFailOpen is called.
+	// Timeout bounds each attempt of a command, on top of the caller's context:
+	// connecting, waiting for a pool connection or a round trip, and with go-redis's
+	// ContextTimeoutEnabled also the answer. 0 means DefaultTimeout (100ms), a
+	// negative value no bound but the context's. An attempt whose time runs out
+	// before the command was sent counts as Redis being unreachable (FailOpen
+	// applies).
+	Timeout time.Duration
+	// Resends bounds how often a command whose answer was lost is sent again within
+	// the caller's context: RESERVE and TRANSFER with the same ONCE token (the server
+	// answers a replay with the original hold, fence and deadline and makes no extra
+	// copy), RELEASE of a whole hold, RENEW and SEIZE as they are (running them twice
+	// is running them once). 0 means 3; -1 none.
+	Resends int
+	// FailOpen grants a reservation when Redis provably did not run it (unreachable:
+	// refused or timed-out dials, no pool connection, the Timeout before sending; or a
+	// slot moving / failover); the Hold has Override OverrideFailOpen and no server
+	// state, and OnFailOpen is called. Never for ErrOutcomeUnknown or ErrMisconfigured.
 	FailOpen   bool
 	OnFailOpen func(ctx context.Context, pool, domain string, err error)
+	// Observer, when set, sees every command's outcome (reserve, release, renew,
+	// transfer, seize) with its pool and latency: the hook for metrics. It is called
+	// synchronously, once per call.
+	Observer Observer
 	// KillSwitch is the kill switch's initial state; see SetKillSwitch.
 	KillSwitch bool
 }
@@ -98,12 +125,32 @@ const (
 	OverrideKillSwitch          // the limits refused, but the kill switch is on
 )
 
-// Semaphore sends the hold commands. It is safe for concurrent use.
+func (o Override) String() string {
+	switch o {
+	case OverrideNone:
+		return "none"
+	case OverrideFailOpen:
+		return "fail-open"
+	case OverrideKillSwitch:
+		return "kill-switch"
+	}
+	return fmt.Sprintf("Override(%d)", uint8(o))
+}
+
+// Semaphore sends the hold commands. It is safe for concurrent use; create one per
+// go-redis client and keep it: commands that goroutines send at the same moment share
+// round trips.
+//
+// Before its first command, and again after connection trouble, it checks that the
+// server knows the hold commands and that a cluster is not reached through a plain
+// *redis.Client; either mistake is an error wrapping ErrMisconfigured that names the
+// fix.
 type Semaphore struct {
-	rdb        rediser
+	tr         *transport.Transport
 	prefix     string
 	failOpen   bool
 	onFailOpen func(ctx context.Context, pool, domain string, err error)
+	observer   Observer
 	kill       atomic.Bool
 }
 
@@ -113,10 +160,33 @@ func New(rdb rediser, opt *Options) *Semaphore {
 	if opt != nil {
 		o = *opt
 	}
-	s := &Semaphore{rdb: rdb, prefix: o.KeyPrefix, failOpen: o.FailOpen, onFailOpen: o.OnFailOpen}
+	s := &Semaphore{prefix: o.KeyPrefix, failOpen: o.FailOpen, onFailOpen: o.OnFailOpen, observer: o.Observer}
 	if s.prefix == "" {
 		s.prefix = DefaultPrefix
 	}
+	timeout := o.Timeout
+	switch {
+	case timeout == 0:
+		timeout = DefaultTimeout
+	case timeout < 0:
+		timeout = 0
+	}
+	probe, _ := KeyNames(s.prefix, "charon-probe", "once")
+	s.tr = transport.New(rdb, transport.Config{
+		Name:           "concurrency",
+		Timeout:        timeout,
+		Retries:        o.Resends,
+		OutcomeUnknown: ErrOutcomeUnknown,
+		Require:        []string{"CHARON.RESERVE", "CHARON.RELEASE", "CHARON.RENEW", "CHARON.TRANSFER", "CHARON.SEIZE"},
+		Probes: map[string]transport.Probe{
+			"CHARON.RESERVE": {Args: []any{"CHARON.RESERVE", probe, "DRYRUN", "LIMIT", 1}},
+			// No hold has this id: a server that takes ONCE answers LOST.
+			"CHARON.TRANSFER": {Args: []any{"CHARON.TRANSFER", probe, "0000000000000001", "TTL", 1000}, Taken: "LOST"},
+			// A server with BLOCK refuses it with DRYRUN ("ERR BLOCK: a DRYRUN does not
+			// wait"); one without it calls BLOCK an unknown option.
+			blockFeature: {Args: []any{"CHARON.RESERVE", probe, "DRYRUN", "LIMIT", 1, "BLOCK", 1}, Taken: "BLOCK:", NoOnce: true},
+		},
+	})
 	s.kill.Store(o.KillSwitch)
 	return s
 }
@@ -137,6 +207,14 @@ type ReserveArgs struct {
 	// At, when not zero, is the request's time (tests, replays) instead of the
 	// server's clock.
 	At time.Time
+	// MaxWait, when positive, lets a reservation the limits refuse wait up to MaxWait
+	// (and never past the context's deadline) for copies to come free. Against a
+	// server with CHARON.RESERVE's BLOCK the wait happens on the server, without
+	// polling: first come, first served, woken at once by a release or a lease's end,
+	// on a connection of its own for the time it waits. Otherwise the client asks
+	// again after each rejection's RetryAfter (with jitter). A reservation that can
+	// never fit (RetryAfter -1) does not wait. The kill switch does not wait either.
+	MaxWait time.Duration
 }
 
 // Hold is a reservation: Copies copies held until Deadline unless renewed.
@@ -150,7 +228,16 @@ type Hold struct {
 	Copies   int64
 	Deadline time.Time
 	Override Override
+	fence    int64
+	// failOpenErr is the error a fail-open grant replaced (for the Observer).
+	failOpenErr error
 }
+
+// Fence is the hold's fencing token: an integer that grows with every grant and seize
+// of the resource, for a downstream store to refuse a holder whose lease lapsed (keep
+// the largest fence seen; refuse writes that carry a smaller one). 0 when the server
+// sends none (a module without fencing) and for an overridden hold.
+func (h *Hold) Fence() int64 { return h.fence }
 
 // Ticket hands copies to another process: it Seizes them before Deadline.
 type Ticket struct {
@@ -161,65 +248,66 @@ type Ticket struct {
 	Deadline time.Time
 }
 
-// keyArgs appends GLOBAL and GROUP clauses; GROUP runs to the end of the command,
-// so it is appended last. withLimits adds each limit (RESERVE).
-func (s *Semaphore) keyArgs(args []any, p *Pool, groups []string, withLimits bool) ([]any, error) {
+// keyArgs builds a request of the pool's keys: GLOBAL goes into the options, GROUP
+// into Tail (it runs to the end of the command, so it comes last, after anything the
+// transport adds). withLimits adds each limit (RESERVE).
+func (s *Semaphore) keyArgs(r *transport.Request, p *Pool, groups []string, withLimits bool) error {
 	_, gkey := KeyNames(s.prefix, p.Name, "")
 	if p.Global > 0 {
-		args = append(args, "GLOBAL", gkey)
+		r.Args = append(r.Args, "GLOBAL", gkey)
+		r.Keys = append(r.Keys, gkey)
 		if withLimits {
-			args = append(args, p.Global)
+			r.Args = append(r.Args, p.Global)
 		}
 	}
 	if len(groups) > 0 {
-		args = append(args, "GROUP")
+		r.Tail = append(r.Tail, "GROUP")
 		for _, name := range groups {
 			g, ok := p.group(name)
 			if !ok {
-				return nil, invalid("pool %q has no group %q", p.Name, name)
+				return invalid("pool %q has no group %q", p.Name, name)
 			}
-			args = append(args, GroupKey(s.prefix, p.Name, name))
+			gk := GroupKey(s.prefix, p.Name, name)
+			r.Tail = append(r.Tail, gk)
+			r.Keys = append(r.Keys, gk)
 			if withLimits {
-				args = append(args, g.Limit)
+				r.Tail = append(r.Tail, g.Limit)
 			}
 		}
 	}
-	return args, nil
+	return nil
 }
 
-// do runs one command inside MULTI/EXEC (go-redis never retries a transaction once
-// written, so a reservation is never made twice) and returns its reply.
-func (s *Semaphore) do(ctx context.Context, args []any) ([]any, error) {
-	pipe := s.rdb.TxPipeline()
-	cmd := pipe.Do(ctx, args...)
-	_, err := pipe.Exec(ctx)
-	if cerr := cmd.Err(); cerr != nil {
-		err = cerr
-	}
+// do sends one command through the transport (batched, ONCE where it applies, resent
+// after a lost answer) and returns its reply as an array in RESP2 order.
+func (s *Semaphore) do(ctx context.Context, r *transport.Request) ([]any, int, error) {
+	v, st, err := s.tr.Do(ctx, r)
+	name := r.Name()
 	if err != nil {
-		if classify(err) == classUnknown {
-			return nil, fmt.Errorf("concurrency: %s: %w: %w", args[0], ErrOutcomeUnknown, err)
-		}
 		if redis.HasErrorPrefix(err, "LOST") {
-			return nil, fmt.Errorf("concurrency: %s: %w", args[0], ErrLost)
+			return nil, st.Attempts, fmt.Errorf("%w: %w", ErrLost, err)
 		}
-		return nil, fmt.Errorf("concurrency: %s: %w", args[0], err)
+		return nil, st.Attempts, err
 	}
-	switch v := cmd.Val().(type) {
+	switch v := v.(type) {
 	case []any:
-		return v, nil
+		return v, st.Attempts, nil
 	case map[any]any: // RESP3: the same fields by name
-		names := replyFields[args[0].(string)]
-		out := make([]any, len(names))
+		names := replyFields[name]
+		out := make([]any, len(names), len(names)+1)
 		for i, n := range names {
 			out[i] = v[n]
 		}
-		return out, nil
+		if f, ok := v["fence"]; ok {
+			out = append(out, f)
+		}
+		return out, st.Attempts, nil
 	}
-	return nil, fmt.Errorf("concurrency: %s: %w: reply %T", args[0], ErrOutcomeUnknown, cmd.Val())
+	return nil, st.Attempts, fmt.Errorf("concurrency: %s: %w: reply %T", name, ErrOutcomeUnknown, v)
 }
 
-// replyFields are the reply fields of each command, in their RESP2 order.
+// replyFields are the reply fields of each command, in their RESP2 order. RESERVE and
+// SEIZE may append "fence" last (a server with fencing tokens).
 var replyFields = map[string][]string{
 	"CHARON.RESERVE":  {"granted", "hold", "held", "limit", "global_held", "limited_by", "deadline", "retry_after"},
 	"CHARON.RELEASE":  {"copies", "remaining", "deadline", "held"},
@@ -227,6 +315,12 @@ var replyFields = map[string][]string{
 	"CHARON.SEIZE":    {"copies", "remaining", "deadline", "held"},
 	"CHARON.TRANSFER": {"copies", "hold", "deadline", "remaining", "held"},
 }
+
+// Positions of the fence in the RESP2 replies that carry one.
+const (
+	reserveFence = 8
+	seizeFence   = 4
+)
 
 // field reads field i of an array (RESP2) reply, or name of a map (RESP3) one.
 func intAt(v []any, i int) int64 {
@@ -254,16 +348,54 @@ func withAt(args []any, at time.Time) []any {
 	return append(args, "AT", at.UnixMilli())
 }
 
+// request starts a request of cmd on the domain key.
+func request(cmd, key string, repeat transport.Repeat, args ...any) *transport.Request {
+	r := &transport.Request{Args: make([]any, 0, 16), Keys: []string{key}, Repeat: repeat, RetryUnsent: true}
+	r.Args = append(append(r.Args, cmd, key), args...)
+	return r
+}
+
 // Reserve asks for between Min and Max copies of p for domain. It returns the Hold,
 // or an error: a *RejectedError (errors.Is ErrRejected) when the limits refuse,
-// ErrInvalid, ErrOutcomeUnknown, or the server's error. With FailOpen or the kill
-// switch it may return a Hold with an Override instead.
+// ErrInvalid, ErrOutcomeUnknown, ErrMisconfigured, or the server's or go-redis's error
+// (wrapped: errors.As finds a *net.OpError). With FailOpen or the kill switch it may
+// return a Hold with an Override instead. A reservation whose answer was lost is sent
+// again with the same ONCE token: it is granted at most once.
 func (s *Semaphore) Reserve(ctx context.Context, p *Pool, domain string, a ReserveArgs) (*Hold, error) {
+	began := time.Now()
+	h, attempts, err := s.reserve(ctx, p, domain, a)
+	if s.observer != nil {
+		e := Event{Op: OpReserve, Domain: domain, Attempts: attempts, Latency: time.Since(began), Err: err}
+		if p != nil {
+			e.Pool = p.Name
+		}
+		var rej *RejectedError
+		switch {
+		case h != nil && h.Override == OverrideFailOpen:
+			e.Outcome, e.Err = OutcomeFailOpen, h.failOpenErr
+		case h != nil && h.Override == OverrideKillSwitch:
+			e.Outcome = OutcomeKillSwitch
+		case h != nil:
+			e.Outcome = OutcomeOK
+		case errors.As(err, &rej):
+			e.Outcome, e.LimitedBy = OutcomeRejected, rej.LimitedBy
+		default:
+			e.Outcome = OutcomeError
+		}
+		if h != nil {
+			e.Copies, e.Deadline = h.Copies, h.Deadline
+		}
+		s.observer.Observe(ctx, e)
+	}
+	return h, err
+}
+
+func (s *Semaphore) reserve(ctx context.Context, p *Pool, domain string, a ReserveArgs) (*Hold, int, error) {
 	if err := p.validate(); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	if domain == "" {
-		return nil, invalid("pool %q: empty domain", p.Name)
+		return nil, 0, invalid("pool %q: empty domain", p.Name)
 	}
 	if a.Max == 0 {
 		a.Max = 1
@@ -272,26 +404,99 @@ func (s *Semaphore) Reserve(ctx context.Context, p *Pool, domain string, a Reser
 		a.Min = a.Max
 	}
 	if a.Max < 1 || a.Max > MaxCount || a.Min < 1 || a.Min > a.Max {
-		return nil, invalid("min %d / max %d", a.Min, a.Max)
+		return nil, 0, invalid("min %d / max %d", a.Min, a.Max)
+	}
+	if a.MaxWait < 0 {
+		return nil, 0, invalid("negative max wait %v", a.MaxWait)
 	}
 	key, _ := KeyNames(s.prefix, p.Name, domain)
-	args := []any{"CHARON.RESERVE", key, "MAX", a.Max, "MIN", a.Min, "LEASE", p.lease().Milliseconds()}
-	if p.Limit > 0 {
-		args = append(args, "LIMIT", p.Limit)
+	r := request("CHARON.RESERVE", key, transport.Once)
+	r.RetryUnsent = !s.failOpen
+	// One token for the whole reservation, its waiting rounds included: a rejection is
+	// not remembered, a grant is, so it is granted at most once.
+	r.Token = transport.NewToken()
+	// The server's defaults (MAX 1, MIN = MAX, LEASE 60s) go unsaid.
+	if a.Max != 1 {
+		r.Args = append(r.Args, "MAX", a.Max)
 	}
-	args = withAt(args, a.At)
-	args, err := s.keyArgs(args, p, a.Groups, true)
-	if err != nil {
-		return nil, err
+	if a.Min != a.Max {
+		r.Args = append(r.Args, "MIN", a.Min)
+	}
+	if p.lease() != DefaultLease {
+		r.Args = append(r.Args, "LEASE", p.lease().Milliseconds())
+	}
+	if p.Limit > 0 {
+		r.Args = append(r.Args, "LIMIT", p.Limit)
+	}
+	r.Args = withAt(r.Args, a.At)
+	if err := s.keyArgs(r, p, a.Groups, true); err != nil {
+		return nil, 0, err
 	}
 	h := &Hold{s: s, pool: p, domain: domain, groups: a.Groups, at: a.At}
-	v, err := s.do(ctx, args)
+	var until time.Time // the end of waiting; zero: no waiting
+	if a.MaxWait > 0 {
+		until = time.Now().Add(a.MaxWait)
+		if dl, ok := ctx.Deadline(); ok && dl.Before(until) {
+			until = dl
+		}
+		_ = s.tr.Ready(ctx) // learn whether the server waits (BLOCK); errors come below
+	}
+	base := len(r.Args)
+	attempts := 0
+	for round := 1; ; round++ {
+		// BLOCK: wait on the server for what is left of MaxWait (bounded by how long
+		// go-redis reads), on a connection of its own.
+		r.Args, r.Block = r.Args[:base], 0
+		if !until.IsZero() && s.tr.Supports(blockFeature) {
+			wait := time.Until(until)
+			if rb := s.tr.ReadBound(); rb > 0 && wait > rb {
+				wait = rb
+			}
+			if ms := wait.Milliseconds(); ms >= 1 {
+				r.Args, r.Block = append(r.Args, "BLOCK", ms), time.Duration(ms)*time.Millisecond
+			}
+		}
+		v, sent, err := s.do(ctx, r)
+		attempts += sent
+		h2, err := s.reserved(ctx, h, p, domain, a, v, err)
+		if h2 != nil || err == nil {
+			return h2, attempts, err
+		}
+		var rej *RejectedError
+		if !errors.As(err, &rej) || until.IsZero() || rej.RetryAfter < 0 || !time.Now().Before(until) {
+			return nil, attempts, err
+		}
+		if r.Block > 0 {
+			continue // the server waited; wait again for what is left
+		}
+		// Poll: come back after RetryAfter (at least 10ms, growing with the rounds,
+		// ±25%), unless that is past the end of waiting.
+		d := max(rej.RetryAfter, min(10*time.Millisecond<<min(round-1, 6), time.Second))
+		d += time.Duration(float64(d) * 0.25 * (2*rand.Float64() - 1))
+		if time.Now().Add(d).After(until) {
+			return nil, attempts, err
+		}
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, attempts, err
+		case <-t.C:
+		}
+	}
+}
+
+// blockFeature names the probe of CHARON.RESERVE's BLOCK option.
+const blockFeature = "RESERVE BLOCK"
+
+// reserved turns one RESERVE's reply (or error) into the Hold, or the rejection.
+func (s *Semaphore) reserved(ctx context.Context, h *Hold, p *Pool, domain string, a ReserveArgs, v []any, err error) (*Hold, error) {
 	if err != nil {
 		if c := classify(err); s.failOpen && (c == classUnreachable || c == classTransient) {
 			if s.onFailOpen != nil {
 				s.onFailOpen(ctx, p.Name, domain, err)
 			}
-			h.Copies, h.Override = a.Min, OverrideFailOpen
+			h.Copies, h.Override, h.failOpenErr = a.Min, OverrideFailOpen, err
 			h.Deadline = time.Now().Add(p.lease())
 			return h, nil
 		}
@@ -310,40 +515,64 @@ func (s *Semaphore) Reserve(ctx context.Context, p *Pool, domain string, a Reser
 		return nil, &RejectedError{RetryAfter: ra, LimitedBy: strAt(v, 5)}
 	}
 	h.ID, h.Copies, h.Deadline = strAt(v, 1), intAt(v, 0), time.UnixMilli(intAt(v, 6))
+	h.fence = intAt(v, reserveFence)
 	return h, nil
 }
 
-// commonArgs is "<cmd> key hold [opts] [AT] [GLOBAL gkey] [GROUP keys...]".
-func (h *Hold) commonArgs(cmd string, opts ...any) ([]any, error) {
+// hold builds a request of cmd on the hold: "<cmd> key hold [opts] [AT] [GLOBAL gkey]
+// [GROUP keys...]".
+func (h *Hold) request(cmd string, repeat transport.Repeat, opts ...any) (*transport.Request, error) {
 	key, _ := KeyNames(h.s.prefix, h.pool.Name, h.domain)
-	args := append([]any{cmd, key, h.ID}, opts...)
-	args = withAt(args, h.at)
-	return h.s.keyArgs(args, h.pool, h.groups, false)
+	r := request(cmd, key, repeat, h.ID)
+	r.Args = withAt(append(r.Args, opts...), h.at)
+	if err := h.s.keyArgs(r, h.pool, h.groups, false); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// observe reports one hold command to the Observer.
+func (h *Hold) observe(ctx context.Context, op Op, began time.Time, attempts int, err error) {
+	if h.s.observer == nil {
+		return
+	}
+	e := Event{Op: op, Pool: h.pool.Name, Domain: h.domain, Copies: h.Copies, Deadline: h.Deadline,
+		Attempts: attempts, Latency: time.Since(began), Err: err, Outcome: OutcomeOK}
+	switch {
+	case errors.Is(err, ErrLost):
+		e.Outcome = OutcomeLost
+	case err != nil:
+		e.Outcome = OutcomeError
+	}
+	h.s.observer.Observe(ctx, e)
 }
 
 // Release gives back every copy. Releasing twice, or after the lease ended, is not
 // an error.
 func (h *Hold) Release(ctx context.Context) error { return h.ReleaseCopies(ctx, 0) }
 
-// ReleaseCopies gives back n copies (0: all).
+// ReleaseCopies gives back n copies (0: all). Releasing all copies is safe to send
+// again after a lost answer; releasing some is not, so it is sent once.
 func (h *Hold) ReleaseCopies(ctx context.Context, n int64) error {
 	if h.Override != OverrideNone || h.ID == "" {
 		return nil
 	}
+	began := time.Now()
+	repeat := transport.Idempotent
 	var opts []any
 	if n > 0 {
-		opts = []any{"COPIES", n}
+		opts, repeat = []any{"COPIES", n}, transport.Never
 	}
-	args, err := h.commonArgs("CHARON.RELEASE", opts...)
+	r, err := h.request("CHARON.RELEASE", repeat, opts...)
 	if err != nil {
 		return err
 	}
-	v, err := h.s.do(ctx, args)
-	if err != nil {
-		return err
+	v, attempts, err := h.s.do(ctx, r)
+	if err == nil {
+		h.Copies = intAt(v, 1)
 	}
-	h.Copies = intAt(v, 1)
-	return nil
+	h.observe(ctx, OpRelease, began, attempts, err)
+	return err
 }
 
 // Renew moves the deadline to now + the pool's lease; ErrLost when the server no
@@ -353,20 +582,22 @@ func (h *Hold) Renew(ctx context.Context) error {
 		h.Deadline = time.Now().Add(h.pool.lease())
 		return nil
 	}
-	args, err := h.commonArgs("CHARON.RENEW", "LEASE", h.pool.lease().Milliseconds())
+	began := time.Now()
+	r, err := h.request("CHARON.RENEW", transport.Idempotent, "LEASE", h.pool.lease().Milliseconds())
 	if err != nil {
 		return err
 	}
-	v, err := h.s.do(ctx, args)
-	if err != nil {
-		return err
+	v, attempts, err := h.s.do(ctx, r)
+	if err == nil {
+		h.Copies, h.Deadline = intAt(v, 0), time.UnixMilli(intAt(v, 2))
 	}
-	h.Copies, h.Deadline = intAt(v, 0), time.UnixMilli(intAt(v, 2))
-	return nil
+	h.observe(ctx, OpRenew, began, attempts, err)
+	return err
 }
 
 // Transfer splits n copies (0: all) off the hold into a new hold that lives ttl for
-// another process to Seize. The copies stay held throughout.
+// another process to Seize. The copies stay held throughout. A transfer whose answer
+// was lost is sent again with the same ONCE token: it splits at most once.
 func (h *Hold) Transfer(ctx context.Context, n int64, ttl time.Duration) (*Ticket, error) {
 	if h.Override != OverrideNone {
 		return nil, invalid("an overridden hold cannot be transferred")
@@ -374,20 +605,23 @@ func (h *Hold) Transfer(ctx context.Context, n int64, ttl time.Duration) (*Ticke
 	if ttl < time.Millisecond {
 		return nil, invalid("ttl %v", ttl)
 	}
+	began := time.Now()
 	opts := []any{"TTL", ttl.Milliseconds()}
 	if n > 0 {
 		opts = append(opts, "COPIES", n)
 	}
-	args, err := h.commonArgs("CHARON.TRANSFER", opts...)
+	r, err := h.request("CHARON.TRANSFER", transport.Once, opts...)
 	if err != nil {
 		return nil, err
 	}
-	v, err := h.s.do(ctx, args)
-	if err != nil {
-		return nil, err
+	v, attempts, err := h.s.do(ctx, r)
+	var t *Ticket
+	if err == nil {
+		h.Copies = intAt(v, 3)
+		t = &Ticket{ID: strAt(v, 1), Domain: h.domain, Groups: h.groups, Copies: intAt(v, 0), Deadline: time.UnixMilli(intAt(v, 2))}
 	}
-	h.Copies = intAt(v, 3)
-	return &Ticket{ID: strAt(v, 1), Domain: h.domain, Groups: h.groups, Copies: intAt(v, 0), Deadline: time.UnixMilli(intAt(v, 2))}, nil
+	h.observe(ctx, OpTransfer, began, attempts, err)
+	return t, err
 }
 
 // Seize takes over a transferred hold with the pool's lease.
@@ -395,16 +629,21 @@ func (s *Semaphore) Seize(ctx context.Context, p *Pool, t *Ticket) (*Hold, error
 	if err := p.validate(); err != nil {
 		return nil, err
 	}
+	began := time.Now()
 	h := &Hold{s: s, pool: p, domain: t.Domain, groups: t.Groups, ID: t.ID}
-	args, err := h.commonArgs("CHARON.SEIZE", "LEASE", p.lease().Milliseconds())
+	r, err := h.request("CHARON.SEIZE", transport.Idempotent, "LEASE", p.lease().Milliseconds())
 	if err != nil {
 		return nil, err
 	}
-	v, err := s.do(ctx, args)
+	v, attempts, err := s.do(ctx, r)
+	if err == nil {
+		h.Copies, h.Deadline = intAt(v, 0), time.UnixMilli(intAt(v, 2))
+		h.fence = intAt(v, seizeFence)
+	}
+	h.observe(ctx, OpSeize, began, attempts, err)
 	if err != nil {
 		return nil, err
 	}
-	h.Copies, h.Deadline = intAt(v, 0), time.UnixMilli(intAt(v, 2))
 	return h, nil
 }
 
@@ -415,6 +654,11 @@ func (s *Semaphore) Seize(ctx context.Context, p *Pool, t *Ticket) (*Hold, error
 // reply), so fn never goes on past the end of a lease it cannot prove it still holds;
 // Do then returns an error wrapping ErrLost (together with fn's error). A rejection
 // returns the *RejectedError without running fn.
+//
+// Otherwise Do returns fn's own result. A release that fails after fn returned (Redis
+// unreachable just then) does not turn a finished job into a failed one: the copies
+// come back when the lease ends, at the latest at the hold's deadline, and the
+// Observer sees the failed release (OpRelease, OutcomeError, with that Deadline).
 func (s *Semaphore) Do(ctx context.Context, p *Pool, domain string, a ReserveArgs, fn func(ctx context.Context, h *Hold) error) error {
 	sent := time.Now()
 	h, err := s.Reserve(ctx, p, domain, a)
@@ -476,15 +720,13 @@ func (s *Semaphore) Do(ctx context.Context, p *Pool, domain string, a ReserveArg
 			lost = cause
 		}
 	}
-	// Release with the caller's context: fn's may be cancelled.
-	rerr := h.Release(context.WithoutCancel(ctx))
-	switch {
-	case lost != nil:
+	// Release with the caller's context: fn's may be cancelled. A failed release is
+	// the Observer's business (the lease frees the copies), not the job's result.
+	_ = h.Release(context.WithoutCancel(ctx))
+	if lost != nil {
 		return errors.Join(lost, ferr)
-	case ferr != nil:
-		return ferr
 	}
-	return rerr
+	return ferr
 }
 
 // String describes the hold.

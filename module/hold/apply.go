@@ -38,6 +38,68 @@ type Result struct {
 	Remaining int64 // copies the original hold keeps (0: gone)
 	// OrigDeadline is the original hold's deadline after the request (Transfer).
 	OrigDeadline int64
+
+	// Fence is the fencing token of a grant (Reserve) or a seize; 0 otherwise.
+	Fence int64
+	// Replay: the request's ONCE token is remembered; every reply field is the
+	// remembered reply's, and nothing changes (Write is false).
+	Replay bool
+}
+
+// onceReply packs a grant's reply into a token's reply words: Reserve: granted, id,
+// held, limit, global_held, limited_by, deadline, fence; Transfer: copies, id,
+// deadline, remaining, held.
+func (res *Result) onceReply(cmd Cmd, r *[TokReplyWords]int64) {
+	*r = [TokReplyWords]int64{}
+	if cmd == Reserve {
+		*r = [TokReplyWords]int64{res.Granted, int64(res.ID), res.Held, res.Limit, res.GlobalHeld, int64(res.LimitedBy), res.Deadline, res.Fence}
+		return
+	}
+	r[0], r[1], r[2], r[3], r[4] = res.Copies, int64(res.ID), res.Deadline, res.Remaining, res.Held
+}
+
+// fromToken fills res with a remembered reply.
+func (res *Result) fromToken(tk *Token) {
+	r := &tk.Reply
+	res.Replay = true
+	res.ID = uint64(r[1])
+	if tk.Kind == Reserve {
+		res.Granted, res.Held, res.Limit, res.GlobalHeld = r[0], r[2], r[3], r[4]
+		res.LimitedBy, res.Deadline, res.Fence = int(r[5]), r[6], r[7]
+		return
+	}
+	res.Copies, res.Deadline, res.Remaining, res.Held = r[0], r[2], r[3], r[4]
+}
+
+// NextFence is the fence a grant or seize at effective time t gets:
+// max(1 + the largest fence stored in any key, t << FenceShift), saturating at
+// MaxFence (and t at MaxFenceTime).
+func NextFence(keys Keys, t int64) int64 {
+	var top int64
+	for _, v := range keys {
+		if v != nil && v.Fence() > top {
+			top = v.Fence()
+		}
+	}
+	f := int64(MaxFence)
+	if top < MaxFence {
+		f = top + 1
+	}
+	return max(f, min(max(t, 0), MaxFenceTime)<<FenceShift)
+}
+
+// remembered returns the token of req's ONCE in the domain key if it is still
+// recognised at t (t - t0 <= OnceWindow).
+func remembered(req *Request, keys Keys, t int64, tk *Token) bool {
+	if !req.Once || keys[0] == nil {
+		return false
+	}
+	pos := keys[0].FindToken(req.OnceHash)
+	if pos < 0 {
+		return false
+	}
+	keys[0].TokenAt(pos, tk)
+	return t-tk.T0 <= OnceWindow
 }
 
 // Keys are the views of a request's keys in order: the domain key, the global key (if
@@ -110,8 +172,19 @@ func Plan(req *Request, keys Keys, now int64, id uint64, res *Result) error {
 	*res = Result{Limit: -1, GlobalHeld: -1}
 	t := EffectiveTime(keys, now)
 	res.T = t
+	var tk Token
+	if remembered(req, keys, t, &tk) {
+		if tk.Kind != req.Cmd {
+			return argErr("ONCE", "this token already answered a "+tk.Kind.Name()+" on this key")
+		}
+		res.fromToken(&tk)
+		return nil
+	}
 	if req.Cmd == Reserve {
 		planReserve(req, keys, t, id, res)
+		if res.Write {
+			res.Fence = NextFence(keys, t)
+		}
 		return nil
 	}
 	dom := keys[0]
@@ -154,6 +227,9 @@ func Plan(req *Request, keys Keys, now int64, id uint64, res *Result) error {
 		res.Remaining = res.Copies
 		res.Deadline = t + req.Lease
 		res.Held = live(dom, t)
+		if req.Cmd == Seize {
+			res.Fence = NextFence(keys, t)
+		}
 		return nil
 	case Transfer:
 		if s < 0 {
@@ -211,27 +287,38 @@ func planReserve(req *Request, keys Keys, t int64, id uint64, res *Result) {
 		if req.HasGlobal && k == 1 {
 			res.GlobalHeld = l
 		}
-		if lim < 0 {
+		queued := req.Queued&(1<<uint(k)) != 0
+		if lim < 0 && !queued {
 			continue
 		}
 		room := max(lim-l, 0)
+		if queued {
+			// An earlier waiter is held back by this key: it gets the next copies.
+			room = 0
+		}
 		if room < minRoom {
 			minRoom = room
 			res.LimitedBy = limitedCode(req, k)
 		}
 		granted = min(granted, room)
 		if room < need && res.RetryAfter >= 0 {
-			if lim < need {
+			if lim >= 0 && lim < need {
 				res.RetryAfter = -1
-			} else {
-				res.RetryAfter = max(res.RetryAfter, retryAfter(v, t, need-room))
+			} else if ra := retryAfter(v, t, need-room); ra >= 0 {
+				res.RetryAfter = max(res.RetryAfter, ra)
 			}
 		}
 	}
 	res.Held = domLive
 	if granted < req.Min || granted == 0 {
 		if res.RetryAfter == 0 {
-			res.RetryAfter = -1 // unreachable: a rejection always has a short limit
+			// Only waiters ahead keep it out (their leases tell nothing of when they
+			// are served): try again soon. Otherwise unreachable: a rejection always
+			// has a short limit.
+			res.RetryAfter = -1
+			if req.Queued != 0 {
+				res.RetryAfter = 1
+			}
 		}
 		return
 	}
@@ -264,6 +351,9 @@ func limitedCode(req *Request, k int) int {
 // retryAfter is the time from t until holds with `free` copies reach their
 // deadlines, walking live holds in deadline order.
 func retryAfter(v View, t int64, free int64) int64 {
+	if v == nil {
+		return -1
+	}
 	var sum int64
 	for s := v.Head(); s >= 0; s = v.Next(s) {
 		d := int64(v.rec(s, fDeadline))
@@ -290,12 +380,41 @@ func NeedsRoom(req *Request, res *Result, v View) bool {
 	return v.Full()
 }
 
+// NeedsTokenRoom reports whether the domain key needs room for one more token before
+// Commit (a granted Reserve or a Transfer with ONCE); conservative as NeedsRoom.
+func NeedsTokenRoom(req *Request, res *Result, dom View) bool {
+	if !res.Write || !req.Once {
+		return false
+	}
+	return dom == nil || dom.TokFull()
+}
+
+// TokenRoomAfterPrune reports whether the domain key could remember one more token at
+// t once the tokens older than the window are forgotten: false when MaxTokens grants
+// of the last OnceWindow ms are remembered already.
+func TokenRoomAfterPrune(dom View, t int64) bool {
+	if dom == nil || dom.TokLen() < MaxTokens {
+		return true
+	}
+	return int64(dom.tok(dom.tokPos(0), tT0)) < t-OnceWindow
+}
+
 // Commit applies a planned request to every key. Views must be present (the glue
 // creates absent keys with Init) and have room when NeedsRoom said so.
 func Commit(req *Request, keys Keys, res *Result) {
 	t := res.T
 	for k, v := range keys {
 		v.Prune(t)
+		v.PruneTokens(t)
+		if res.Fence > 0 {
+			v.SetFence(res.Fence)
+		}
+		if k == 0 && req.Once {
+			var tk Token
+			tk.Hash, tk.T0, tk.Kind = req.OnceHash, t, req.Cmd
+			res.onceReply(req.Cmd, &tk.Reply)
+			v.InsertToken(&tk)
+		}
 		switch req.Cmd {
 		case Reserve:
 			v.Touch(t, req.limitOf(k))
@@ -330,11 +449,28 @@ func Commit(req *Request, keys Keys, res *Result) {
 	}
 }
 
-// ExpireAt is when a key should expire after Commit: its latest deadline + 1 ms,
-// moved lag ms later; 0 when the key holds nothing (delete it).
-func ExpireAt(v View, lag int64) int64 {
-	if v == nil || v.Len() == 0 {
+// ExpireAt is when a key should expire after Commit at effective time t, moved lag
+// ms later: the latest of its latest deadline + 1 ms, its newest token's t0 +
+// OnceWindow + 1 ms (a replay must find it), and the millisecond after its fence's
+// time part (a grant in that same millisecond must see the fence, so fences never
+// repeat). 0 when none of these lies after t: the key holds nothing that matters
+// (delete it).
+func ExpireAt(v View, t, lag int64) int64 {
+	if v == nil {
 		return 0
 	}
-	return v.Latest() + 1 + lag
+	var x int64
+	if v.Len() > 0 {
+		x = v.Latest() + 1
+	}
+	if lt := v.LatestToken(); lt >= 0 {
+		x = max(x, lt+OnceWindow+1)
+	}
+	if f := v.Fence(); f > 0 {
+		x = max(x, min(f>>FenceShift, MaxFenceTime)+1)
+	}
+	if x <= t {
+		return 0
+	}
+	return x + lag
 }

@@ -12,6 +12,7 @@ type store struct {
 	req  Request
 	res  Result
 	next uint64
+	last []string // the keys the last request named
 }
 
 func newStore() *store { return &store{keys: map[string]View{}, next: 0x1000} }
@@ -56,6 +57,7 @@ func (st *store) do(t *testing.T, line string, now int64) (*Result, error) {
 		return nil, err
 	}
 	names := st.names(&st.req, args[1], rest)
+	st.last = names
 	keys := make(Keys, len(names))
 	for i, n := range names {
 		keys[i] = st.keys[n]
@@ -65,14 +67,20 @@ func (st *store) do(t *testing.T, line string, now int64) (*Result, error) {
 		return nil, err
 	}
 	if st.res.Write {
+		if st.req.Once && !TokenRoomAfterPrune(keys[0], st.res.T) {
+			return nil, errTooManyTokens
+		}
 		for i := range keys {
 			if keys[i] == nil || NeedsRoom(&st.req, &st.res, keys[i]) {
 				keys[i] = grow(keys[i])
 			}
 		}
+		if NeedsTokenRoom(&st.req, &st.res, keys[0]) {
+			keys[0] = growTokens(keys[0])
+		}
 		Commit(&st.req, keys, &st.res)
 		for i, n := range names {
-			if keys[i].Len() == 0 {
+			if ExpireAt(keys[i], st.res.T, 0) == 0 {
 				delete(st.keys, n)
 			} else {
 				st.keys[n] = keys[i]
@@ -81,6 +89,14 @@ func (st *store) do(t *testing.T, line string, now int64) (*Result, error) {
 	}
 	res := st.res
 	return &res, nil
+}
+
+var errTooManyTokens = errors.New("too many tokens")
+
+// growTokens mimics the glue: the token ring doubles (up to MaxTokens).
+func growTokens(v View) View {
+	tc := min(max(MinTokCap, 2*v.TokCap()), MaxTokens)
+	return v.RebuildWith(make([]byte, SizeWith(v.Cap(), tc)), v.Cap(), tc)
 }
 
 func hex(id uint64) string {
@@ -322,3 +338,43 @@ func benchPair(b *testing.B, n int) {
 
 func BenchmarkReserveRelease10(b *testing.B)    { benchPair(b, 10) }
 func BenchmarkReserveRelease10000(b *testing.B) { benchPair(b, 10_000) }
+
+// A group key spelled like an option is an option given after GROUP: refused with
+// "GROUP comes last", whatever its case and position.
+func TestGroupComesLast(t *testing.T) {
+	var req Request
+	for _, c := range []struct {
+		cmd  Cmd
+		line string
+	}{
+		{Reserve, "LIMIT 5 GROUP g 3 LIMIT 2"},
+		{Reserve, "MAX 2 GROUP g 3 limit 2"},
+		{Reserve, "LIMIT 5 GROUP g 3 LEASE 100"},
+		{Reserve, "LIMIT 5 GROUP g 3 AT 4102444800000"},
+		{Reserve, "LIMIT 5 GROUP g 3 DRYRUN"},
+		{Reserve, "LIMIT 5 GROUP g 3 BLOCK 100"},
+		{Reserve, "LIMIT 5 GROUP g 3 ONCE tok"},
+		{Reserve, "LIMIT 5 GROUP g 3 GLOBAL gk 10"},
+		{Reserve, "GROUP Max 3"},
+		{Reserve, "GROUP min 3"},
+		{Release, "00000000000000ff GROUP g AT 5"},
+		{Renew, "00000000000000ff GROUP g LEASE 5"},
+		{Transfer, "00000000000000ff TTL 5 GROUP g COPIES 1"},
+		{Seize, "00000000000000ff GROUP g GLOBAL x"},
+	} {
+		var args [][]byte
+		for _, f := range strings.Fields(c.line) {
+			args = append(args, []byte(f))
+		}
+		err := Parse(c.cmd, args, &req)
+		var ae *ArgError
+		if !errors.As(err, &ae) || ae.Arg != "GROUP" || !strings.Contains(ae.Reason, "GROUP comes last") {
+			t.Errorf("%v %q: got %v, want GROUP comes last", c.cmd, c.line, err)
+		}
+	}
+	// Keys that merely contain a keyword are keys.
+	args := [][]byte{[]byte("LIMIT"), []byte("5"), []byte("GROUP"), []byte("limits"), []byte("3"), []byte("g:LIMIT"), []byte("2")}
+	if err := Parse(Reserve, args, &req); err != nil || req.NGroups != 2 {
+		t.Fatalf("got %v (%d groups)", err, req.NGroups)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/charon-redis/charon/cshim/holdcheck"
 )
 
 // FuzzParse: any argument list parses or fails with an *ArgError, never panics, and a
@@ -68,15 +70,35 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, p []byte) {
 		n, err := Validate(p)
+		// C (rdb_load, RESTORE, CHARON.LOADHOLD) and Go apply the same rules.
+		cn := holdcheck.Check(p)
+		if (err == nil) != (cn >= 0) || err == nil && cn != n {
+			t.Fatalf("Validate: %d holds, %v; C's charon_hold_check: %d", n, err, cn)
+		}
 		if err != nil {
 			return
 		}
-		w, err := Build(p, make([]byte, SizeFor(CapFor(n))))
+		shape, _ := Inspect(p)
+		w, err := Build(p, make([]byte, shape.Size()))
+		mem, cok := holdcheck.MemLayout(p)
+		if (err == nil) != cok || err == nil && !bytes.Equal(mem, w) {
+			t.Fatalf("Build: %v; C's build ok %v; layouts equal: %v", err, cok, err == nil && bytes.Equal(mem, w))
+		}
 		if err != nil {
 			return
 		}
-		if !bytes.Equal(w.Serialize(nil), p) {
+		// The current version serializes back to itself; version 1 to the current
+		// version with fence 0 and no tokens, the same bytes in Go and in C.
+		q := w.Serialize(nil)
+		if shape.Ver == EncVer && !bytes.Equal(q, p) {
 			t.Fatal("an accepted form does not serialize back to itself")
+		}
+		if shape.Ver == EncVer1 && (!bytes.Equal(q[:32], append([]byte{EncVer, 0, 0, 0, 0, 0, 0, 0}, p[8:32]...)) ||
+			!bytes.Equal(q[32:48], make([]byte, 16)) || !bytes.Equal(q[48:], p[32:])) {
+			t.Fatal("a version 1 form is not rewritten as the same holds with fence 0 and no tokens")
+		}
+		if c, ok := holdcheck.RoundTrip(p); !ok || !bytes.Equal(c, q) {
+			t.Fatal("C serializes the value differently")
 		}
 		// The layout stays usable: prune everything, insert one hold.
 		w.Prune(MaxAt + MaxDuration)

@@ -78,7 +78,7 @@ func grow(v View) View {
 		return v
 	}
 	c := 2 * v.Cap()
-	return v.Rebuild(make([]byte, SizeFor(c)), c)
+	return v.Rebuild(make([]byte, SizeWith(c, v.TokCap())), c)
 }
 
 func TestLayoutRandomOps(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"strconv"
 
+	"github.com/charon-redis/charon/module/attime"
 	"github.com/charon-redis/charon/module/internal/args"
 )
 
@@ -26,7 +27,43 @@ const (
 	MaxHolds = 1 << 20
 	// DefaultLease is LEASE when a request gives none, in ms.
 	DefaultLease = 60_000
+
+	// OnceWindow is how long a key remembers a ONCE token after the grant's effective
+	// time t0, in ms: a replay at t0 + OnceWindow is recognised, one at t0 +
+	// OnceWindow + 1 is not.
+	OnceWindow = 10_000
+	// MaxTokenLen bounds a ONCE token's length in bytes.
+	MaxTokenLen = 64
+	// MaxTokens is the most tokens one key remembers at once (the grants of its last
+	// OnceWindow ms).
+	MaxTokens = 1 << 16
+
+	// FenceShift: a fence is at least t << FenceShift (t in ms), so fences outgrow
+	// anything issued before a failover as long as one resource gets fewer than 2^20
+	// grants in one millisecond.
+	FenceShift = 20
+	// MaxFenceTime is the largest t whose t << FenceShift fits in an int64 (the year
+	// 2248); later times count as it.
+	MaxFenceTime = 1<<(63-FenceShift) - 1
+	// MaxFence is the largest fence; fences saturate there.
+	MaxFence = 1<<63 - 1
 )
+
+// TokenHash is the 64-bit hash a key remembers a ONCE token by: FNV-1a, then
+// MurmurHash3's 64-bit finalizer. It is part of the persisted format: never change it.
+func TokenHash(b []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range b {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	h ^= h >> 33
+	h *= 0xff51afd7ed558ccd
+	h ^= h >> 33
+	h *= 0xc4ceb9fe1a85ec53
+	h ^= h >> 33
+	return h
+}
 
 // Cmd is one of the five commands.
 type Cmd int
@@ -80,9 +117,21 @@ type Request struct {
 	// Lag ms after their latest deadline + 1.
 	Lag    int64
 	DryRun bool
-	// Skip lists the indices of the AT, ID and LAG keywords (each followed by its value),
-	// which the glue leaves out when it replicates with the explicit ones.
-	Skip  [3]int
+	// Once: a ONCE token (Reserve, Transfer), remembered by its hash.
+	Once     bool
+	OnceHash uint64
+	// HasBlock: BLOCK ms (Reserve): wait up to Block ms (0: without a timeout) for
+	// copies when the request cannot be granted at once.
+	HasBlock bool
+	Block    int64
+	// Queued is set by the caller before Plan (never parsed): bit k means an earlier
+	// waiter is held back by key k (it has less room than that waiter needs), so this
+	// request may take nothing from key k (first come, first served per key).
+	Queued uint64
+	// Skip lists the indices of the AT, ID, LAG and BLOCK keywords (each followed by its
+	// value), which the glue leaves out when it replicates (with the explicit AT, ID and
+	// LAG; a grant replicates as a plain RESERVE, never as a wait).
+	Skip  [4]int
 	NSkip int
 }
 
@@ -200,6 +249,9 @@ func Parse(cmd Cmd, args [][]byte, req *Request) error {
 			i++
 		case eqFold(a, "AT"):
 			req.At, err = value(args, i, "AT", req.HasAt, 0, MaxAt)
+			if err != nil && !req.HasAt && i+1 < len(args) {
+				err = attime.Refine(args[i+1], err)
+			}
 			req.HasAt = true
 			req.skip(i)
 			i++
@@ -224,6 +276,23 @@ func Parse(cmd Cmd, args [][]byte, req *Request) error {
 			i++
 		case cmd == Reserve && eqFold(a, "DRYRUN"):
 			req.DryRun = true
+		case cmd == Reserve && eqFold(a, "BLOCK"):
+			req.Block, err = value(args, i, "BLOCK", req.HasBlock, 0, MaxDuration)
+			req.HasBlock = true
+			req.skip(i)
+			i++
+		case (cmd == Reserve || cmd == Transfer) && eqFold(a, "ONCE"):
+			switch {
+			case req.Once:
+				err = argErr("ONCE", "given more than once")
+			case i+1 >= len(args):
+				err = argErr("ONCE", "missing token")
+			case len(args[i+1]) < 1 || len(args[i+1]) > MaxTokenLen:
+				err = argErr("ONCE", "the token must be 1 to 64 bytes, got "+strconv.Itoa(len(args[i+1])))
+			default:
+				req.Once, req.OnceHash = true, TokenHash(args[i+1])
+			}
+			i++
 		case eqFold(a, "GLOBAL"):
 			if req.HasGlobal {
 				return argErr("GLOBAL", "given more than once")
@@ -251,6 +320,9 @@ func Parse(cmd Cmd, args [][]byte, req *Request) error {
 		req.Min = req.Max
 	}
 	if cmd == Reserve {
+		if req.HasBlock && req.DryRun {
+			return argErr("BLOCK", "a DRYRUN does not wait: give one or the other")
+		}
 		if req.Min > req.Max {
 			return argErr("MIN", "must not exceed MAX ("+strconv.FormatInt(req.Max, 10)+")")
 		}
@@ -279,6 +351,14 @@ func (req *Request) parseGroups(args [][]byte, i int) error {
 	if req.Cmd == Reserve {
 		step = 2
 	}
+	// Everything after GROUP is group keys (and limits): a key spelled like an option
+	// is an option given too late, never a key (GROUP g 3 LIMIT 2 must not create a key
+	// named LIMIT and drop the domain limit).
+	for _, a := range args[i+1:] {
+		if isOption(a) {
+			return argErr("GROUP", "GROUP comes last: "+quoteArg(a)+" after it would be read as a group key; give the options before GROUP")
+		}
+	}
 	rest := len(args) - i - 1
 	if rest == 0 || rest%step != 0 {
 		if step == 2 {
@@ -303,6 +383,18 @@ func (req *Request) parseGroups(args [][]byte, i int) error {
 	return nil
 }
 
+// options are the keywords of the five commands. None of them can be a group key.
+var options = [...]string{"MAX", "MIN", "LIMIT", "GLOBAL", "GROUP", "LEASE", "TTL", "COPIES", "AT", "ID", "LAG", "DRYRUN", "BLOCK", "ONCE"}
+
+func isOption(a []byte) bool {
+	for _, o := range options {
+		if eqFold(a, o) {
+			return true
+		}
+	}
+	return false
+}
+
 // CheckKeys reports a key named twice: key is the domain key, args the views given to
 // Parse. A hold must be recorded once per key.
 func (req *Request) CheckKeys(key []byte, args [][]byte) error {
@@ -322,6 +414,13 @@ func (req *Request) CheckKeys(key []byte, args [][]byte) error {
 	}
 	return nil
 }
+
+// LimitOf is the limit the request names for its key k (0: the domain key, then the
+// global key if any, then the group keys); -1 when it names none.
+func (req *Request) LimitOf(k int) int64 { return req.limitOf(k) }
+
+// Need is the fewest copies a Reserve accepts: MIN, at least 1.
+func (req *Request) Need() int64 { return max(req.Min, 1) }
 
 // NKeys is the number of keys the request names (domain, global, groups).
 func (req *Request) NKeys() int {

@@ -127,8 +127,9 @@ func (set *capSet) clear(v *view, sec cursor, s0, need int64) (int64, bool) {
 		case cs.exact():
 			at = max(at, logClearW(v, cs.cu, s0, bound, cs.cfg.Window))
 		case set.src[i] < 0:
-			// A new cap counts the second log's hits, each until its bucket ends + W.
-			at = max(at, secClear(v, sec, bound, cs))
+			// A cap the key does not hold counts the second log's hits (FORMAT.md),
+			// as long as no grant stores it: each leaves it with the second log.
+			at = max(at, logClear(v, sec, s0, bound))
 		default:
 			at = max(at, bucketClear(v.b, cs, bound))
 		}
@@ -161,30 +162,6 @@ func logClearW(v *view, cu cursor, s0, bound, w int64) int64 {
 		}
 		ts += int64(d)
 	}
-}
-
-// secClear: the time the second log's hits (from sec) counted by a new bucketed cap
-// fall to bound.
-func secClear(v *view, sec cursor, bound int64, cs *capState) int64 {
-	if sec.off >= v.end {
-		return 0
-	}
-	b, end := v.b[:v.end], v.end
-	next, _, c, f := evCount(b, sec.off, end, -1)
-	sum, ts := cs.sum, sec.ts
-	for f == faultNone {
-		sum -= c
-		if sum <= bound {
-			return (floorDiv(ts, cs.g)+1)*cs.g + cs.cfg.Window
-		}
-		if next >= end {
-			break
-		}
-		var d uint64
-		next, d, c, f = evCount(b, next, end, -1)
-		ts += int64(d)
-	}
-	return 0
 }
 
 // bucketClear: the time a stored bucketed cap's count falls to bound.

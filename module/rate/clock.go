@@ -1,31 +1,19 @@
 package rate
 
-import "strconv"
+import "github.com/charon-redis/charon/module/attime"
 
 // The key's absolute expiry is measured on the server's clock (spec, Storage): a
 // request whose AT lies behind the server's clock (a replay, a client clock that lags)
 // must never store a key that is already expired, or limiting silently stops.
 
-// SecondsWindow is how close to the server's clock AT*1000 must be for AT to be taken
-// for Unix seconds: 10 years.
-const SecondsWindow = MaxDuration
-
-// secondsBelow: an AT at or above this (1973-03-03 in ms) is never taken for seconds.
-const secondsBelow = 100_000_000_000
-
-// CheckAt refuses an AT that can only be Unix seconds: read as milliseconds it lies
-// before 1973-03-03, and read as seconds it lies within 10 years of the server's
-// clock serverNow. Small AT values (tests, simulations from 0) stay valid. The glue
-// applies it to clients' requests only, never to a primary's stream or the AOF.
-func (req *Request) CheckAt(serverNow int64) error {
-	if !req.HasAt || req.At >= secondsBelow {
+// CheckAt applies attime.Check to a client's AT (the glue never calls it for a request
+// replayed from a primary or the AOF): micro/nanoseconds and seconds are refused, and
+// so is an AT more than maxAhead ms ahead of the server clock serverNow (0: no bound).
+func (req *Request) CheckAt(serverNow, maxAhead int64) error {
+	if !req.HasAt {
 		return nil
 	}
-	if d := req.At*1000 - serverNow; d < -SecondsWindow || d > SecondsWindow {
-		return nil
-	}
-	return argErr("AT", "must be Unix time in milliseconds; "+strconv.FormatInt(req.At, 10)+
-		" lies in 1970 as milliseconds and within 10 years of the server clock as seconds: multiply it by 1000")
+	return attime.Check(req.At, serverNow, maxAhead)
 }
 
 // ExpireAt moves an absolute expiry x of Apply's Result (ExpireAt or GlobalExpireAt,

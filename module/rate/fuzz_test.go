@@ -24,6 +24,12 @@ func FuzzParse(f *testing.F) {
 		"GLOBAL g 5 LIMITS 10/1s,50/5s/5s/15s?",
 		"LIMITS 10/1s TIER 1 1 1 0",
 		"AT 5 CLOCK 9 LIMITS 1/1d/1h/10m",
+		"CAP 5 500 CAP 100 60000 HARD 3 LIMITS 10/1s",
+		"LIMITS 10/1s,50/5s/5s/15s;1000/1h,10000/1d GLOBAL g 5000/1s,2000000/1d",
+		"ONCE abc GLOBAL g 1/1s,2/1ms LIMITS 1/1s;3/2s",
+		"CAP 1 1000 HARD 1 LIMITS 1/1s",
+		"ONCE ONCE LIMITS 1/1s",
+		"GLOBAL g 5/1s,6/1 LIMITS 1/1s",
 	} {
 		f.Add([]byte(strings.ReplaceAll(s, " ", "\x00")))
 	}
@@ -49,6 +55,26 @@ func FuzzParse(f *testing.F) {
 		}
 		if req.Max < 1 || req.Max > MaxMax || req.Min < 0 || req.Min > req.Max || req.NTiers < 0 || req.NTiers > MaxTiers {
 			t.Fatalf("bounds %+v", req)
+		}
+		// Caps: in bounds, no window twice, no 1000 ms window stored (it is HARD or
+		// GLOBAL's limit), at most 8 per key with HARD (GLOBAL's limit) counted.
+		capsOK := func(caps []Cap, one bool) bool {
+			seen := map[int64]bool{}
+			for _, c := range caps {
+				if c.Limit < 0 || c.Limit > MaxCount || c.Window < 1 || c.Window > MaxDuration || c.Window == 1000 || seen[c.Window] {
+					return false
+				}
+				seen[c.Window] = true
+			}
+			n := len(caps)
+			if one {
+				n++
+			}
+			return n <= MaxCaps
+		}
+		if !capsOK(req.Caps[:req.NCaps], req.HasHard) || !capsOK(req.GlobalCaps[:req.NGlobalCaps], req.HasGlobalLimit) ||
+			!req.HasGlobal && (req.HasGlobalLimit || req.NGlobalCaps > 0) || req.HasGlobal && !req.HasGlobalLimit && req.NGlobalCaps == 0 {
+			t.Fatalf("caps %+v", req)
 		}
 		if req.HasHard && (req.Hard < 0 || req.Hard > MaxCount) || req.HasGlobal && (req.GlobalLimit < 0 || req.GlobalLimit > MaxCount) {
 			t.Fatalf("caps %+v", req)
@@ -220,6 +246,11 @@ func FuzzApply(f *testing.F) {
 		if c := r.byte(); c&1 == 1 {
 			glimit = int64(c>>1) % (2*sumL + 3)
 		}
+		// Caps (rule 10) from a menu, exact and bucketed; a request may leave some out
+		// (dropping them from the key) and name them again later.
+		domainMenu := []Cap{{3, 200}, {5, 2000}, {8, 7000}}
+		globalMenu := []Cap{{4, 300}, {9, 5000}}
+		capBits := r.byte()
 		ref := map[string]*refKey{"a": newRefKey(n), "b": newRefKey(n)}
 		g := &refGlobal{}
 		vals := map[string][]byte{}
@@ -242,6 +273,28 @@ func FuzzApply(f *testing.F) {
 			req.HasGlobal, req.HasGlobalLimit, req.GlobalLimit = glimit >= 0, glimit >= 0, glimit
 			req.NTiers = n
 			copy(req.Tiers[:], tiers)
+			bits := capBits
+			if op&8 != 0 {
+				bits &= r.byte() // this request names fewer caps
+			}
+			for i, c := range domainMenu {
+				if bits&(1<<i) != 0 && (!req.HasHard || req.NCaps < MaxCaps-1) {
+					req.Caps[req.NCaps] = c
+					req.NCaps++
+				}
+			}
+			if req.HasGlobal {
+				for i, c := range globalMenu {
+					if bits&(1<<(4+i)) != 0 {
+						req.GlobalCaps[req.NGlobalCaps] = c
+						req.NGlobalCaps++
+					}
+				}
+			}
+			if op&16 != 0 {
+				// ONCE with a token from a small pool, so that replays happen.
+				req.HasOnce, req.Once = true, OnceHash([]byte{'t', r.byte() % 4})
+			}
 			key := "a"
 			if op&4 != 0 {
 				key = "b"
@@ -266,7 +319,8 @@ func FuzzApply(f *testing.F) {
 			if res.T < lastT[key] || req.HasGlobal && res.T < lastT["g"] {
 				t.Fatalf("time went back: %d", res.T)
 			}
-			if got := res.Fields[FieldGranted]; res.Granted && (got < max(req.Min, 1) || got > req.Max) || !res.Granted && got != 0 {
+			// A replay answers with the remembered reply, made for the first request.
+			if got := res.Fields[FieldGranted]; !res.Replay && (res.Granted && (got < max(req.Min, 1) || got > req.Max) || !res.Granted && got != 0) {
 				t.Fatalf("granted %d outside [max(%d,1), %d]", got, req.Min, req.Max)
 			}
 			if ra := res.Fields[FieldRetryAfter]; !res.Granted && ra > 0 {
@@ -282,7 +336,7 @@ func FuzzApply(f *testing.F) {
 				}
 			}
 			if !res.Write {
-				if nv != nil || ngv != nil || (res.Granted && !req.DryRun) {
+				if nv != nil || ngv != nil || (res.Granted && !req.DryRun && !res.Replay) {
 					t.Fatal("rejection or DRYRUN returned values")
 				}
 				continue

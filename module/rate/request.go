@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"strconv"
 
+	"github.com/charon-redis/charon/module/attime"
 	"github.com/charon-redis/charon/module/internal/args"
 )
 
@@ -252,6 +253,9 @@ func parseRequest(args [][]byte, req *Request, cache *LimitsCache) error {
 		case eqFold(a, "AT"):
 			v, err := optionValue(args, i, "AT", req.HasAt, 0, MaxAt)
 			if err != nil {
+				if !req.HasAt && i+1 < len(args) {
+					err = attime.Refine(args[i+1], err)
+				}
 				return err
 			}
 			req.At, req.HasAt, req.AtIdx = v, true, i
@@ -423,6 +427,9 @@ func ParseInspect(args [][]byte) (at int64, hasAt bool, err error) {
 	case eqFold(args[0], "AT"):
 		v, err := optionValue(args, 0, "AT", false, 0, MaxAt)
 		if err != nil {
+			if len(args) > 1 {
+				err = attime.Refine(args[1], err)
+			}
 			return 0, false, err
 		}
 		if len(args) > 2 {

@@ -25,15 +25,22 @@
 // only when Global needs it. Requests carry the tiers in CHARON.RATE's compact LIMITS
 // form, encoded once per Resource and cached in it.
 //
+// How requests travel: requests that goroutines make at the same moment share round
+// trips (one go-redis pipeline), and a lone request is sent at once. Every request
+// carries ONCE with a random token: when its answer is lost it is sent again with the
+// same token, and the server answers the replay without counting it again.
+//
 // Failure modes are explicit:
 //   - Every attempt is bounded by Options.Timeout (DefaultTimeout, 100ms), so a limiter
 //     on every request's path never waits for go-redis's own dial retries.
-//   - Every request travels inside MULTI/EXEC, so go-redis never sends it twice; a
-//     request whose fate is unknown (a timeout after it was written) returns an error
-//     wrapping ErrOutcomeUnknown and is never retried.
+//   - A request whose every attempt lost its answer (Options.Resends) returns an error
+//     wrapping ErrOutcomeUnknown: it was counted at most once.
 //   - Options.FailOpen grants max(Min, 1) when Redis provably did not get the request
 //     (unreachable, pool exhausted, the Timeout ran out before sending, cluster down)
 //     and reports it via OnFailOpen, the Observer and Result.Override.
+//   - A server without the module, or a cluster reached through a *redis.Client, is an
+//     error wrapping ErrMisconfigured that names the fix (checked before the first
+//     request and after connection trouble), never a fail-open.
 //   - Limiter.SetKillSwitch turns rejections into grants, reported in Result.Override.
 //
 // Options.Observer sees every request's outcome (grant, rejection, kill-switch or

@@ -11,6 +11,7 @@ import (
 
 	"github.com/charon-redis/charon/module/ratelimit"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 )
 
 // These examples need a running server with the Charon module, so they are compiled
@@ -18,15 +19,20 @@ import (
 
 // Charon's simple pattern: 5 hits per second and domain.
 func ExampleNewLimiter() {
-	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:6379"})
+	rdb := redis.NewClient(&redis.Options{
+		Addr: "127.0.0.1:6379",
+		// Redis < 8 refuses go-redis's maintenance-notification handshake, and
+		// go-redis logs that: do not ask.
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
 	defer rdb.Close()
-	limiter := ratelimit.NewLimiter(rdb, nil)
+	limiter := ratelimit.NewLimiter(rdb, nil) // keep it: its requests share round trips
 
 	api := ratelimit.PerSecond("api", 5)
 	res, err := limiter.Allow(context.Background(), api, "user-1234")
 	switch {
 	case errors.Is(err, ratelimit.ErrOutcomeUnknown):
-		fmt.Println("no answer; the hit may have been counted, do not retry blindly")
+		fmt.Println("no answer, even to resends; the hit was counted at most once")
 	case err != nil:
 		fmt.Println("limiter unavailable:", err)
 	case res.Granted == 0:

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/charon-redis/charon/module/internal/transport"
 	"github.com/charon-redis/charon/module/rate"
 	"github.com/redis/go-redis/v9"
 )
@@ -15,6 +16,8 @@ import (
 // primary found through Sentinel), *redis.ClusterClient, *redis.Ring, *redis.Conn and
 // every redis.UniversalClient satisfy it.
 type rediser interface {
+	Process(ctx context.Context, cmd redis.Cmder) error
+	Pipeline() redis.Pipeliner
 	TxPipeline() redis.Pipeliner
 }
 
@@ -29,6 +32,9 @@ const (
 	DefaultMinBackoff       = 10 * time.Millisecond
 	DefaultMaxBackoff       = time.Second
 	DefaultTransientRetries = 3
+	// DefaultResends is how often a request whose answer was lost is sent again with
+	// its ONCE token before the Limiter gives up with ErrOutcomeUnknown.
+	DefaultResends = transport.DefaultRetries
 )
 
 // Options tune a Limiter. The zero value (or nil) is right for most uses: no fail-open,
@@ -40,18 +46,28 @@ type Options struct {
 	// Timeout bounds each attempt of a request, on top of the caller's context: 0
 	// means DefaultTimeout (100ms), a negative value no bound but the context's. An
 	// attempt whose time runs out before the command was sent counts as Redis being
-	// unreachable (FailOpen applies); one that runs out after it was sent returns
-	// ErrOutcomeUnknown. go-redis applies a context deadline to reading the answer
-	// only with its ContextTimeoutEnabled option; otherwise its ReadTimeout applies.
+	// unreachable (FailOpen applies); one that runs out after it was sent is sent
+	// again with the same ONCE token (Resends), and ends in ErrOutcomeUnknown only
+	// when no attempt is answered. go-redis applies a context deadline to reading the
+	// answer only with its ContextTimeoutEnabled option; otherwise its ReadTimeout
+	// applies.
 	Timeout time.Duration
+	// Resends bounds how often a request whose answer was lost (a timeout after
+	// sending, a broken connection) is sent again, with the same ONCE token, within
+	// the caller's context; without FailOpen, also how often an attempt that could not
+	// be sent (no connection for a moment) is tried again. 0 means DefaultResends (3);
+	// -1 none.
+	Resends int
 
 	// FailOpen grants a request when Redis cannot be reached: no connection could be
-	// made, no pool connection was free in time, the connection broke before the
-	// command was completely written, or the server kept answering TRYAGAIN,
-	// CLUSTERDOWN, LOADING, MASTERDOWN, MOVED, ASK or EXECABORT (a slot moving, a
-	// failover). In all these cases the command provably did not run. The Result grants max(Min, 1) hits with Override = OverrideFailOpen and
-	// OnFailOpen is called. Never used when the outcome is unknown (ErrOutcomeUnknown),
-	// when the context ended, or for any other server error.
+	// made (refused, or the dial timed out), a new connection's handshake got no
+	// answer, no pool connection was free in time, the Timeout ran out before the
+	// command was sent, or a cluster kept answering TRYAGAIN, CLUSTERDOWN, LOADING,
+	// MASTERDOWN, MOVED, ASK or EXECABORT (a slot moving, a failover). In all these
+	// cases the command provably did not run. The Result grants max(Min, 1) hits with
+	// Override = OverrideFailOpen and OnFailOpen is called. Never used when the
+	// outcome is unknown (ErrOutcomeUnknown), when the context ended, for a
+	// misconfiguration (ErrMisconfigured) or for any other server error.
 	FailOpen bool
 	// OnFailOpen, when set, is called (synchronously) for every fail-open grant with
 	// the error that caused it. Use it to count and alert.
@@ -81,16 +97,24 @@ type Options struct {
 }
 
 // Limiter asks CHARON.RATE for hits. It is safe for concurrent use; create one per
-// go-redis client and keep it.
+// go-redis client and keep it: its requests share round trips.
 //
-// Every CHARON.RATE is sent inside MULTI/EXEC. go-redis retries a plain command after
-// a read timeout or a broken connection (Options.MaxRetries, default 3), which for a
-// rate limiter can count the same hits twice; it never retries a transaction once it
-// has been written, and Redis runs a transaction only after reading its EXEC, so a
-// failed write proves nothing ran. The client's MaxRetries therefore only ever retries
-// requests that were not sent, and no go-redis setting needs to change.
+// Every CHARON.RATE carries ONCE with a fresh random token. When its answer is lost
+// (a timeout after sending, a broken connection, a failover), the request is sent
+// again with the same token, and the server answers a replay with the original reply
+// without counting it again; go-redis's own retries (Options.MaxRetries) resend the
+// same token too. So a request is counted at most once and no go-redis setting needs
+// to change. Requests that goroutines make at the same moment share round trips
+// (auto-pipelining); a lone request is sent at once. Against a module without ONCE,
+// each request travels alone inside MULTI/EXEC, which go-redis never sends twice, and
+// a lost answer is ErrOutcomeUnknown.
+//
+// Before its first request, and again after connection trouble, the Limiter checks
+// that the server knows CHARON.RATE and that a cluster is not reached through a plain
+// *redis.Client; either mistake is an error wrapping ErrMisconfigured that names the
+// fix.
 type Limiter struct {
-	rdb        rediser
+	tr         *transport.Transport
 	prefix     string
 	timeout    time.Duration // per attempt; 0 means none
 	failOpen   bool
@@ -102,14 +126,15 @@ type Limiter struct {
 	loop       waitLoop
 }
 
-// NewLimiter returns a Limiter over rdb. opt may be nil.
+// NewLimiter returns a Limiter over rdb. opt may be nil. On a *redis.Client it adds a
+// go-redis hook that remembers the last failed dial, so that an attempt the Timeout
+// ended while go-redis was retrying its dials still reports why.
 func NewLimiter(rdb rediser, opt *Options) *Limiter {
 	var o Options
 	if opt != nil {
 		o = *opt
 	}
 	l := &Limiter{
-		rdb:        rdb,
 		prefix:     o.KeyPrefix,
 		timeout:    o.Timeout,
 		failOpen:   o.FailOpen,
@@ -130,6 +155,17 @@ func NewLimiter(rdb rediser, opt *Options) *Limiter {
 	if l.clock == nil {
 		l.clock = wallClock{}
 	}
+	probe, _ := KeyNames(l.prefix, "charon-probe", "once", false)
+	l.tr = transport.New(rdb, transport.Config{
+		Name:           "ratelimit",
+		Timeout:        l.timeout,
+		Retries:        o.Resends,
+		OutcomeUnknown: ErrOutcomeUnknown,
+		Require:        []string{"CHARON.RATE"},
+		Probes: map[string]transport.Probe{
+			"CHARON.RATE": {Args: []any{"CHARON.RATE", probe, "DRYRUN", "LIMITS", "1/1s"}},
+		},
+	})
 	b := backoff{min: o.MinBackoff, max: o.MaxBackoff}
 	if b.min <= 0 {
 		b.min = DefaultMinBackoff
@@ -233,14 +269,8 @@ func (l *Limiter) Reset(ctx context.Context, res *Resource, domain string) error
 		return invalid("reset needs a named resource and a domain")
 	}
 	key, _ := l.Keys(res, domain)
-	ctx, cancel := l.attemptContext(ctx)
-	defer cancel()
-	pipe := l.rdb.TxPipeline()
-	pipe.Del(ctx, key)
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("ratelimit: reset %s: %w", key, err)
-	}
-	return nil
+	_, _, err := l.tr.Do(ctx, &transport.Request{Args: []any{"DEL", key}, Keys: []string{key}, Repeat: transport.Idempotent, RetryUnsent: true})
+	return err
 }
 
 // RequestWith asks for hits of res on behalf of domain; the other calls are shortcuts
@@ -248,37 +278,46 @@ func (l *Limiter) Reset(ctx context.Context, res *Resource, domain string) error
 // an error:
 //   - wrapping ErrInvalid when the arguments break the contract (nothing was sent);
 //   - wrapping ErrOutcomeUnknown when the command may have run but no answer came
-//     back; it is not sent again;
-//   - wrapping the server's redis.Error, or go-redis's error, otherwise.
+//     back, after every resend with the same ONCE token (Options.Resends);
+//   - wrapping ErrMisconfigured when the server lacks the module or a cluster is
+//     reached through a non-cluster client;
+//   - wrapping the server's redis.Error, or go-redis's error (a *net.OpError for a
+//     network failure), otherwise.
 //
 // With FailOpen, an unreachable Redis gives a grant instead of an error. When the
 // context ends while the request waits, the last rejection is returned together with
 // the context's error.
 func (l *Limiter) RequestWith(ctx context.Context, res *Resource, domain string, a RequestArgs) (*Result, error) {
 	began := time.Now()
-	var failOpenErr error
-	r, err := l.requestWith(ctx, res, domain, a, &failOpenErr)
+	var info requestInfo
+	r, err := l.requestWith(ctx, res, domain, a, &info)
 	if l.observer != nil {
-		if err == nil && failOpenErr != nil {
-			l.observe(ctx, res, domain, r, failOpenErr, time.Since(began))
+		if err == nil && info.failOpenErr != nil {
+			l.observe(ctx, res, domain, r, info.failOpenErr, info.attempts, time.Since(began))
 		} else {
-			l.observe(ctx, res, domain, r, err, time.Since(began))
+			l.observe(ctx, res, domain, r, err, info.attempts, time.Since(began))
 		}
 	}
 	return r, err
 }
 
+// requestInfo is what requestWith tells the observer beyond its result.
+type requestInfo struct {
+	failOpenErr error // the error a fail-open grant replaced
+	attempts    int   // times the command was sent
+}
+
 // refuse reports an argument error to the observer and returns it.
 func (l *Limiter) refuse(ctx context.Context, res *Resource, domain string, err error) error {
 	if l.observer != nil {
-		l.observe(ctx, res, domain, nil, err, 0)
+		l.observe(ctx, res, domain, nil, err, 0, 0)
 	}
 	return err
 }
 
-// requestWith is RequestWith without the observer; *failOpenErr is set to the error a
-// fail-open grant replaced.
-func (l *Limiter) requestWith(ctx context.Context, res *Resource, domain string, a RequestArgs, failOpenErr *error) (*Result, error) {
+// requestWith is RequestWith without the observer; info receives the error a
+// fail-open grant replaced and the number of times the command was sent.
+func (l *Limiter) requestWith(ctx context.Context, res *Resource, domain string, a RequestArgs, info *requestInfo) (*Result, error) {
 	if err := res.Validate(); err != nil {
 		return nil, err
 	}
@@ -309,7 +348,14 @@ func (l *Limiter) requestWith(ctx context.Context, res *Resource, domain string,
 		n += 6 * len(res.Tiers)
 	}
 	args := make([]any, 0, n)
-	args = append(args, "CHARON.RATE", key, "MAX", a.Max, "MIN", a.Min)
+	args = append(args, "CHARON.RATE", key)
+	// The server's defaults (MAX 1, MIN = MAX) go unsaid: fewer arguments to parse.
+	if a.Max != 1 {
+		args = append(args, "MAX", a.Max)
+	}
+	if a.Min != a.Max {
+		args = append(args, "MIN", a.Min)
+	}
 	if res.Hard > 0 {
 		args = append(args, "HARD", res.Hard)
 	}
@@ -323,9 +369,11 @@ func (l *Limiter) requestWith(ctx context.Context, res *Resource, domain string,
 	nBase := len(args)
 
 	start := l.clock.Now()
-	attempts := 0
+	attempts := 0 // times the command was sent, resends included
+	// One ONCE token for the whole logical request: every attempt (after a rejection,
+	// a TRYAGAIN, a lost answer) carries it, so it is granted and counted at most once.
+	token := transport.NewToken()
 	step := func(ctx context.Context, _ int) (*Result, error) {
-		attempts++
 		args := args[:nBase]
 		switch {
 		case !a.At.IsZero():
@@ -333,7 +381,8 @@ func (l *Limiter) requestWith(ctx context.Context, res *Resource, domain string,
 		case l.sendClock:
 			args = append(args, "AT", l.clock.Now().UnixMilli())
 		}
-		r, err := l.send(ctx, key, args, a)
+		r, sent, err := l.send(ctx, key, gkey, token, args, a)
+		attempts += sent
 		if err != nil {
 			return nil, err
 		}
@@ -344,6 +393,10 @@ func (l *Limiter) requestWith(ctx context.Context, res *Resource, domain string,
 		return r, nil
 	}
 	r, err := l.loop.run(ctx, a.MaxWait, step)
+	info.attempts = attempts
+	if r != nil {
+		r.Attempts = attempts
+	}
 	if err == nil {
 		return r, nil
 	}
@@ -352,7 +405,7 @@ func (l *Limiter) requestWith(ctx context.Context, res *Resource, domain string,
 			if l.onFailOpen != nil {
 				l.onFailOpen(ctx, res.Name, domain, err)
 			}
-			*failOpenErr = err
+			info.failOpenErr = err
 			return &Result{Granted: minGrant(a), GlobalHits: -1, Override: OverrideFailOpen, Attempts: attempts}, nil
 		}
 	}
@@ -362,29 +415,21 @@ func (l *Limiter) requestWith(ctx context.Context, res *Resource, domain string,
 // minGrant is what an override grants: the fewest hits the caller can use.
 func minGrant(a RequestArgs) int64 { return max(a.Min, 1) }
 
-// send runs one CHARON.RATE inside MULTI/EXEC and decodes the reply.
-func (l *Limiter) send(ctx context.Context, key string, args []any, a RequestArgs) (*Result, error) {
-	actx, cancel := l.attemptContext(ctx)
-	defer cancel()
-	pipe := l.rdb.TxPipeline()
-	cmd := pipe.Do(actx, args...)
-	_, err := pipe.Exec(actx)
-	if cerr := cmd.Err(); cerr != nil {
-		// The command's own error (e.g. TRYAGAIN while queueing) says more than EXECABORT.
-		err = cerr
+// send sends one CHARON.RATE through the transport (ONCE, batching, resends) and
+// decodes the reply; sent is the number of times the command was sent.
+func (l *Limiter) send(ctx context.Context, key, gkey, token string, args []any, a RequestArgs) (*Result, int, error) {
+	req := transport.Request{Args: args, Keys: []string{key}, Repeat: transport.Once, Token: token, RetryUnsent: !l.failOpen}
+	if gkey != "" {
+		req.Keys = append(req.Keys, gkey)
 	}
-	if err != nil && ctx.Err() == nil && actx.Err() != nil && classify(err) == classGaveUp {
-		// Our own deadline, not the caller's, ended the attempt before the command was
-		// sent: Redis did not answer the dial or no connection came free in time.
-		return nil, fmt.Errorf("ratelimit: CHARON.RATE %s: %w (%v): %w", key, errNotSent, l.timeout, err)
+	if a.DryRun {
+		req.Repeat = transport.Idempotent
 	}
+	v, st, err := l.tr.Do(ctx, &req)
 	if err != nil {
-		if !a.DryRun && classify(err) == classUnknown {
-			return nil, fmt.Errorf("ratelimit: CHARON.RATE %s: %w: %w", key, ErrOutcomeUnknown, err)
-		}
-		return nil, fmt.Errorf("ratelimit: CHARON.RATE %s: %w", key, err)
+		return nil, st.Attempts, err
 	}
-	r, err := decodeReply(cmd.Val())
+	r, err := decodeReply(v)
 	if err == nil {
 		switch {
 		case r.Granted > a.Max:
@@ -395,18 +440,10 @@ func (l *Limiter) send(ctx context.Context, key string, args []any, a RequestArg
 	}
 	if err != nil {
 		if a.DryRun {
-			return nil, fmt.Errorf("ratelimit: CHARON.RATE %s: %w", key, err)
+			return nil, st.Attempts, fmt.Errorf("ratelimit: CHARON.RATE %s: %w", key, err)
 		}
 		// The server ran the command; what it recorded is unknown to us.
-		return nil, fmt.Errorf("ratelimit: CHARON.RATE %s: %w: %w", key, ErrOutcomeUnknown, err)
+		return nil, st.Attempts, fmt.Errorf("ratelimit: CHARON.RATE %s: %w: %w", key, ErrOutcomeUnknown, err)
 	}
-	return &r, nil
-}
-
-// attemptContext bounds one attempt by the Limiter's Timeout.
-func (l *Limiter) attemptContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	if l.timeout <= 0 {
-		return ctx, func() {}
-	}
-	return context.WithTimeout(ctx, l.timeout)
+	return &r, st.Attempts, nil
 }

@@ -1,10 +1,16 @@
 package ratelimit
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -99,7 +105,7 @@ func TestFailOpenGrantsMinAndReports(t *testing.T) {
 	res := PerSecond("api", 5)
 	r, err := l.Request(context.Background(), res, "alice", 3, 10)
 	require.NoError(t, err)
-	require.Equal(t, &Result{Granted: 3, GlobalHits: -1, Override: OverrideFailOpen, Attempts: 1}, r)
+	require.Equal(t, &Result{Granted: 3, GlobalHits: -1, Override: OverrideFailOpen}, r, "never sent: Attempts 0")
 	r, err = l.Request(context.Background(), res, "bob", 0, 10)
 	require.NoError(t, err)
 	require.Equal(t, int64(1), r.Granted, "Min 0 fails open with one hit, never zero")
@@ -205,7 +211,7 @@ func TestObserverSeesFailOpenAndErrors(t *testing.T) {
 	require.Equal(t, "search", e.Resource)
 	require.Equal(t, "alice", e.Domain)
 	require.Equal(t, int64(1), e.Granted)
-	require.Equal(t, 1, e.Attempts)
+	require.Zero(t, e.Attempts, "never sent")
 	require.Error(t, e.Err, "the error that made it fail open")
 	require.Positive(t, e.Latency)
 
@@ -245,14 +251,61 @@ func TestTimeoutBoundsUnreachable(t *testing.T) {
 	require.NotErrorIs(t, err, ErrOutcomeUnknown)
 }
 
-// A server that answers the connection handshake and then never again: the command
-// was sent, so a timeout is an unknown outcome, never a fail-open grant.
-func TestTimeoutAfterSendIsOutcomeUnknown(t *testing.T) {
+// fakeServer speaks just enough RESP to pass the Limiter's check (COMMAND INFO, INFO
+// cluster, the ONCE probe: taken when once is set) and then never answers again: every
+// later command is recorded and left without a reply.
+func fakeServer(t *testing.T, once bool) (addr string, received <-chan []string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	var mu sync.Mutex
 	var conns []net.Conn
-	received := make(chan string, 16)
+	got := make(chan []string, 64)
+	serve := func(conn net.Conn) {
+		rd := bufio.NewReader(conn)
+		line := func() string {
+			l, err := rd.ReadString('\n')
+			if err != nil {
+				return ""
+			}
+			return strings.TrimRight(l, "\r\n")
+		}
+		for {
+			head := line()
+			if !strings.HasPrefix(head, "*") {
+				return
+			}
+			n, _ := strconv.Atoi(head[1:])
+			args := make([]string, n)
+			for i := range args {
+				size, _ := strconv.Atoi(strings.TrimPrefix(line(), "$"))
+				buf := make([]byte, size+2)
+				if _, err := io.ReadFull(rd, buf); err != nil {
+					return
+				}
+				args[i] = string(buf[:size])
+			}
+			var reply string
+			switch name := strings.ToUpper(args[0]); {
+			case name == "HELLO":
+				reply = "-ERR unknown command 'HELLO'\r\n"
+			case name == "COMMAND":
+				reply = "*1\r\n*1\r\n$11\r\ncharon.rate\r\n"
+			case name == "INFO":
+				reply = "$30\r\n# Cluster\r\ncluster_enabled:0\r\n\r\n"
+			case name == "CHARON.RATE" && slices.Contains(args, "DRYRUN"):
+				reply = "-ERR syntax: unknown option 'ONCE'\r\n"
+				if once {
+					reply = "*11\r\n:1\r\n:1\r\n:1\r\n:0\r\n:0\r\n:-1\r\n:0\r\n:0\r\n:0\r\n:0\r\n:1000\r\n"
+				}
+			default:
+				got <- args
+				continue
+			}
+			if _, err := conn.Write([]byte(reply)); err != nil {
+				return
+			}
+		}
+	}
 	go func() {
 		for {
 			conn, err := ln.Accept()
@@ -262,20 +315,7 @@ func TestTimeoutAfterSendIsOutcomeUnknown(t *testing.T) {
 			mu.Lock()
 			conns = append(conns, conn)
 			mu.Unlock()
-			go func() {
-				buf := make([]byte, 4096)
-				for first := true; ; first = false {
-					n, err := conn.Read(buf)
-					if err != nil {
-						return
-					}
-					if first { // HELLO: refused, as by a server without it
-						_, _ = conn.Write([]byte("-ERR unknown command 'HELLO'\r\n"))
-						continue
-					}
-					received <- string(buf[:n])
-				}
-			}()
+			go serve(conn)
 		}
 	}()
 	t.Cleanup(func() {
@@ -286,22 +326,57 @@ func TestTimeoutAfterSendIsOutcomeUnknown(t *testing.T) {
 			_ = c.Close()
 		}
 	})
-	c := redis.NewClient(&redis.Options{
-		Addr:                     ln.Addr().String(),
-		Protocol:                 2,
-		DisableIdentity:          true,
-		ContextTimeoutEnabled:    true,
-		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
-	})
-	t.Cleanup(func() { _ = c.Close() })
-	obs := &recorder{}
-	l := NewLimiter(c, &Options{FailOpen: true, Timeout: 50 * time.Millisecond, Observer: obs})
-	r, err := l.Allow(context.Background(), PerSecond("api", 5), "u")
-	require.Nil(t, r)
-	require.ErrorIs(t, err, ErrOutcomeUnknown)
-	require.Contains(t, <-received, "CHARON.RATE", "the command was sent")
-	require.Len(t, obs.events, 1)
-	require.Equal(t, OutcomeError, obs.events[0].Outcome)
+	return ln.Addr().String(), got
+}
+
+// A server that passes the check and then never answers: the command was sent, so a
+// timeout is an unknown outcome, never a fail-open grant. With ONCE the request is
+// sent again with the same token (Resends) before the Limiter gives up; without it,
+// the request travels alone inside MULTI/EXEC and is sent once.
+func TestTimeoutAfterSendIsOutcomeUnknown(t *testing.T) {
+	for _, once := range []bool{true, false} {
+		t.Run(fmt.Sprintf("once=%v", once), func(t *testing.T) {
+			addr, received := fakeServer(t, once)
+			c := redis.NewClient(&redis.Options{
+				Addr:                     addr,
+				Protocol:                 2,
+				DisableIdentity:          true,
+				ContextTimeoutEnabled:    true,
+				MaxRetries:               -1,
+				MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+			})
+			t.Cleanup(func() { _ = c.Close() })
+			obs := &recorder{}
+			l := NewLimiter(c, &Options{FailOpen: true, Timeout: 50 * time.Millisecond, Resends: 2, Observer: obs})
+			r, err := l.Allow(context.Background(), PerSecond("api", 5), "u")
+			require.Nil(t, r)
+			require.ErrorIs(t, err, ErrOutcomeUnknown)
+			var ne net.Error
+			require.ErrorAs(t, err, &ne, "the cause stays visible: %v", err)
+			require.Len(t, obs.events, 1)
+			require.Equal(t, OutcomeError, obs.events[0].Outcome)
+
+			if !once {
+				for _, want := range []string{"MULTI", "CHARON.RATE", "EXEC"} { // alone in a transaction
+					require.Equal(t, want, strings.ToUpper((<-received)[0]))
+				}
+				require.Equal(t, 1, obs.events[0].Attempts)
+				return
+			}
+			var tokens []string
+			for range 3 { // the request and its two resends
+				args := <-received
+				require.Equal(t, "CHARON.RATE", args[0])
+				i := slices.Index(args, "ONCE")
+				require.Positive(t, i, "%q", args)
+				tokens = append(tokens, args[i+1])
+			}
+			require.Equal(t, tokens[0], tokens[1], "a resend carries the same token")
+			require.Equal(t, tokens[0], tokens[2])
+			require.Len(t, tokens[0], 22)
+			require.Equal(t, 3, obs.events[0].Attempts)
+		})
+	}
 }
 
 func TestExplainRemainingAndRejectedBy(t *testing.T) {

@@ -53,7 +53,8 @@ type Event struct {
 	// RejectedBy is the limit that rejected the request (OutcomeRejected and
 	// OutcomeKillSwitch), LimitNone otherwise.
 	RejectedBy Limit
-	// Attempts is the number of times the command was sent (0 when it never was).
+	// Attempts is the number of times the command was sent, resends with the same
+	// ONCE token included (0 when it never was).
 	Attempts int
 	// Latency is the wall time the call took, waiting included.
 	Latency time.Duration
@@ -77,8 +78,8 @@ func (f ObserverFunc) Observe(ctx context.Context, e Event) { f(ctx, e) }
 
 // observe builds the Event of a finished request and hands it to the observer. err is
 // the call's error, or for a fail-open grant the error it replaced.
-func (l *Limiter) observe(ctx context.Context, res *Resource, domain string, r *Result, err error, latency time.Duration) {
-	e := Event{Domain: domain, Latency: latency, Err: err}
+func (l *Limiter) observe(ctx context.Context, res *Resource, domain string, r *Result, err error, attempts int, latency time.Duration) {
+	e := Event{Domain: domain, Latency: latency, Err: err, Attempts: attempts}
 	if res != nil {
 		e.Resource = res.Name
 	}
@@ -95,7 +96,6 @@ func (l *Limiter) observe(ctx context.Context, res *Resource, domain string, r *
 		e.Outcome = OutcomeRejected
 	}
 	if r != nil {
-		e.Attempts = r.Attempts
 		if e.Outcome != OutcomeError {
 			e.Granted = r.Granted
 			e.RejectedBy = r.RejectedBy

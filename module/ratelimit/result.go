@@ -118,8 +118,10 @@ type Result struct {
 
 	// Override is why Granted differs from the server's answer; OverrideNone normally.
 	Override Override
-	// Attempts is the number of times the request was sent (more than 1 only while
-	// waiting, or after errors that prove the command was not executed).
+	// Attempts is the number of times the command was sent: more than 1 while
+	// waiting, after errors that prove it did not run, or when an answer was lost and
+	// the request was sent again with the same ONCE token; 0 when it never was (a
+	// fail-open grant because Redis could not be reached).
 	Attempts int
 	// Waited is the total time spent sleeping between attempts.
 	Waited time.Duration

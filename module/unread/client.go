@@ -30,14 +30,21 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/charon-redis/charon/module/internal/transport"
 	"github.com/charon-redis/charon/module/unread/wire"
 	"github.com/redis/go-redis/v9"
 )
+
+// ErrMisconfigured is wrapped when a Redis Cluster is reached through a
+// *redis.Client instead of a *redis.ClusterClient: the error names the fix. The same
+// value as ratelimit.ErrMisconfigured.
+var ErrMisconfigured = transport.ErrMisconfigured
 
 // rediser is the part of go-redis the client uses. *redis.Client, *redis.ClusterClient,
 // *redis.Ring and every redis.UniversalClient satisfy it.
 type rediser interface {
 	Do(ctx context.Context, args ...any) *redis.Cmd
+	Process(ctx context.Context, cmd redis.Cmder) error
 	Pipeline() redis.Pipeliner
 	TxPipeline() redis.Pipeliner
 }
@@ -70,6 +77,10 @@ func (b Backend) String() string {
 
 // Defaults applied to zero Options fields.
 const (
+	// DefaultTimeout bounds each command and the check of the server (as in package
+	// ratelimit): with Redis down, a call fails in milliseconds, not after go-redis's
+	// dial retries.
+	DefaultTimeout           = 100 * time.Millisecond
 	DefaultMaxKeysPerCommand = 512
 	DefaultMaxAttempts       = 12
 	DefaultMinRetryBackoff   = 4 * time.Millisecond
@@ -80,6 +91,16 @@ const (
 type Options struct {
 	// Backend forces a backend; BackendAuto (zero) detects it once per Client.
 	Backend Backend
+	// Timeout bounds, on top of the caller's context, each command of Mark and Read
+	// and the check of the server that runs before the first call and again after
+	// connection trouble (before the next call, and before each further round of
+	// Counts): connecting, waiting for a pool connection, and with go-redis's
+	// ContextTimeoutEnabled also the answer. So a call to a Redis that cannot be
+	// reached returns the connection's error within about the Timeout. A round of
+	// Counts (one pipeline per node, possibly thousands of keys) is bounded by the
+	// caller's context only. 0 means DefaultTimeout (100ms), a negative value no
+	// bound but the context's.
+	Timeout time.Duration
 	// MaxKeysPerCommand caps the keys of one UNREAD.COUNT. 0 means
 	// DefaultMaxKeysPerCommand.
 	MaxKeysPerCommand int
@@ -106,6 +127,7 @@ type Options struct {
 // concurrent use; create one per go-redis client and keep it.
 type Client struct {
 	rdb     rediser
+	tr      *transport.Transport
 	cluster bool // group keys by hash slot
 	perKey  bool // one key per command
 	backend atomic.Int32
@@ -157,6 +179,16 @@ func New(rdb rediser, opt *Options) *Client {
 	if c.maxBackoff < c.minBackoff {
 		c.maxBackoff = c.minBackoff
 	}
+	timeout := o.Timeout
+	switch {
+	case timeout == 0:
+		timeout = DefaultTimeout
+	case timeout < 0:
+		timeout = 0
+	}
+	// The transport bounds each round and checks, before the first call and after
+	// connection trouble, that a cluster is not reached through a plain client.
+	c.tr = transport.New(rdb, transport.Config{Name: "unread", Timeout: timeout})
 	c.backend.Store(int32(o.Backend))
 	c.forced = o.Backend != BackendAuto
 	return c
@@ -209,7 +241,7 @@ func (c *Client) mark(ctx context.Context, userID, conversation string, count in
 	}
 	key := Key(userID)
 	if c.Backend() != BackendPlain {
-		n, err := c.rdb.Do(ctx, wire.CmdMark, key, conversation, count).Result()
+		n, err := c.do(ctx, wire.CmdMark, key, conversation, count)
 		st.sent(1, 0)
 		switch {
 		case err == nil:
@@ -224,7 +256,7 @@ func (c *Client) mark(ctx context.Context, userID, conversation string, count in
 		}
 	}
 	st.fellBack(c)
-	reply, err := c.rdb.Do(ctx, "ZINCRBY", key, count, conversation).Result()
+	reply, err := c.do(ctx, "ZINCRBY", key, count, conversation)
 	st.sent(1, 0)
 	if err != nil {
 		return 0, fmt.Errorf("unread: ZINCRBY %s: %w", key, err)
@@ -257,7 +289,7 @@ func (c *Client) read(ctx context.Context, userID string, conversations []string
 		for _, conv := range conversations {
 			args = append(args, conv)
 		}
-		n, err := c.rdb.Do(ctx, args...).Result()
+		n, err := c.do(ctx, args...)
 		st.sent(1, 0)
 		switch {
 		case err == nil:
@@ -279,10 +311,15 @@ func (c *Client) read(ctx context.Context, userID string, conversations []string
 		args = append(args, conv)
 	}
 	st.fellBack(c)
+	if err := c.tr.Ready(ctx); err != nil {
+		return 0, err
+	}
+	actx, cancel := c.tr.AttemptContext(ctx)
+	defer cancel()
 	pipe := c.rdb.TxPipeline()
-	pipe.Do(ctx, args...)
-	card := pipe.Do(ctx, "ZCARD", key)
-	_, err := pipe.Exec(ctx)
+	pipe.Do(actx, args...)
+	card := pipe.Do(actx, "ZCARD", key)
+	_, err := pipe.Exec(actx)
 	st.sent(2, 0)
 	if err != nil {
 		return 0, fmt.Errorf("unread: ZREM+ZCARD %s: %w", key, err)
@@ -292,6 +329,16 @@ func (c *Client) read(ctx context.Context, userID string, conversations []string
 		return 0, fmt.Errorf("unread: ZCARD reply: %w", err)
 	}
 	return v, nil
+}
+
+// do sends one command after the transport's check, bounded by the Timeout.
+func (c *Client) do(ctx context.Context, args ...any) (any, error) {
+	if err := c.tr.Ready(ctx); err != nil {
+		return nil, err
+	}
+	actx, cancel := c.tr.AttemptContext(ctx)
+	defer cancel()
+	return c.rdb.Do(actx, args...).Result()
 }
 
 // sawModule records that the server knows the UNREAD.* commands, unless a backend

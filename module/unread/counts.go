@@ -8,6 +8,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/charon-redis/charon/module/internal/outcome"
+	"github.com/charon-redis/charon/module/internal/transport"
 	"github.com/charon-redis/charon/module/unread/wire"
 	"github.com/redis/go-redis/v9"
 )
@@ -119,6 +121,7 @@ func plan(keys []string, cluster, perKey bool, maxKeys int) [][]int32 {
 // never answers with TRYAGAIN.
 func (c *Client) run(ctx context.Context, keys []string, counts []int64, module bool, st *callStats) error {
 	batches := plan(keys, c.cluster, c.perKey || !module, c.maxKeys)
+	bounded := true // the first round is bounded by the Timeout
 	for attempt := 1; ; attempt++ {
 		if attempt == 1 {
 			st.sent(len(batches), 0)
@@ -126,7 +129,7 @@ func (c *Client) run(ctx context.Context, keys []string, counts []int64, module 
 			st.sent(len(batches), len(batches))
 		}
 		cmds := make([]*redis.Cmd, len(batches))
-		pipe := c.rdb.Pipeline()
+		all := make([]redis.Cmder, len(batches))
 		for i, b := range batches {
 			args := make([]any, 0, len(b)+1)
 			args = append(args, batchCommand(b))
@@ -134,16 +137,39 @@ func (c *Client) run(ctx context.Context, keys []string, counts []int64, module 
 				args = append(args, keys[k])
 			}
 			cmds[i] = redis.NewCmd(ctx, args...)
-			_ = pipe.Process(ctx, cmds[i])
+			all[i] = cmds[i]
 		}
-		// Exec's error is the first command's error; every command is checked below.
-		_, _ = pipe.Exec(ctx)
+		// Before the first round and after connection trouble, the transport checks
+		// the server within the Timeout: an unreachable Redis fails the call at once.
+		if err := c.tr.Ready(ctx); err != nil {
+			return err
+		}
+		// Every command gets its own reply or error, checked below. The first round is
+		// bounded by the Timeout too, so a Redis that just went away fails the call at
+		// once; once the check has found Redis reachable, a round is bounded by the
+		// caller's context only (a big one may take longer than the Timeout).
+		perr := c.tr.Pipeline(ctx, all, bounded)
+		if bounded {
+			bounded = false
+			if perr != nil && transport.Classify(perr) == outcome.Unreachable {
+				// Cut short before anything was sent: check the server (within the
+				// Timeout) and, if it answers, send the same round again, unbounded.
+				if err := c.tr.Ready(ctx); err != nil {
+					return err
+				}
+				attempt--
+				continue
+			}
+		}
 
 		var retry [][]int32
 		var lastErr error
 		for i, cmd := range cmds {
 			b := batches[i]
 			if err := cmd.Err(); err != nil {
+				if merr := c.tr.Misconfigured(describe(keys, b), err); merr != nil {
+					return merr
+				}
 				switch {
 				case len(b) > 1 && c.noModule(err):
 					return errNoModule

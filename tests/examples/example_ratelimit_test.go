@@ -22,7 +22,10 @@ import (
 
 // redis_rate's Allow: one hit, with the limit written inline.
 func Example_allow() {
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	rdb := redis.NewClient(&redis.Options{
+		Addr:                     addr,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
 	defer rdb.Close()
 	limiter := ratelimit.NewLimiter(rdb, nil)
 	ctx := context.Background()
@@ -44,7 +47,10 @@ func Example_allow() {
 
 // redis_rate's AllowN: n hits, all or nothing.
 func Example_allowN() {
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	rdb := redis.NewClient(&redis.Options{
+		Addr:                     addr,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
 	defer rdb.Close()
 	limiter := ratelimit.NewLimiter(rdb, nil)
 	ctx := context.Background()
@@ -66,7 +72,10 @@ func Example_allowN() {
 
 // redis_rate's AllowAtMost: as many hits as are left, up to n.
 func Example_allowAtMost() {
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	rdb := redis.NewClient(&redis.Options{
+		Addr:                     addr,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
 	defer rdb.Close()
 	limiter := ratelimit.NewLimiter(rdb, nil)
 	ctx := context.Background()
@@ -89,7 +98,10 @@ func Example_allowAtMost() {
 // redis_rate's Reset: forget what a domain used. RetryAfter is Never, not -1, when
 // no wait can help.
 func Example_reset() {
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	rdb := redis.NewClient(&redis.Options{
+		Addr:                     addr,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
 	defer rdb.Close()
 	limiter := ratelimit.NewLimiter(rdb, nil)
 	ctx := context.Background()
@@ -116,7 +128,10 @@ func Example_reset() {
 // 5s tier that is closed for 15s after use. At pins the request time so the output
 // does not depend on the clock.
 func Example_tiers() {
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	rdb := redis.NewClient(&redis.Options{
+		Addr:                     addr,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
 	defer rdb.Close()
 	limiter := ratelimit.NewLimiter(rdb, nil)
 	ctx := context.Background()
@@ -171,7 +186,10 @@ func (c *tickClock) Sleep(ctx context.Context, d time.Duration) error {
 // first hit leaves the hour's window, rounded up, so it depends on the milliseconds
 // between the requests: a fake clock (tickClock) sets the requests' time (AT).
 func Example_middleware() {
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	rdb := redis.NewClient(&redis.Options{
+		Addr:                     addr,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
 	defer rdb.Close()
 	// A fake clock keeps the output the same on every run; a server passes nil.
 	limiter := ratelimit.NewLimiter(rdb, &ratelimit.Options{Clock: newTickClock()})
@@ -210,7 +228,10 @@ func Example_middleware() {
 // An Observer counts outcomes per resource; here into an expvar.Map (standard library),
 // served on /debug/vars. A metrics library is wired the same way.
 func Example_observer() {
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	rdb := redis.NewClient(&redis.Options{
+		Addr:                     addr,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
 	defer rdb.Close()
 
 	var outcomes expvar.Map // resource:outcome -> count

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/charon-redis/charon/module/unread"
 )
@@ -15,7 +16,10 @@ import (
 // in, with an Observer counting commands and round trips. clusterAddrs are the
 // cluster's nodes (see main_test.go).
 func Example_unreadCounts() {
-	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: clusterAddrs})
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs:                    clusterAddrs,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
 	defer rdb.Close()
 	var calls []unread.Event
 	counts := unread.New(rdb, &unread.Options{

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 
@@ -36,10 +37,16 @@ func TestMain(m *testing.M) {
 		for _, s := range harness.StartCluster(tb, harness.Options{}).Nodes() {
 			clusterAddrs = append(clusterAddrs, s.Addr())
 		}
-		// go-redis logs failed optional handshakes (CLIENT MAINT_NOTIFICATIONS on 7.0)
-		// to stderr; the examples' output is stdout, so keep stderr readable.
-		redis.SetLogger(quietLogger{})
-		return m.Run()
+		// go-redis logs to stderr. The examples configure their clients so that it has
+		// nothing to say about them on Redis 7.0 (no CLIENT MAINT_NOTIFICATIONS
+		// handshake to fail): a "maintnotifications" line fails the run.
+		redis.SetLogger(logs)
+		code = m.Run()
+		if line := logs.find("maintnotifications"); line != "" {
+			fmt.Fprintf(os.Stderr, "examples: go-redis logged %q; the docs' clients must not\n", line)
+			code = 1
+		}
+		return code
 	}()
 	tb.cleanup()
 	if tb.Failed() && code == 0 {
@@ -48,9 +55,33 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-type quietLogger struct{}
+// logs keeps what go-redis logs during the examples and passes it on to stderr.
+var logs = &logRecorder{}
 
-func (quietLogger) Printf(context.Context, string, ...any) {}
+type logRecorder struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logRecorder) Printf(_ context.Context, format string, args ...any) {
+	line := fmt.Sprintf(format, args...)
+	l.mu.Lock()
+	l.lines = append(l.lines, line)
+	l.mu.Unlock()
+	fmt.Fprintln(os.Stderr, "go-redis:", line)
+}
+
+// find returns the first line containing s, or "".
+func (l *logRecorder) find(s string) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, line := range l.lines {
+		if strings.Contains(line, s) {
+			return line
+		}
+	}
+	return ""
+}
 
 // mainTB is the testing.TB the harness needs outside a test: TestMain has none.
 // It implements what the harness calls (Helper, Name, Logf, Errorf, Fatalf, Failed,

@@ -42,6 +42,12 @@ type Options struct {
 	// default `save ""`.
 	Config []string
 
+	// DefaultAtAhead leaves the module config charon.max-at-ahead at its default (AT
+	// at most 1 hour ahead of the server clock). Otherwise the harness sets it to 0
+	// (no bound), as the documentation's replayed sessions need: tests drive time with
+	// AT, often in the year 2100. A Config line for it wins either way.
+	DefaultAtAhead bool
+
 	// Pre70 leaves out the directives a server older than 7.0 rejects
 	// (enable-debug-command, enable-module-command); used to show the module's
 	// refusal on an old server.
@@ -74,6 +80,9 @@ type Server struct {
 }
 
 var errPortBusy = errors.New("port already in use")
+
+// atAheadConfig bounds how far ahead of the server clock a client's AT may be.
+const atAheadConfig = "charon.max-at-ahead"
 
 // Start runs a redis-server and waits until it answers PING. The server is shut
 // down when the test ends; if the test failed, the tail of its log is printed and
@@ -158,6 +167,9 @@ func (s *Server) writeConfig(t testing.TB) {
 			l += " " + quote(a)
 		}
 		lines = append(lines, l)
+		if !s.opts.DefaultAtAhead && !s.opts.Pre70 && !hasDirective(s.opts.Config, atAheadConfig) {
+			lines = append(lines, atAheadConfig+" 0")
+		}
 	}
 	if s.opts.cluster {
 		lines = append(lines,

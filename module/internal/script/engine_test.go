@@ -59,9 +59,21 @@ func TestScriptWrongEngine(t *testing.T) {
 	}
 	require.Equal(t, map[string]string{"f": "v"}, rdb.HGetAll(ctx, "plain").Val())
 
-	// The module refuses the scripts' keys (a hash) as any other type.
+	// The module refuses the scripts' keys naming the engine that wrote them, as the
+	// key and as GLOBAL; another hash gets the plain WRONGTYPE.
+	const scriptKey = "was written by Charon's script engine (the Go client's engine for Redis without the module): the module does not read it"
 	err = rdb.Do(ctx, "CHARON.RATE", "rl:s", "AT", at, "TIER", "5", "1000", "1000", "0").Err()
-	require.ErrorContains(t, err, "WRONGTYPE")
+	require.ErrorContains(t, err, "WRONGTYPE 'rl:s' "+scriptKey)
+	err = rdb.Do(ctx, "CHARON.RATE", "rl:new", "GLOBAL", "rl:g", "10", "AT", at, "TIER", "5", "1000", "1000", "0").Err()
+	require.ErrorContains(t, err, "WRONGTYPE 'rl:g' "+scriptKey)
+	require.Zero(t, rdb.Exists(ctx, "rl:new").Val())
+	err = rdb.Do(ctx, "CHARON.RATE", "plain", "AT", at, "TIER", "5", "1000", "1000", "0").Err()
+	require.EqualError(t, err, "WRONGTYPE Operation against a key holding the wrong kind of value")
+	// And the hold commands: a hold key of the scripts.
+	h.Key = "hd:s"
+	require.NoError(t, h.Call().Run(ctx, rdb).Err())
+	err = rdb.Do(ctx, "CHARON.RESERVE", "hd:s", "LIMIT", "5", "AT", at).Err()
+	require.ErrorContains(t, err, "WRONGTYPE 'hd:s' "+scriptKey)
 }
 
 // The runner reads the module's argument lists with the module's parsers: the same

@@ -1,0 +1,1 @@
+../hold_format.h
