@@ -38,13 +38,19 @@
 //   - Options.FailOpen grants max(Min, 1) when Redis provably did not get the request
 //     (unreachable, pool exhausted, the Timeout ran out before sending, cluster down)
 //     and reports it via OnFailOpen, the Observer and Result.Override.
+//   - Options.FailLocal keeps limiting instead (degraded mode): the Limiter learns
+//     this instance's share of each resource's and domain's traffic from Redis's
+//     replies, and while Redis is unreachable decides every request locally under
+//     that share of every limit, probing Redis at most every 500ms; Result.Local and
+//     the Observer (OutcomeDegraded, OutcomeRecovered, OutcomeLocalGranted,
+//     OutcomeLocalRejected) say so.
 //   - A server without the module, or a cluster reached through a *redis.Client, is an
 //     error wrapping ErrMisconfigured that names the fix (checked before the first
 //     request and after connection trouble), never a fail-open.
 //   - Limiter.SetKillSwitch turns rejections into grants, reported in Result.Override.
 //
 // Options.Observer sees every request's outcome (grant, rejection, kill-switch or
-// fail-open grant, error), resource and latency: the hook for metrics, with no
+// fail-open grant, local decision, error), resource and latency: the hook for metrics, with no
 // dependency. Limiter.Middleware adds limits to a net/http handler with RateLimit,
 // RateLimit-Policy and Retry-After header fields; a request without a domain is
 // answered 400. docs/go-client.md is the guide.

@@ -18,6 +18,10 @@ const (
 	HeaderRateLimit       = "RateLimit"
 	HeaderRateLimitPolicy = "RateLimit-Policy"
 	HeaderRetryAfter      = "Retry-After"
+	// HeaderDecision says that Redis did not decide: "local" for a decision of the
+	// degraded mode (Options.FailLocal), "fail-open" for a fail-open grant. It is
+	// absent when Redis decided.
+	HeaderDecision = "Charon-Decision"
 )
 
 // MiddlewareOptions configure Limiter.Middleware.
@@ -73,8 +77,12 @@ func ResultFromContext(ctx context.Context) *Result {
 // field names the limit that rejected first (a tier, "hard" or "global"), with its t
 // parameter. The Result is in the request context (ResultFromContext). A kill-switch
 // or fail-open grant goes on to the next handler like any grant; a fail-open grant has
-// no RateLimit field, since no server answer exists. A request without a domain gets
-// 400 (OnBadRequest), a limiter failure 503 (OnError).
+// no RateLimit field, since no server answer exists. A local decision (FailLocal,
+// Redis unreachable) has no RateLimit field either: the fleet's remaining quota is
+// unknown, and this instance's share is not what a client may use. Both carry
+// Charon-Decision ("fail-open", "local"); a local rejection still gets 429 and the
+// local Retry-After. A request without a domain gets 400 (OnBadRequest), a limiter
+// failure 503 (OnError).
 func (l *Limiter) Middleware(o MiddlewareOptions) (func(http.Handler) http.Handler, error) {
 	return middleware(l, o)
 }
@@ -139,7 +147,12 @@ func middleware(l requester, o MiddlewareOptions) (func(http.Handler) http.Handl
 			}
 			h := w.Header()
 			h.Set(HeaderRateLimitPolicy, policy)
-			if result.Override != OverrideFailOpen {
+			switch {
+			case result.Override == OverrideFailOpen:
+				h.Set(HeaderDecision, "fail-open")
+			case result.Local:
+				h.Set(HeaderDecision, "local")
+			default:
 				h.Set(HeaderRateLimit, limitField(res, result))
 			}
 			if result.Granted == 0 {

@@ -79,10 +79,12 @@ type Resource struct {
 	limits unsafe.Pointer
 }
 
-// limitsCache is the compact form of a tier list, kept with the tiers it encodes.
+// limitsCache is the compact form of a tier list, kept with the tiers it encodes,
+// and the same tiers in the engine's units (the degraded mode decides with them).
 type limitsCache struct {
 	tiers  []Tier
 	limits string
+	engine []rate.Tier
 }
 
 // Simple returns a one-tier resource: limit hits per window, with the tier active for
@@ -209,13 +211,23 @@ const sendCompact = true
 // compactLimits returns EncodeLimits(r.Tiers), from the cache when the tiers have not
 // changed since it was filled. The check is a comparison of T tiers; a hit allocates
 // nothing.
-func (r *Resource) compactLimits() string {
+func (r *Resource) compactLimits() string { return r.cached().limits }
+
+// engineTiers returns the tiers in module/rate's units (whole milliseconds), from the
+// same cache as compactLimits; r must be valid.
+func (r *Resource) engineTiers() []rate.Tier { return r.cached().engine }
+
+func (r *Resource) cached() *limitsCache {
 	if c := (*limitsCache)(atomic.LoadPointer(&r.limits)); c != nil && slices.Equal(c.tiers, r.Tiers) {
-		return c.limits
+		return c
 	}
-	c := &limitsCache{tiers: slices.Clone(r.Tiers), limits: EncodeLimits(r.Tiers)}
+	c := &limitsCache{tiers: slices.Clone(r.Tiers), limits: EncodeLimits(r.Tiers), engine: make([]rate.Tier, len(r.Tiers))}
+	for i, t := range r.Tiers {
+		c.engine[i] = rate.Tier{Limit: t.Limit, Window: t.Window.Milliseconds(), Active: t.Active.Milliseconds(),
+			Cooldown: t.Cooldown.Milliseconds(), Skippable: t.Skippable}
+	}
 	atomic.StorePointer(&r.limits, unsafe.Pointer(c))
-	return c.limits
+	return c
 }
 
 // EncodeLimits writes tiers in CHARON.RATE's compact form, the LIMITS argument:

@@ -116,7 +116,16 @@ type Result struct {
 	// granted it (also under a kill-switch grant it names the server's reason).
 	RejectedBy Limit
 
-	// Override is why Granted differs from the server's answer; OverrideNone normally.
+	// Local reports a decision made without Redis, by the degraded mode
+	// (Options.FailLocal): Redis could not be reached, so this instance decided from
+	// its share of the limits and nothing was recorded in Redis. The other fields are
+	// then the local engine's: TierLimit is this instance's share of the tier's limit,
+	// TierHits, DomainHits and GlobalHits count this instance's local hits, Remaining
+	// is the room left in its share of the current tier, and RetryAfter is when this
+	// instance would grant the same request.
+	Local bool
+	// Override is why Granted differs from the answer (the server's, or the local
+	// one); OverrideNone normally.
 	Override Override
 	// Attempts is the number of times the command was sent: more than 1 while
 	// waiting, after errors that prove it did not run, or when an answer was lost and
