@@ -231,7 +231,7 @@ func (r report) String() string {
 		r.before, r.during, r.p95During, r.maxDuring, r.after, r.maxAfter, r.p95DomDuring, r.maxDomAfter, r.minDom)
 }
 
-// acceptance is the scenario: 4 instances, round robin, 20 hot domains at 5x
+// acceptance is the scenario of tests/degraded_test.go: 4 instances, round robin, 20 hot domains at 5x
 // their 10/1s limit, GLOBAL 100/1s, 10 s without Redis.
 func acceptance(m mode) *scenario {
 	return &scenario{
