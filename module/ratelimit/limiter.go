@@ -205,7 +205,7 @@ func (l *Limiter) Keys(res *Resource, domain string) (key, globalKey string) {
 	if res == nil {
 		return "", ""
 	}
-	return KeyNames(l.prefix, res.Name, domain, res.Global > 0)
+	return KeyNames(l.prefix, res.Name, domain, res.hasGlobal())
 }
 
 // RequestArgs are the arguments of one request beyond resource and domain
@@ -360,7 +360,7 @@ func (l *Limiter) requestWith(ctx context.Context, res *Resource, domain string,
 		args = append(args, "HARD", res.Hard)
 	}
 	if gkey != "" {
-		args = append(args, "GLOBAL", gkey, res.Global)
+		args = append(args, "GLOBAL", gkey, res.globalArg())
 	}
 	if a.DryRun {
 		args = append(args, "DRYRUN")
@@ -386,7 +386,7 @@ func (l *Limiter) requestWith(ctx context.Context, res *Resource, domain string,
 		if err != nil {
 			return nil, err
 		}
-		r.explain(res, minGrant(a))
+		r.explain(res, minGrant(a), a.Max)
 		if r.Granted == 0 && l.kill.Load() {
 			r.Granted, r.Override = minGrant(a), OverrideKillSwitch
 		}
