@@ -132,7 +132,11 @@ type Result struct {
 	// RejectedBy names the limit that rejected the request; LimitNone when the server
 	// granted it (also under a kill-switch grant it names the server's reason). When
 	// several limits had too little room, the first of Closed, Global, Hard, the
-	// global caps, the caps and the tiers is named.
+	// global caps, the caps and the tiers is named. One case is a guess: with Min
+	// below Max, when caps of both kinds (per domain and global, over windows other
+	// than a second) cut the request, the reply does not say which kind had less than
+	// Min, and RejectedBy names the one whose per-second room alone cannot explain the
+	// cut, else the global caps (with RejectedCap zero).
 	RejectedBy Limit
 	// RejectedCap is the cap that rejected the request: Cap{Global, time.Second} for
 	// LimitGlobal, Cap{Hard, time.Second} for LimitHard (or the cap of GlobalCaps or
@@ -304,7 +308,15 @@ func (r *Result) explain(res *Resource, need, maxHits int64) {
 		}
 		return
 	}
-	capsShort := need == maxHits || room >= need // a flagged cap left less than need
+	// A flagged kind's caps left less than need when need == maxHits; otherwise when
+	// the current tier alone had room for need (tier 1 may be cooling down when no
+	// tier is active, and then gives nothing), some cap left less than need.
+	capsShort := need == maxHits || room >= need && (r.Tier > 0 || len(res.Tiers) == 0 || res.Tiers[0].Cooldown == 0)
+	globalFlagged, hardFlagged := r.GlobalLimited && nGlobalCaps > 0, r.HardLimited && nCaps > 0
+	// Which kind, when both are flagged and need < maxHits: a kind whose per-second
+	// room is at least maxHits owes its flag to a longer cap; else the reply cannot
+	// tell, and the global caps are named (RejectedCap stays zero).
+	preferHard := need < maxHits && globalFlagged && hardFlagged && hardRoom >= maxHits && globalRoom < maxHits
 	switch {
 	case res.Closed:
 		r.RejectedBy = LimitClosed
@@ -312,17 +324,15 @@ func (r *Result) explain(res *Resource, need, maxHits int64) {
 		r.RejectedBy, r.RejectedCap = LimitGlobal, Cap{Limit: global, Per: time.Second}
 	case hardRoom < need:
 		r.RejectedBy, r.RejectedCap = LimitHard, Cap{Limit: hard, Per: time.Second}
-	case capsShort && r.GlobalLimited && nGlobalCaps > 0:
+	case capsShort && globalFlagged && !preferHard:
 		r.RejectedBy = LimitGlobalCap
-		// With need < maxHits and both kinds flagged, either kind may be the one
-		// short of need: name none.
-		if nGlobalCaps == 1 && (need == maxHits || !(r.HardLimited && nCaps > 0)) {
+		if nGlobalCaps == 1 && (need == maxHits || !hardFlagged) {
 			r.RejectedCap = onlyGlobalCap
 		}
 		r.Remaining = min(r.Remaining, need-1)
-	case capsShort && r.HardLimited && nCaps > 0:
+	case capsShort && hardFlagged:
 		r.RejectedBy = LimitCap
-		if nCaps == 1 {
+		if nCaps == 1 && (need == maxHits || !globalFlagged) {
 			r.RejectedCap = onlyCap
 		}
 		r.Remaining = min(r.Remaining, need-1)

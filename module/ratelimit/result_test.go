@@ -163,6 +163,7 @@ func TestExplainCaps(t *testing.T) {
 	gday := Cap{Limit: 5000, Per: 24 * time.Hour}
 	one := &Resource{Name: "x", Tiers: tiers, Hard: 6, Caps: []Cap{hour}, GlobalCaps: []Cap{gday}}
 	two := &Resource{Name: "x", Tiers: tiers, Caps: []Cap{hour, day}, GlobalCaps: []Cap{gday, {Limit: 900, Per: time.Hour}}}
+	mixed := &Resource{Name: "x", Tiers: tiers, Hard: 6, Caps: []Cap{hour}, Global: 50, GlobalCaps: []Cap{gday}}
 	// A cap over one second in Caps is Hard; in GlobalCaps, Global.
 	asCaps := &Resource{Name: "x", Tiers: tiers, Caps: []Cap{{Limit: 6, Per: time.Second}, hour}, GlobalCaps: []Cap{{Limit: 50, Per: time.Second}}}
 	cases := []struct {
@@ -198,6 +199,8 @@ func TestExplainCaps(t *testing.T) {
 			Result{TierLimit: 10, TierHits: 3, DomainHits: 3, GlobalHits: 40, HardLimited: true}, 2, 5, 1, LimitCap, hour},
 		{"min < max, both kinds flagged: which kind is unknown", one,
 			Result{TierLimit: 10, TierHits: 3, DomainHits: 3, GlobalHits: 40, HardLimited: true, GlobalLimited: true}, 2, 5, 1, LimitGlobalCap, Cap{}},
+		{"min < max, both kinds flagged, the per-second Global explains its flag: the caps", mixed,
+			Result{TierLimit: 10, TierHits: 3, DomainHits: 0, GlobalHits: 47, HardLimited: true, GlobalLimited: true}, 2, 5, 1, LimitCap, Cap{}},
 		{"min < max, tier short of min: the tiers", one,
 			Result{TierLimit: 10, TierHits: 9, DomainHits: 3, GlobalHits: 40, HardLimited: true}, 2, 5, 1, LimitTier, Cap{}},
 		{"tier full, no cap flagged", one,
