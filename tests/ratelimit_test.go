@@ -1090,6 +1090,18 @@ func BenchmarkRatelimitClient(b *testing.B) {
 				}
 			}
 		})
+		// The same with caps: 2 per domain (LIMITS "...; caps") and GLOBAL with 2
+		// (a caps string), both cached per Resource like the tiers.
+		capped := &ratelimit.Resource{Name: "bench3caps", Tiers: three.Tiers,
+			Caps:       []ratelimit.Cap{{Limit: ratelimit.MaxCount, Per: time.Hour}, {Limit: ratelimit.MaxCount, Per: 24 * time.Hour}},
+			GlobalCaps: []ratelimit.Cap{{Limit: ratelimit.MaxCount, Per: time.Hour}, {Limit: ratelimit.MaxCount, Per: 24 * time.Hour}}}
+		b.Run(fmt.Sprintf("RESP%d/limiter-Allow-3tiers-2caps-global2caps", proto), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if r, err := l.Allow(ctx, capped, "u"); err != nil || r.Granted != 1 {
+					b.Fatal(r, err)
+				}
+			}
+		})
 		key3, _ := l.Keys(three, "u")
 		tierArgs := []any{"CHARON.RATE", key3, "MAX", 1, "MIN", 1}
 		for _, t := range three.Tiers {
