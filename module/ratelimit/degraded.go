@@ -9,7 +9,6 @@ import (
 
 	"github.com/charon-redis/charon/module/internal/outcome"
 	"github.com/charon-redis/charon/module/internal/transport"
-	"github.com/charon-redis/charon/module/rate"
 	"github.com/charon-redis/charon/module/ratelimit/internal/local"
 )
 
@@ -83,19 +82,16 @@ func newDegraded(o *LocalOptions, prefix string) *degraded {
 // be reached (Options.FailLocal). It is false without FailLocal.
 func (l *Limiter) Degraded() bool { return l.deg != nil && l.deg.on.Load() }
 
-// localLimits are res's limits for package local; the slices point into caps.
-func localLimits(res *Resource, caps *[2]rate.Cap) local.Limits {
-	lim := local.Limits{Closed: res.Closed}
+// localLimits are res's limits for package local, from the Resource's cache (no
+// allocation): its tiers, HARD and caps, GLOBAL and global caps.
+func localLimits(res *Resource) local.Limits {
+	c := res.compact()
+	lim := local.Limits{Closed: res.Closed, Caps: c.engineCaps}
 	if !res.Closed {
-		lim.Tiers = res.engineTiers()
+		lim.Tiers = c.engine
 	}
-	if res.Hard > 0 {
-		caps[0] = rate.Cap{Limit: res.Hard, Window: 1000}
-		lim.Caps = caps[0:1]
-	}
-	if res.Global > 0 {
-		caps[1] = rate.Cap{Limit: res.Global, Window: 1000}
-		lim.GlobalCaps = caps[1:2]
+	if res.hasGlobal() {
+		lim.GlobalCaps = c.engineGlobal
 	}
 	return lim
 }

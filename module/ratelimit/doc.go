@@ -18,12 +18,15 @@
 //     (RetryAfter 0 on a grant, Never when no wait can help).
 //   - Charon's tiers: a Resource carries its tiers (Tier: limit per window, active
 //     time, cooldown, skippable), an optional per-domain Hard cap and an optional
-//     resource-wide Global cap, validated before anything is sent; Request and
-//     RequestWith ask for between Min and Max hits, optionally waiting (MaxWait).
+//     resource-wide Global cap over a second, and caps over any other window (Caps,
+//     GlobalCaps: "1,000 per hour and 10,000 per day", checked and counted with the
+//     tiers), validated before anything is sent; Request and RequestWith ask for
+//     between Min and Max hits, optionally waiting (MaxWait).
 //
 // KeyNames is the one key-naming rule: it keeps a resource's keys in one cluster slot
-// only when Global needs it. Requests carry the tiers in CHARON.RATE's compact LIMITS
-// form, encoded once per Resource and cached in it.
+// only when a global limit needs it. Requests carry the tiers and caps in CHARON.RATE's
+// compact form (LIMITS "10/1s; 1000/1h", GLOBAL gkey "2000000/1d"), encoded once per
+// Resource and cached in it.
 //
 // How requests travel: requests that goroutines make at the same moment share round
 // trips (one go-redis pipeline), and a lone request is sent at once. Every request

@@ -226,7 +226,7 @@ func (l *Limiter) Keys(res *Resource, domain string) (key, globalKey string) {
 	if res == nil {
 		return "", ""
 	}
-	return KeyNames(l.prefix, res.Name, domain, res.Global > 0)
+	return KeyNames(l.prefix, res.Name, domain, res.hasGlobal())
 }
 
 // RequestArgs are the arguments of one request beyond resource and domain
@@ -367,9 +367,8 @@ func (l *Limiter) requestWith(ctx context.Context, res *Resource, domain string,
 	args := l.rateArgs(res, key, gkey, a)
 	nBase := len(args)
 	var lim local.Limits
-	var caps [2]rate.Cap
 	if l.deg != nil {
-		lim = localLimits(res, &caps)
+		lim = localLimits(res)
 	}
 
 	start := l.clock.Now()
@@ -418,7 +417,7 @@ func (l *Limiter) requestWith(ctx context.Context, res *Resource, domain string,
 			l.deg.table.Observe(res.Name, domain, local.Reply{Granted: r.Granted, DomainHits: r.DomainHits,
 				GlobalHits: r.GlobalHits, DryRun: a.DryRun}, at.UnixMilli())
 		}
-		r.explain(res, minGrant(a))
+		r.explain(res, minGrant(a), a.Max)
 		if r.Granted == 0 && l.kill.Load() {
 			r.Granted, r.Override = minGrant(a), OverrideKillSwitch
 		}
@@ -478,7 +477,7 @@ func (l *Limiter) rateArgs(res *Resource, key, gkey string, a RequestArgs) []any
 		args = append(args, "HARD", res.Hard)
 	}
 	if gkey != "" {
-		args = append(args, "GLOBAL", gkey, res.Global)
+		args = append(args, "GLOBAL", gkey, res.globalArg())
 	}
 	if a.DryRun {
 		args = append(args, "DRYRUN")
