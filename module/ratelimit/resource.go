@@ -346,10 +346,6 @@ const sendCompact = true
 // EncodeCaps(r.Caps) when there are caps.
 func (r *Resource) compactLimits() string { return r.compact().limits }
 
-// engineTiers returns the tiers in module/rate's units (whole milliseconds), from the
-// same cache as compactLimits; r must be valid.
-func (r *Resource) engineTiers() []rate.Tier { return r.compact().engine }
-
 // engineCaps returns the per-second limit (when set) and caps in module/rate's units.
 func engineCaps(perSecond int64, caps []Cap) []rate.Cap {
 	var out []rate.Cap
