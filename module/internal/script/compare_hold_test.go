@@ -307,18 +307,18 @@ func TestHoldScriptMatchesModel(t *testing.T) {
 				}
 				// A script key that expired on the server's clock (only on a stalled
 				// machine: the trace runs ahead of it) holds nothing live; forget it.
+				// About to expire on the server's clock: it must not expire between this
+				// check and the request (the model keeps it), so it lives on; persisted
+				// first, then looked for, so that it cannot vanish in between.
+				if ttl, _ := sc.PTTL(ctx, key).Result(); ttl >= 0 && ttl < 2*time.Second {
+					sc.Persist(ctx, key)
+				}
 				if n, _ := sc.Exists(ctx, key).Result(); n == 0 && ms.Exists(key) {
 					if ms.Live(key, h.At) > 0 {
 						t.Fatalf("%s: %s expired on the server while the model holds %d live copies", ctxs, key, ms.Live(key, h.At))
 					}
 					ms.Forget(key)
 					expired++
-				} else if n > 0 {
-					// About to expire on the server's clock: it must not expire between
-					// this check and the request (the model keeps it), so it lives on.
-					if ttl, _ := sc.PTTL(ctx, key).Result(); ttl >= 0 && ttl < 2*time.Second {
-						sc.Persist(ctx, key)
-					}
 				}
 			}
 			sid, mid := uint64(0), uint64(0)

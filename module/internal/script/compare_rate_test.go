@@ -291,15 +291,13 @@ func runRateTrace(t *testing.T, e *rateEngines, seed uint64, full bool, steps in
 		// of it, so only a stalled machine gets here) holds nothing that matters any
 		// more; the model forgets it too.
 		for _, k := range append([]string{gkey}, keys...) {
-			n, _ := e.sc.Exists(ctx, k).Result()
-			if n > 0 {
-				// About to expire on the server's clock: it must not expire between
-				// this check and the request (the model keeps it), so it lives on.
-				if ttl, _ := e.sc.PTTL(ctx, k).Result(); ttl >= 0 && ttl < 2*time.Second {
-					e.sc.Persist(ctx, k)
-				}
+			// About to expire on the server's clock: it must not expire between this
+			// check and the request (the model keeps it), so it lives on; persisted
+			// first, then looked for, so that it cannot vanish in between.
+			if ttl, _ := e.sc.PTTL(ctx, k).Result(); ttl >= 0 && ttl < 2*time.Second {
+				e.sc.Persist(ctx, k)
 			}
-			if n == 0 {
+			if n, _ := e.sc.Exists(ctx, k).Result(); n == 0 {
 				if k == gkey && ms.g.Exists() {
 					ms.g = ratemodel.NewGlobal()
 					st.expired++
