@@ -38,9 +38,10 @@
 //   - Options.FailOpen grants max(Min, 1) when Redis provably did not get the request
 //     (unreachable, pool exhausted, the Timeout ran out before sending, cluster down)
 //     and reports it via OnFailOpen, the Observer and Result.Override.
-//   - A server without the module, or a cluster reached through a *redis.Client, is an
-//     error wrapping ErrMisconfigured that names the fix (checked before the first
-//     request and after connection trouble), never a fail-open.
+//   - A server without the module (managed Redis) gets the same rules as server-side
+//     scripts (Options.Engine, Limiter.Engine). A cluster reached through a
+//     *redis.Client is an error wrapping ErrMisconfigured that names the fix (checked
+//     before the first request and after connection trouble), never a fail-open.
 //   - Limiter.SetKillSwitch turns rejections into grants, reported in Result.Override.
 //
 // Options.Observer sees every request's outcome (grant, rejection, kill-switch or

@@ -184,7 +184,7 @@ func (t *Transport) check(ctx context.Context) error {
 	case info != nil && t.cfg.Use == UseAuto && t.cfg.Scripts != nil:
 		// COMMAND INFO refused: the probes tell whether the module's commands exist.
 		for _, cmd := range probes {
-			if redis.HasErrorPrefix(cmd.Err(), "ERR unknown command") {
+			if unknownCommand(cmd.Err()) {
 				kind = KindScripts
 			}
 		}

@@ -472,7 +472,7 @@ func (t *Transport) do(ctx context.Context, r *Request, st *Stats) (reply any, e
 // asks for a check before the next request.
 func (t *Transport) moduleGone(kind Kind, r *Request, err error) bool {
 	if kind != KindModule || t.cfg.Use != UseAuto || t.cfg.Scripts == nil || err == nil ||
-		!redis.HasErrorPrefix(err, "ERR unknown command") || !t.required(r.Name()) {
+		!unknownCommand(err) || !t.required(r.Name()) {
 		return false
 	}
 	t.chk.forget()
@@ -654,7 +654,7 @@ func (t *Transport) misconfigured(r *Request, err error) error {
 	if e := t.Misconfigured(r.describe(), err); e != nil {
 		return e
 	}
-	if redis.HasErrorPrefix(err, "ERR unknown command") && t.required(r.Name()) {
+	if unknownCommand(err) && t.required(r.Name()) {
 		t.chk.forget()
 		return t.errorf(outcome.Misconfigured, ErrMisconfigured, r.describe(), fmt.Errorf(
 			"%w: the server does not have the Charon module loaded (loadmodule /path/to/charon.so)", err))
@@ -699,3 +699,7 @@ func NewToken() string {
 	}
 	return string(b[:])
 }
+
+// unknownCommand reports the server's "ERR unknown command" (go-redis's
+// HasErrorPrefix drops a leading "ERR ", so the prefix is matched without it).
+func unknownCommand(err error) bool { return redis.HasErrorPrefix(err, "unknown command") }
