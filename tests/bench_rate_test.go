@@ -244,7 +244,10 @@ func BenchmarkRateCost(b *testing.B) {
 	rdb := s.Client(b)
 	cases := rateCases(b, rdb)
 	cases = append(cases[:2], append([]benchCase{{"module API floor (tests/benchfloor, C, computes nothing)", 100000,
-		append([]string{"FLOOR.RATE", "fl:__rand_int__"}, benchLimits...)}}, cases[2:]...)...)
+		append([]string{"FLOOR.RATE", "fl:__rand_int__"}, benchLimits...)},
+		{"module API floor, two keys (with GLOBAL)", 100000, append([]string{"FLOOR.RATE", "fl:{g}:__rand_int__", "GLOBAL", "fl:{g}"}, benchLimits...)},
+		{"module API floor, TIER form's arguments", 100000, append([]string{"FLOOR.RATE", "fl:{t}:__rand_int__", "MAX", "1"}, benchTiers...)},
+	}, cases[2:]...)...)
 	for i := 0; i < b.N; i++ {
 		for _, pipe := range []int{16, 1} {
 			run := cases
@@ -303,15 +306,17 @@ func rateCostTable(b *testing.B, port int, rdb *redis.Client, cases []benchCase,
 	}{
 		{"key with 100,000 hits / key with 10 hits", "key with 100000", "key with 10 ", "<= 1.2"},
 		{"8 caps: key with 100,000 hits in the longest window / with 10", "8 caps, key with 100000", "8 caps, key with 10 ", "<= 1.2"},
-		{"3 tiers + 2 caps + GLOBAL with 2 caps / module API floor", "3 tiers + 2 caps", "module API floor", "<= 1.5"},
+		{"3 tiers + 2 caps + GLOBAL with 2 caps / module API floor", "3 tiers + 2 caps", "module API floor (", "<= 1.5"},
+		{"(reference) 3 tiers + 2 caps + GLOBAL with 2 caps / two-key floor", "3 tiers + 2 caps", "module API floor, two", ""},
 		{"3-tier TIER form / compact LIMITS form", "3-tier TIER", "3-tier compact", "<= 1.1"},
-		{"3-tier compact LIMITS form / module API floor", "3-tier compact", "module API floor", "<= 1.25"},
+		{"(reference) floor with the TIER form's arguments / floor", "module API floor, TIER", "module API floor (", ""},
+		{"3-tier compact LIMITS form / module API floor", "3-tier compact", "module API floor (", "<= 1.25"},
 		{"GLOBAL over 100k domains / same without GLOBAL", "GLOBAL", "3-tier TIER", "<= 1.3"},
 		{"3-tier TIER form / INCR", "3-tier TIER", "INCR", "<= 2.0"},
 		{"3-tier compact LIMITS form / INCR", "3-tier compact", "INCR", "<= 1.6"},
 		{"Lua charon.lua / compact LIMITS form", "Lua", "3-tier compact", ">= 15"},
 		{"(reference) SET PX / INCR", "SET PX", "INCR", ""},
-		{"(reference) module API floor / INCR", "module API floor", "INCR", ""},
+		{"(reference) module API floor / INCR", "module API floor (", "INCR", ""},
 	} {
 		if rs := ratio(idx(a.num), idx(a.den)); len(rs) > 0 {
 			fmt.Fprintf(&sb, "| %s | %s | %s |\n", a.name, fmtStats(rs, 2), a.bound)

@@ -1,4 +1,4 @@
-/* floor.c: a benchmark-only module, not part of Charon. FLOOR.RATE key [args...] makes
+/* floor.c: a benchmark-only module, not part of Charon. FLOOR.RATE key [GLOBAL gkey] [args...] makes
  * the Redis module API calls a CHARON.RATE grant makes, in the same order, from C,
  * and computes nothing: open the key for writing, read its value (a 64-byte block of
  * its own type), rewrite a byte in place (or create the value), set the absolute
@@ -7,6 +7,7 @@
  * that work pays on the server, whatever language computes the decision; make bench
  * measures it next to INCR and CHARON.RATE. Built by tests/bench_rate_test.go. */
 #include <string.h>
+#include <strings.h>
 
 #include "redismodule.h"
 
@@ -38,10 +39,10 @@ static void floor_rdb_save(RedisModuleIO *io, void *value) {
 
 static void floor_free(void *value) { RedisModule_Free(value); }
 
-static int floor_rate(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
-    if (argc < 2) return RedisModule_WrongArity(ctx);
-    long long now = RedisModule_Milliseconds();
-    RedisModuleKey *k = RedisModule_OpenKey(ctx, argv[1], REDISMODULE_READ | REDISMODULE_WRITE);
+/* Opens name for writing and rewrites its value as a grant does (a byte in place, or
+ * a new value), sets its expiry, signals it and raises its event; NULL on WRONGTYPE. */
+static RedisModuleKey *floor_write(RedisModuleCtx *ctx, RedisModuleString *name, long long now) {
+    RedisModuleKey *k = RedisModule_OpenKey(ctx, name, REDISMODULE_READ | REDISMODULE_WRITE);
     int t = RedisModule_KeyType(k);
     if (t == REDISMODULE_KEYTYPE_EMPTY) {
         floor_blob *b = RedisModule_Calloc(1, sizeof(*b));
@@ -52,11 +53,32 @@ static int floor_rate(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
         b->data[b->len - 1]++;
     } else {
         RedisModule_CloseKey(k);
-        return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+        return NULL;
     }
     RedisModule_SetAbsExpire(k, now + 1001);
-    RedisModule_SignalModifiedKey(ctx, argv[1]);
-    RedisModule_NotifyKeyspaceEvent(ctx, REDISMODULE_NOTIFY_MODULE, "floor.rate", argv[1]);
+    RedisModule_SignalModifiedKey(ctx, name);
+    RedisModule_NotifyKeyspaceEvent(ctx, REDISMODULE_NOTIFY_MODULE, "floor.rate", name);
+    return k;
+}
+
+/* FLOOR.RATE key [GLOBAL gkey] [args...]: with GLOBAL, the second key gets the same
+ * treatment, as CHARON.RATE's global key does (the two-key floor). */
+static int floor_rate(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
+    if (argc < 2) return RedisModule_WrongArity(ctx);
+    long long now = RedisModule_Milliseconds();
+    RedisModuleKey *k = floor_write(ctx, argv[1], now), *gk = NULL;
+    if (k == NULL) return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+    if (argc >= 4) {
+        size_t n = 0;
+        const char *kw = RedisModule_StringPtrLen(argv[2], &n);
+        if (n == 6 && strncasecmp(kw, "GLOBAL", 6) == 0) {
+            gk = floor_write(ctx, argv[3], now);
+            if (gk == NULL) {
+                RedisModule_CloseKey(k);
+                return RedisModule_ReplyWithError(ctx, REDISMODULE_ERRORMSG_WRONGTYPE);
+            }
+        }
+    }
     RedisModuleString *v[64];
     int n = 0;
     for (int i = 1; i < argc && n < 62; i++) v[n++] = argv[i];
@@ -68,6 +90,7 @@ static int floor_rate(RedisModuleCtx *ctx, RedisModuleString **argv, int argc) {
     RedisModule_ReplyWithArray(ctx, 11);
     for (int i = 0; i < 11; i++) RedisModule_ReplyWithLongLong(ctx, i);
     RedisModule_CloseKey(k);
+    if (gk != NULL) RedisModule_CloseKey(gk);
     return REDISMODULE_OK;
 }
 
