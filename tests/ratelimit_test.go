@@ -80,13 +80,27 @@ func (c *rlcClock) Slept() []time.Duration {
 }
 
 // rlcRawArgs writes the CHARON.RATE command for res by hand from the spec's grammar
-// (independently of the client's own argument builder).
+// (independently of the client's own argument builder): TIER and CAP clauses, and
+// GLOBAL's caps as a string of milliseconds.
 func rlcRawArgs(key, gkey string, res *ratelimit.Resource, min, max, at int64, dry bool) []any {
 	args := []any{"CHARON.RATE", key, "MAX", max, "MIN", min, "AT", at}
 	if res.Hard > 0 {
 		args = append(args, "HARD", res.Hard)
 	}
-	if res.Global > 0 {
+	for _, c := range res.Caps {
+		args = append(args, "CAP", c.Limit, c.Per.Milliseconds())
+	}
+	switch {
+	case len(res.GlobalCaps) > 0:
+		var caps []string
+		if res.Global > 0 {
+			caps = append(caps, fmt.Sprintf("%d/1000ms", res.Global))
+		}
+		for _, c := range res.GlobalCaps {
+			caps = append(caps, fmt.Sprintf("%d/%dms", c.Limit, c.Per.Milliseconds()))
+		}
+		args = append(args, "GLOBAL", gkey, strings.Join(caps, ","))
+	case res.Global > 0:
 		args = append(args, "GLOBAL", gkey, res.Global)
 	}
 	if dry {
@@ -185,7 +199,21 @@ var (
 		{Limit: 4, Window: 2 * time.Second, Active: 2 * time.Second, Cooldown: 3 * time.Second, Skippable: true},
 		{Limit: 20, Window: 10 * time.Second, Active: 4 * time.Second, Cooldown: 6 * time.Second},
 	}, Hard: 12, Global: 9}
+	// Caps over windows the test's 150 steps (about 26 s of fake time) fill: per
+	// domain 12 per 3 s (in buckets of 3 ms) and 30 per 20 s (20 ms),
+	// resource-wide 30 per 4 s beside GLOBAL's 9 per second.
+	rlcCapped = ratelimit.Resource{Tiers: []ratelimit.Tier{
+		{Limit: 5, Window: time.Second, Active: time.Second},
+		{Limit: 50, Window: 5 * time.Second, Active: 5 * time.Second, Cooldown: 15 * time.Second},
+	}, Hard: 8, Caps: []ratelimit.Cap{{Limit: 12, Per: 3 * time.Second}, {Limit: 30, Per: 20 * time.Second}},
+		Global: 9, GlobalCaps: []ratelimit.Cap{{Limit: 30, Per: 4 * time.Second}}}
+	// One cap of each kind, so that the client can name the one that rejected.
+	rlcOneCap = ratelimit.Resource{Tiers: []ratelimit.Tier{{Limit: 6, Window: time.Second, Active: time.Second}},
+		Caps: []ratelimit.Cap{{Limit: 15, Per: 5 * time.Second}}, GlobalCaps: []ratelimit.Cap{{Limit: 45, Per: 6 * time.Second}}}
 )
+
+// rlcHasGlobal reports whether res has a global key: the KeyNames rule's global flag.
+func rlcHasGlobal(res *ratelimit.Resource) bool { return res.Global > 0 || len(res.GlobalCaps) > 0 }
 
 func rlcNamed(r ratelimit.Resource, name string) *ratelimit.Resource {
 	r.Name = name
@@ -216,13 +244,20 @@ func rlcCompareWithServer(t *testing.T, rdb redis.UniversalClient, tmpl ratelimi
 		dry := rng.IntN(10) == 0
 		r, err := l.RequestWith(ctx, resC, dom, ratelimit.RequestArgs{Min: min, Max: max, DryRun: dry})
 		require.NoError(t, err, "step %d", step)
-		key, gkey := ratelimit.KeyNames("rl", resR.Name, dom, resR.Global > 0)
+		key, gkey := ratelimit.KeyNames("rl", resR.Name, dom, rlcHasGlobal(resR))
 		v, err := rdb.Do(ctx, rlcRawArgs(key, gkey, resR, min, max, clk.Now().UnixMilli(), dry)...).Result()
 		require.NoError(t, err, "step %d raw", step)
 		want := rlcReplyFields(t, v)
 		require.Equal(t, want, rlcResultFields(r), "step %d: %s min %d max %d dry %v", step, dom, min, max, dry)
 		require.Equal(t, ratelimit.OverrideNone, r.Override)
 		require.Equal(t, 1, r.Attempts)
+		need := min
+		if need < 1 {
+			need = 1
+		}
+		if r.Granted == 0 && rlcCapRejection(t, rdb, key, gkey, resR, r, need, max, clk.Now().UnixMilli()) {
+			seen["rejecting cap checked"]++
+		}
 		switch {
 		case r.RetryAfter == ratelimit.Never:
 			seen["never"]++
@@ -231,7 +266,9 @@ func rlcCompareWithServer(t *testing.T, rdb redis.UniversalClient, tmpl ratelimi
 		default:
 			seen["granted"]++
 		}
-		for k, ok := range map[string]bool{"burst": r.Burst, "hard": r.HardLimited, "global": r.GlobalLimited, "tier2+": r.Tier >= 2} {
+		for k, ok := range map[string]bool{"burst": r.Burst, "hard": r.HardLimited, "global": r.GlobalLimited, "tier2+": r.Tier >= 2,
+			"by cap": r.RejectedBy == ratelimit.LimitCap, "by global cap": r.RejectedBy == ratelimit.LimitGlobalCap,
+			"named long cap": r.RejectedCap.Per > time.Second} {
 			if ok {
 				seen[k]++
 			}
@@ -239,7 +276,7 @@ func rlcCompareWithServer(t *testing.T, rdb redis.UniversalClient, tmpl ratelimi
 	}
 	// The client's keys follow the documented rule: the ones the raw commands used,
 	// with the client's resource name.
-	key, gkey := ratelimit.KeyNames("rl", resC.Name, "alice", resC.Global > 0)
+	key, gkey := ratelimit.KeyNames("rl", resC.Name, "alice", rlcHasGlobal(resC))
 	n, err := rdb.Exists(ctx, key).Result()
 	require.NoError(t, err)
 	require.Equal(t, int64(1), n, "key %s", key)
@@ -252,6 +289,74 @@ func rlcCompareWithServer(t *testing.T, rdb redis.UniversalClient, tmpl ratelimi
 		require.Equal(t, "rl:"+resC.Name+":{alice}", key)
 	}
 	return seen
+}
+
+// rlcCapRejection checks the cap the client says rejected r (RejectedBy, RejectedCap)
+// against the server: a DRYRUN for need hits at time at under that cap alone (or,
+// when the client could not tell which of a kind's caps it was, under all of them),
+// with a tier that has room, must be rejected too. When Min < Max and caps of both
+// kinds cut the request, the documented guess is checked as that: some cap of either
+// kind rejects. It reports whether r named a cap.
+func rlcCapRejection(t *testing.T, rdb redis.UniversalClient, key, gkey string, res *ratelimit.Resource, r *ratelimit.Result, need, maxHits, at int64) bool {
+	t.Helper()
+	longOf := func(caps []ratelimit.Cap) (n int) {
+		for _, c := range caps {
+			if c.Per != time.Second {
+				n++
+			}
+		}
+		return n
+	}
+	guess := need < maxHits && r.HardLimited && r.GlobalLimited && longOf(res.Caps) > 0 && longOf(res.GlobalCaps) > 0 &&
+		(r.RejectedBy == ratelimit.LimitCap || r.RejectedBy == ratelimit.LimitGlobalCap)
+	long := func(caps []ratelimit.Cap) []ratelimit.Cap {
+		if r.RejectedCap.Per != 0 {
+			return []ratelimit.Cap{r.RejectedCap}
+		}
+		var out []ratelimit.Cap
+		for _, c := range caps {
+			if c.Per != time.Second {
+				out = append(out, c)
+			}
+		}
+		return out
+	}
+	args := []any{"CHARON.RATE", key, "MAX", need, "AT", at, "DRYRUN", "TIER", rate.MaxCount, 1000, 1000, 0}
+	if guess {
+		require.Equal(t, ratelimit.Cap{}, r.RejectedCap, "a guess names no cap")
+		for _, c := range long(res.Caps) {
+			args = append(args, "CAP", c.Limit, c.Per.Milliseconds())
+		}
+	}
+	switch r.RejectedBy {
+	case ratelimit.LimitHard, ratelimit.LimitCap:
+		if guess {
+			var caps []string
+			for _, c := range long(res.GlobalCaps) {
+				caps = append(caps, fmt.Sprintf("%d/%dms", c.Limit, c.Per.Milliseconds()))
+			}
+			args = append(args, "GLOBAL", gkey, strings.Join(caps, ","))
+			break
+		}
+		for _, c := range long(res.Caps) {
+			args = append(args, "CAP", c.Limit, c.Per.Milliseconds())
+		}
+	case ratelimit.LimitGlobal, ratelimit.LimitGlobalCap:
+		var caps []string
+		for _, c := range long(res.GlobalCaps) {
+			caps = append(caps, fmt.Sprintf("%d/%dms", c.Limit, c.Per.Milliseconds()))
+		}
+		args = append(args, "GLOBAL", gkey, strings.Join(caps, ","))
+	default:
+		return false
+	}
+	if r.RejectedBy == ratelimit.LimitHard || r.RejectedBy == ratelimit.LimitGlobal {
+		require.Equal(t, time.Second, r.RejectedCap.Per, "%v names its cap", r.RejectedBy)
+	}
+	v, err := rdb.Do(context.Background(), args...).Result()
+	require.NoError(t, err, "%q", args)
+	require.Zero(t, rlcReplyFields(t, v)["granted"], "%q: the cap the client named (%v %+v) rejects alone; %+v", args, r.RejectedBy, r.RejectedCap, *r)
+	return true
 }
 
 func rlcCheckCoverage(t *testing.T, seen map[string]int, want ...string) {
@@ -274,6 +379,10 @@ func TestRatelimitClientMatchesServer(t *testing.T) {
 				rlcCheckCoverage(t, seen, "granted", "rejected", "never", "burst", "hard", "tier2+")
 				seen = rlcCompareWithServer(t, rdb, rlcSkippy, fmt.Sprintf("skippy%d", proto), 2)
 				rlcCheckCoverage(t, seen, "granted", "rejected", "never", "burst", "global")
+				seen = rlcCompareWithServer(t, rdb, rlcCapped, fmt.Sprintf("capped%d", proto), 3)
+				rlcCheckCoverage(t, seen, "granted", "rejected", "never", "burst", "hard", "global", "by cap", "by global cap")
+				seen = rlcCompareWithServer(t, rdb, rlcOneCap, fmt.Sprintf("onecap%d", proto), 4)
+				rlcCheckCoverage(t, seen, "granted", "rejected", "never", "hard", "global", "by cap", "by global cap", "named long cap", "rejecting cap checked")
 			})
 		})
 	}
@@ -981,6 +1090,18 @@ func BenchmarkRatelimitClient(b *testing.B) {
 				}
 			}
 		})
+		// The same with caps: 2 per domain (LIMITS "...; caps") and GLOBAL with 2
+		// (a caps string), both cached per Resource like the tiers.
+		capped := &ratelimit.Resource{Name: "bench3caps", Tiers: three.Tiers,
+			Caps:       []ratelimit.Cap{{Limit: ratelimit.MaxCount, Per: time.Hour}, {Limit: ratelimit.MaxCount, Per: 24 * time.Hour}},
+			GlobalCaps: []ratelimit.Cap{{Limit: ratelimit.MaxCount, Per: time.Hour}, {Limit: ratelimit.MaxCount, Per: 24 * time.Hour}}}
+		b.Run(fmt.Sprintf("RESP%d/limiter-Allow-3tiers-2caps-global2caps", proto), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if r, err := l.Allow(ctx, capped, "u"); err != nil || r.Granted != 1 {
+					b.Fatal(r, err)
+				}
+			}
+		})
 		key3, _ := l.Keys(three, "u")
 		tierArgs := []any{"CHARON.RATE", key3, "MAX", 1, "MIN", 1}
 		for _, t := range three.Tiers {
@@ -1080,4 +1201,173 @@ func TestRatelimitClientRedisRateShapes(t *testing.T) {
 			require.Contains(t, err.Error(), "TIER")
 		})
 	}
+}
+
+// rlcAligned is a fake clock moved forward to the next multiple of align, so that a
+// cap's buckets (rule 10: multiples of g = ceil(W/1000) ms since the epoch) start with
+// the test.
+func rlcAligned(align time.Duration) *rlcClock {
+	clk := rlcNewClock()
+	ms := clk.Now().UnixMilli()
+	a := align.Milliseconds()
+	clk.Advance(time.Duration((a-ms%a)%a) * time.Millisecond)
+	return clk
+}
+
+// Caps over any window through the client (rule 10): a minute cap binds across the
+// tier's seconds, counting in 60 ms buckets (a hit leaves when its bucket ended a
+// minute ago, not before), MIN above a cap is never grantable, GLOBAL caps count
+// every domain, and the client names the cap that rejected.
+func TestRatelimitClientCaps(t *testing.T) {
+	s := harness.Start(t, harness.Options{})
+	ctx := context.Background()
+	for _, proto := range []int{2, 3} {
+		t.Run(fmt.Sprintf("RESP%d", proto), func(t *testing.T) {
+			rdb := redis.NewClient(rlcClientOptions(s, proto))
+			defer rdb.Close()
+			clk := rlcAligned(time.Minute)
+			t0 := clk.Now()
+			l := ratelimit.NewLimiter(rdb, &ratelimit.Options{Clock: clk, Timeout: -1})
+			minute := ratelimit.Cap{Limit: 5, Per: time.Minute}
+			res := &ratelimit.Resource{Name: fmt.Sprintf("caps%d", proto), Tiers: []ratelimit.Tier{{Limit: 10, Window: time.Second, Active: time.Second}},
+				Caps: []ratelimit.Cap{minute}}
+
+			r, err := l.AllowN(ctx, res, "u", 3)
+			require.NoError(t, err)
+			require.Equal(t, int64(3), r.Granted)
+			clk.Advance(100 * time.Millisecond)
+			r, err = l.Allow(ctx, res, "u")
+			require.NoError(t, err)
+			require.Equal(t, int64(1), r.Granted)
+			require.False(t, r.HardLimited)
+			clk.Advance(100 * time.Millisecond)
+			r, err = l.AllowAtMost(ctx, res, "u", 3)
+			require.NoError(t, err)
+			require.Equal(t, int64(1), r.Granted, "the minute has 1 left, the tier 6")
+			require.True(t, r.HardLimited, "a cap cut MAX")
+			require.Equal(t, int64(0), r.Remaining, "the cap cut the grant short: nothing left")
+
+			// Over a second later the tier is empty, the minute is not.
+			clk.Advance(1100 * time.Millisecond)
+			r, err = l.Allow(ctx, res, "u")
+			require.NoError(t, err)
+			require.Equal(t, int64(0), r.Granted)
+			require.Equal(t, int64(0), r.TierHits)
+			require.Equal(t, ratelimit.LimitCap, r.RejectedBy)
+			require.Equal(t, minute, r.RejectedCap)
+			require.Equal(t, int64(0), r.Remaining)
+			// The first 3 hits lie in the bucket [t0, t0+60ms): they leave at t0+60ms+1m.
+			leave := t0.Add(60*time.Millisecond + time.Minute)
+			require.Equal(t, leave.Sub(clk.Now()), r.RetryAfter)
+
+			clk.Advance(leave.Sub(clk.Now()) - time.Millisecond)
+			r, err = l.Allow(ctx, res, "u")
+			require.NoError(t, err)
+			require.Equal(t, int64(0), r.Granted, "1 ms before the bucket leaves the minute")
+			require.Equal(t, time.Millisecond, r.RetryAfter)
+			clk.Advance(time.Millisecond)
+			r, err = l.AllowAtMost(ctx, res, "u", 5)
+			require.NoError(t, err)
+			require.Equal(t, int64(3), r.Granted, "the bucket's 3 hits left together")
+
+			// More than a cap can ever give: never, and named.
+			r, err = l.AllowN(ctx, res, "v", 6)
+			require.NoError(t, err)
+			require.Equal(t, ratelimit.Never, r.RetryAfter)
+			require.Equal(t, ratelimit.LimitCap, r.RejectedBy)
+
+			// Two caps: the reply does not say which rejected; RetryAfter waits for it.
+			two := &ratelimit.Resource{Name: res.Name + "-two", Tiers: res.Tiers,
+				Caps: []ratelimit.Cap{minute, {Limit: 7, Per: time.Hour}}}
+			r, err = l.AllowN(ctx, two, "u", 5)
+			require.NoError(t, err)
+			require.Equal(t, int64(5), r.Granted)
+			clk.Advance(2 * time.Second)
+			r, err = l.Allow(ctx, two, "u")
+			require.NoError(t, err)
+			require.Equal(t, ratelimit.LimitCap, r.RejectedBy)
+			require.Equal(t, ratelimit.Cap{}, r.RejectedCap)
+			require.Positive(t, r.RetryAfter)
+			require.LessOrEqual(t, r.RetryAfter, time.Minute+60*time.Millisecond)
+
+			// GLOBAL caps across domains: 12 per hour for the whole resource.
+			shared := &ratelimit.Resource{Name: res.Name + "-shared", Tiers: []ratelimit.Tier{{Limit: 100, Window: time.Second, Active: time.Second}},
+				GlobalCaps: []ratelimit.Cap{{Limit: 12, Per: time.Hour}}}
+			r, err = l.AllowAtMost(ctx, shared, "a", 10)
+			require.NoError(t, err)
+			require.Equal(t, int64(10), r.Granted)
+			require.Equal(t, int64(10), r.GlobalHits)
+			r, err = l.AllowAtMost(ctx, shared, "b", 10)
+			require.NoError(t, err)
+			require.Equal(t, int64(2), r.Granted, "the hour has 2 left for everyone")
+			require.True(t, r.GlobalLimited)
+			clk.Advance(5 * time.Second)
+			r, err = l.Allow(ctx, shared, "c")
+			require.NoError(t, err)
+			require.Equal(t, int64(0), r.Granted, "a third domain meets the global cap")
+			require.Equal(t, ratelimit.LimitGlobalCap, r.RejectedBy)
+			require.Equal(t, shared.GlobalCaps[0], r.RejectedCap)
+			require.Equal(t, int64(0), r.GlobalHits, "the last second is empty: only the hour is full")
+			// The keys share the resource's slot; the global key lives while the hour
+			// counts its hits: its newest bucket (3.6 s) ends, plus the hour.
+			ka, gkey := l.Keys(shared, "a")
+			require.Equal(t, "rl:{"+shared.Name+"}:a", ka)
+			require.Equal(t, "rl:{"+shared.Name+"}", gkey)
+			exp, err := rdb.PExpireTime(ctx, gkey).Result()
+			require.NoError(t, err)
+			g := int64(3600)
+			last := clk.Now().Add(-5 * time.Second).UnixMilli()
+			require.Equal(t, (last/g)*g+g+time.Hour.Milliseconds(), exp.Milliseconds(), "PEXPIRETIME of %s", gkey)
+
+			// The client's arguments are the compact form.
+			require.Equal(t, "shared: LIMITS 100/1s GLOBAL 12/1h", strings.Replace(shared.String(), shared.Name, "shared", 1))
+		})
+	}
+}
+
+// The middleware over a real Redis with caps: RateLimit-Policy lists every window,
+// and a rejection by the minute cap leads RateLimit with it and its t, which agrees
+// with Retry-After and the server's retry_after.
+func TestRatelimitClientMiddlewareCaps(t *testing.T) {
+	s := harness.Start(t, harness.Options{})
+	rdb := s.Client(t)
+	clk := rlcAligned(time.Minute)
+	l := ratelimit.NewLimiter(rdb, &ratelimit.Options{Clock: clk})
+	res := &ratelimit.Resource{Name: "http-caps", Tiers: []ratelimit.Tier{{Limit: 10, Window: time.Second, Active: time.Second}},
+		Hard: 5, Caps: []ratelimit.Cap{{Limit: 3, Per: time.Minute}}, GlobalCaps: []ratelimit.Cap{{Limit: 1000, Per: 24 * time.Hour}}}
+	mw, err := l.Middleware(ratelimit.MiddlewareOptions{Resource: res,
+		Domain: func(r *http.Request) (string, error) { return r.Header.Get("X-User"), nil }})
+	require.NoError(t, err)
+	h := mw(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
+	get := func(user string) *httptest.ResponseRecorder {
+		clk.Advance(time.Millisecond)
+		req := httptest.NewRequest(http.MethodGet, "/", nil)
+		req.Header.Set("X-User", user)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec
+	}
+	const policy = `"t1";q=10;w=1, "hard";q=5;w=1, "cap-1m";q=3;w=60, "global-1d";q=1000;w=86400`
+	for i, want := range []string{`"t1";r=9, "hard";r=4`, `"t1";r=8, "hard";r=3`, `"t1";r=7, "hard";r=2`} {
+		rec := get("alice")
+		require.Equal(t, http.StatusOK, rec.Code, "request %d", i)
+		require.Equal(t, policy, rec.Header().Get("RateLimit-Policy"))
+		require.Equal(t, want, rec.Header().Get("RateLimit"), "request %d", i)
+	}
+	// The fourth: the hits at t0+1..3 ms lie in the bucket [t0, t0+60ms) and leave
+	// the minute at t0+60ms+1m, 60.056 s after this request at t0+4 ms: t=61.
+	rec := get("alice")
+	require.Equal(t, http.StatusTooManyRequests, rec.Code)
+	require.Equal(t, policy, rec.Header().Get("RateLimit-Policy"))
+	require.Equal(t, `"cap-1m";r=0;t=61, "t1";r=7, "hard";r=2`, rec.Header().Get("RateLimit"))
+	require.Equal(t, "61", rec.Header().Get("Retry-After"))
+	// The server agrees: a dry run at the same time waits 60.056 s.
+	key, gkey := l.Keys(res, "alice")
+	v, err := rdb.Do(context.Background(), "CHARON.RATE", key, "DRYRUN", "AT", clk.Now().UnixMilli(), "HARD", 5,
+		"GLOBAL", gkey, "1000/1d", "LIMITS", "10/1s; 3/1m").Result()
+	require.NoError(t, err)
+	require.Equal(t, int64(60056), rlcReplyFields(t, v)["retry_after"])
+	// Another domain has its own minute; the day is shared.
+	rec = get("bob")
+	require.Equal(t, http.StatusOK, rec.Code)
 }

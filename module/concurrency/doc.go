@@ -10,6 +10,13 @@
 // ratelimit and are reported by Hold.Override; Options.Timeout bounds each attempt,
 // Options.Observer sees every command.
 //
+// There is no degraded mode like ratelimit's FailLocal: a hold lives until it is
+// released or its lease ends, carries a fence that only Redis can issue, and is
+// renewed and transferred through Redis, so a hold granted locally during an outage
+// would be invisible to the rest of the fleet for up to its lease after Redis came
+// back. While Redis is unreachable, Reserve returns the error (or, with FailOpen,
+// grants), as documented.
+//
 // Commands that goroutines send at the same moment share round trips. RESERVE and
 // TRANSFER carry ONCE with a random token, so one whose answer was lost is sent again
 // and granted at most once (the same hold comes back); RELEASE of a whole hold, RENEW

@@ -18,6 +18,10 @@ const (
 	HeaderRateLimit       = "RateLimit"
 	HeaderRateLimitPolicy = "RateLimit-Policy"
 	HeaderRetryAfter      = "Retry-After"
+	// HeaderDecision says that Redis did not decide: "local" for a decision of the
+	// degraded mode (Options.FailLocal), "fail-open" for a fail-open grant. It is
+	// absent when Redis decided.
+	HeaderDecision = "Charon-Decision"
 )
 
 // MiddlewareOptions configure Limiter.Middleware.
@@ -69,12 +73,21 @@ func ResultFromContext(ctx context.Context) *Result {
 // Middleware returns net/http middleware that asks for hits before each request. A
 // granted request gets RateLimit and RateLimit-Policy header fields and goes on to the
 // next handler; a rejected one gets the same fields, Retry-After (whole seconds,
-// rounded up; absent when the request can never be granted) and 429. The RateLimit
-// field names the limit that rejected first (a tier, "hard" or "global"), with its t
-// parameter. The Result is in the request context (ResultFromContext). A kill-switch
+// rounded up; absent when the request can never be granted) and 429.
+// RateLimit-Policy lists every window: each tier ("t1", "t2", ...), the per-second
+// caps ("hard", "global") and each cap over another window ("cap-1h" for a cap of
+// Caps, "global-1d" for one of GlobalCaps). The RateLimit field gives the remaining
+// hits of the current tier, "hard" and "global" (the windows the server's reply
+// counts), and names the limit that rejected first, with its t parameter: a tier,
+// "hard", "global", or a cap over a longer window when the reply singles it out
+// (Result.RejectedCap). The Result is in the request context (ResultFromContext). A kill-switch
 // or fail-open grant goes on to the next handler like any grant; a fail-open grant has
-// no RateLimit field, since no server answer exists. A request without a domain gets
-// 400 (OnBadRequest), a limiter failure 503 (OnError).
+// no RateLimit field, since no server answer exists. A local decision (FailLocal,
+// Redis unreachable) has no RateLimit field either: the fleet's remaining quota is
+// unknown, and this instance's share is not what a client may use. Both carry
+// Charon-Decision ("fail-open", "local"); a local rejection still gets 429 and the
+// local Retry-After. A request without a domain gets 400 (OnBadRequest), a limiter
+// failure 503 (OnError).
 func (l *Limiter) Middleware(o MiddlewareOptions) (func(http.Handler) http.Handler, error) {
 	return middleware(l, o)
 }
@@ -139,7 +152,12 @@ func middleware(l requester, o MiddlewareOptions) (func(http.Handler) http.Handl
 			}
 			h := w.Header()
 			h.Set(HeaderRateLimitPolicy, policy)
-			if result.Override != OverrideFailOpen {
+			switch {
+			case result.Override == OverrideFailOpen:
+				h.Set(HeaderDecision, "fail-open")
+			case result.Local:
+				h.Set(HeaderDecision, "local")
+			default:
 				h.Set(HeaderRateLimit, limitField(res, result))
 			}
 			if result.Granted == 0 {
@@ -172,12 +190,26 @@ func ceilSeconds(d time.Duration) int64 {
 	return int64((d + time.Second - 1) / time.Second)
 }
 
-// Policy item names: one per tier ("t1", "t2", ...), "hard" and "global".
+// Policy item names: one per tier ("t1", "t2", ...), "hard" and "global" for the
+// per-second caps, "cap-<window>" and "global-<window>" for caps over other windows
+// (the window in the compact form's units: "cap-1h", "global-1d", "cap-90s").
 func tierPolicy(i int) string { return "t" + strconv.Itoa(i) }
 
+// capPolicy names a cap over a window other than one second: "cap-1h", "global-1d".
+func capPolicy(global bool, c Cap) string {
+	b := make([]byte, 0, 16)
+	if global {
+		b = append(b, "global-"...)
+	} else {
+		b = append(b, "cap-"...)
+	}
+	return string(appendCompactDuration(b, c.Per))
+}
+
 // policyField is RateLimit-Policy: every tier with its quota and window (seconds,
-// rounded up), then the Hard and Global per-second caps. It is the same on every
-// response. A resource without tiers is advertised as a zero quota.
+// rounded up, at least 1), then the per-domain caps (Hard, then Caps in order) and the
+// resource-wide ones (Global, then GlobalCaps). It is the same on every response. A
+// resource without tiers is advertised as a zero quota.
 func policyField(res *Resource) string {
 	var b strings.Builder
 	item := func(name string, q int64, w time.Duration) {
@@ -196,19 +228,31 @@ func policyField(res *Resource) string {
 	if res.Closed {
 		item("closed", 0, time.Second)
 	}
-	if res.Hard > 0 {
-		item("hard", res.Hard, time.Second)
+	caps := func(global bool, name string, limit int64, caps []Cap) {
+		if limit > 0 {
+			item(name, limit, time.Second)
+		}
+		for _, c := range caps {
+			if c.Per == time.Second {
+				item(name, c.Limit, time.Second) // the per-second cap, written as a cap
+			} else {
+				item(capPolicy(global, c), c.Limit, c.Per)
+			}
+		}
 	}
-	if res.Global > 0 {
-		item("global", res.Global, time.Second)
-	}
+	caps(false, "hard", res.Hard, res.Caps)
+	caps(true, "global", res.Global, res.GlobalCaps)
 	return b.String()
 }
 
 // limitField is RateLimit: the remaining quota of the current tier (tier 1 when none
-// is active) and of the Hard and Global caps. On a rejection the limit that rejected
-// (Result.RejectedBy) comes first and carries t, the seconds until the request could
-// be granted (no t when it never can be).
+// is active) and of the per-second caps (Hard and Global), the windows the reply
+// counts. On a rejection the limit that rejected (Result.RejectedBy) comes first and
+// carries t, the seconds until the request could be granted (no t when it never can
+// be). A cap over a longer window is listed only when it rejected and the reply
+// singles it out (Result.RejectedCap): its r is 0, since it had less room than the
+// request's hits (the reply does not say how much less). When the reply cannot tell
+// which of several such caps rejected, no item carries t: Retry-After still does.
 func limitField(res *Resource, r *Result) string {
 	var b strings.Builder
 	item := func(name string, remaining int64, t int64) {
@@ -232,7 +276,7 @@ func limitField(res *Resource, r *Result) string {
 	switch {
 	case res.Closed:
 		first = LimitClosed
-	case serverRejected && (r.RejectedBy == LimitHard || r.RejectedBy == LimitGlobal):
+	case serverRejected && r.RejectedBy != LimitNone && r.RejectedBy != LimitTier:
 		first = r.RejectedBy
 	}
 	at := func(l Limit) int64 { // t goes on the first item only
@@ -241,22 +285,28 @@ func limitField(res *Resource, r *Result) string {
 		}
 		return -1
 	}
+	hard, hasHard := perSecond(res.Hard, res.Caps)
+	global, hasGlobal := perSecond(res.Global, res.GlobalCaps)
 	switch first {
 	case LimitClosed:
 		item("closed", 0, t)
 	case LimitHard:
-		item("hard", res.Hard-r.DomainHits, t)
+		item("hard", hard-r.DomainHits, t)
 	case LimitGlobal:
-		item("global", res.Global-r.GlobalHits, t)
+		item("global", global-r.GlobalHits, t)
+	case LimitCap, LimitGlobalCap:
+		if r.RejectedCap.Per != 0 {
+			item(capPolicy(first == LimitGlobalCap, r.RejectedCap), 0, t)
+		}
 	}
 	if !res.Closed {
 		item(tierPolicy(max(r.Tier, 1)), r.TierLimit-r.TierHits, at(LimitTier))
 	}
-	if res.Hard > 0 && first != LimitHard {
-		item("hard", res.Hard-r.DomainHits, -1)
+	if hasHard && first != LimitHard {
+		item("hard", hard-r.DomainHits, -1)
 	}
-	if res.Global > 0 && first != LimitGlobal {
-		item("global", res.Global-r.GlobalHits, -1)
+	if hasGlobal && first != LimitGlobal && r.GlobalHits >= 0 {
+		item("global", global-r.GlobalHits, -1)
 	}
 	return b.String()
 }

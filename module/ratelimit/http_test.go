@@ -201,7 +201,7 @@ func TestMiddlewareHardAndGlobalHeaders(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := c.result
-			r.explain(&res, 1) // what the Limiter does with every answer
+			r.explain(&res, 1, 1) // what the Limiter does with every answer
 			f := &fakeRequester{result: &r}
 			rec, _ := serve(t, f, MiddlewareOptions{Resource: &res})
 			require.Equal(t, http.StatusTooManyRequests, rec.Code)
@@ -223,4 +223,59 @@ func TestPolicyFieldEdgeCases(t *testing.T) {
 	require.Equal(t, int64(1), ceilSeconds(time.Millisecond))
 	require.Equal(t, int64(1), ceilSeconds(time.Second))
 	require.Equal(t, int64(2), ceilSeconds(time.Second+time.Millisecond))
+}
+
+// RateLimit-Policy lists every window: tiers, the per-second caps, and each cap over
+// another window, per domain ("cap-...") and resource-wide ("global-...").
+func TestPolicyFieldCaps(t *testing.T) {
+	res := Resource{Name: "api", Tiers: []Tier{
+		{Limit: 10, Window: time.Second, Active: time.Second},
+		{Limit: 50, Window: 5 * time.Second, Active: 5 * time.Second, Cooldown: 15 * time.Second},
+	}, Hard: 20, Caps: []Cap{{1000, time.Hour}, {10000, 24 * time.Hour}, {30, 1500 * time.Millisecond}},
+		Global: 5000, GlobalCaps: []Cap{{2000000, 24 * time.Hour}}}
+	require.Equal(t, `"t1";q=10;w=1, "t2";q=50;w=5, "hard";q=20;w=1, "cap-1h";q=1000;w=3600, "cap-1d";q=10000;w=86400, "cap-1500ms";q=30;w=2, `+
+		`"global";q=5000;w=1, "global-1d";q=2000000;w=86400`, policyField(&res))
+	// Per-second caps written as caps are "hard" and "global", in their place.
+	res = Resource{Name: "api", Tiers: res.Tiers[:1], Caps: []Cap{{1000, time.Hour}, {20, time.Second}}, GlobalCaps: []Cap{{9, time.Second}}}
+	require.Equal(t, `"t1";q=10;w=1, "cap-1h";q=1000;w=3600, "hard";q=20;w=1, "global";q=9;w=1`, policyField(&res))
+	closed := Resource{Name: "x", Closed: true, Caps: []Cap{{5, time.Minute}}}
+	require.Equal(t, `"closed";q=0;w=1, "cap-1m";q=5;w=60`, policyField(&closed))
+}
+
+// RateLimit on answers under caps: the windows the reply counts, and the cap that
+// rejected first, with its t, when the reply singles it out.
+func TestMiddlewareCapsHeaders(t *testing.T) {
+	tiers := []Tier{{Limit: 5, Window: time.Second, Active: time.Second}}
+	one := Resource{Name: "api", Tiers: tiers, Hard: 20, Caps: []Cap{{100, time.Hour}}, GlobalCaps: []Cap{{1000, 24 * time.Hour}}}
+	two := Resource{Name: "api", Tiers: tiers, Caps: []Cap{{100, time.Hour}, {500, 24 * time.Hour}}, Global: 50}
+	cases := []struct {
+		name       string
+		res        *Resource
+		result     Result
+		code       int
+		rateLimit  string
+		retryAfter string
+	}{
+		{"granted", &one, Result{Granted: 1, Tier: 1, TierLimit: 5, TierHits: 2, DomainHits: 2, GlobalHits: 7},
+			http.StatusOK, `"t1";r=3, "hard";r=18`, ""},
+		{"the hour cap rejected", &one, Result{Tier: 1, TierLimit: 5, TierHits: 2, DomainHits: 2, GlobalHits: 7, HardLimited: true,
+			RetryAfter: 1800 * time.Second}, http.StatusTooManyRequests, `"cap-1h";r=0;t=1800, "t1";r=3, "hard";r=18`, "1800"},
+		{"the global day cap rejected", &one, Result{Tier: 1, TierLimit: 5, TierHits: 2, DomainHits: 2, GlobalHits: 7, GlobalLimited: true,
+			RetryAfter: 7200*time.Second + time.Millisecond}, http.StatusTooManyRequests, `"global-1d";r=0;t=7201, "t1";r=3, "hard";r=18`, "7201"},
+		{"one of two caps rejected: no item carries t", &two, Result{Tier: 1, TierLimit: 5, TierHits: 2, DomainHits: 2, GlobalHits: 7, HardLimited: true,
+			RetryAfter: 1800 * time.Second}, http.StatusTooManyRequests, `"t1";r=3, "global";r=43`, "1800"},
+		{"a cap that can never grant", &one, Result{Tier: 1, TierLimit: 5, TierHits: 0, DomainHits: 0, GlobalHits: 0, HardLimited: true,
+			RetryAfter: Never}, http.StatusTooManyRequests, `"cap-1h";r=0, "t1";r=5, "hard";r=20`, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := c.result
+			r.explain(c.res, 1, 1) // what the Limiter does with every answer
+			rec, _ := serve(t, &fakeRequester{result: &r}, MiddlewareOptions{Resource: c.res})
+			require.Equal(t, c.code, rec.Code)
+			require.Equal(t, c.rateLimit, rec.Header().Get(HeaderRateLimit))
+			require.Equal(t, c.retryAfter, rec.Header().Get(HeaderRetryAfter))
+			require.Equal(t, policyField(c.res), rec.Header().Get(HeaderRateLimitPolicy))
+		})
+	}
 }

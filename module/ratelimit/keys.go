@@ -6,8 +6,8 @@ import "strings"
 const DefaultPrefix = "rl"
 
 // KeyNames is the key-naming rule, the only place key names are made. One key holds
-// the log of one (resource, domain) pair; a resource with a Global limit also has one
-// global key.
+// the log of one (resource, domain) pair; a resource with a Global limit (Global or
+// GlobalCaps) also has one global key.
 //
 //	Global == 0: key = <prefix>:<resource>:{<domain>}   globalKey = ""
 //	Global > 0:  key = <prefix>:{<resource>}:<domain>   globalKey = <prefix>:{<resource>}
@@ -16,8 +16,9 @@ const DefaultPrefix = "rl"
 // keys and the global key must share a hash slot (CHARON.RATE declares both keys, and
 // the cluster refuses keys of different slots), so the tag is the resource and the
 // whole resource lives on one node. Without one, the tag is the domain, so a busy
-// resource's domains spread over the cluster. Turning Global on or off therefore moves
-// a resource to new keys: its counts start again from zero.
+// resource's domains spread over the cluster. Turning a global limit on or off (from
+// none to Global or GlobalCaps, or back) therefore moves a resource to new keys: its
+// counts start again from zero.
 //
 // The names are escaped so a name can never break the hash tag: '%', '{' and '}'
 // become "%25", "%7B" and "%7D". Under one prefix, distinct non-empty (resource,

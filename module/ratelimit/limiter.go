@@ -9,6 +9,7 @@ import (
 
 	"github.com/charon-redis/charon/module/internal/transport"
 	"github.com/charon-redis/charon/module/rate"
+	"github.com/charon-redis/charon/module/ratelimit/internal/local"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -73,6 +74,21 @@ type Options struct {
 	// the error that caused it. Use it to count and alert.
 	OnFailOpen func(ctx context.Context, resource, domain string, err error)
 
+	// FailLocal, when set, keeps limiting while Redis cannot be reached (degraded
+	// mode), instead of admitting everything (FailOpen) or failing every request.
+	// While Redis answers, each reply teaches the Limiter this instance's share of
+	// every resource's and domain's traffic; when a request finds Redis unreachable
+	// (the conditions of FailOpen, and also a request sent and never answered), the
+	// Limiter goes degraded: it decides every request locally, at once, enforcing its
+	// share of each limit (the tiers with their windows, active times and cooldowns,
+	// Hard, Global), and the Result says Local. A request at most every
+	// ProbeInterval (500ms) starts a probe of Redis in the background; when Redis
+	// answers, requests go to Redis again, bounded for the windows the local grants
+	// still count in. The Observer sees OutcomeDegraded and OutcomeRecovered, and
+	// each local decision. FailLocal takes precedence over FailOpen. See
+	// docs/go-client.md, "When Redis is unreachable".
+	FailLocal *LocalOptions
+
 	// Observer, when set, sees every request's outcome (grant, rejection, kill-switch
 	// or fail-open grant, error) with its resource and latency: the hook for metrics.
 	// It is called synchronously, once per request, after the answer is known.
@@ -129,6 +145,7 @@ type Limiter struct {
 	clock      Clock
 	sendClock  bool // Options.Clock was set: requests carry AT = clock.Now()
 	loop       waitLoop
+	deg        *degraded // FailLocal; nil without
 }
 
 // NewLimiter returns a Limiter over rdb. opt may be nil. On a *redis.Client it adds a
@@ -191,6 +208,10 @@ func NewLimiter(rdb rediser, opt *Options) *Limiter {
 		retries = 0
 	}
 	l.loop = waitLoop{clock: l.clock, rand: rand.Float64, backoff: b, transientRetries: retries}
+	if o.FailLocal != nil {
+		l.deg = newDegraded(o.FailLocal, l.prefix)
+		l.failOpen = false // FailLocal takes precedence
+	}
 	l.kill.Store(o.KillSwitch)
 	return l
 }
@@ -212,7 +233,7 @@ func (l *Limiter) Keys(res *Resource, domain string) (key, globalKey string) {
 	if res == nil {
 		return "", ""
 	}
-	return KeyNames(l.prefix, res.Name, domain, res.Global > 0)
+	return KeyNames(l.prefix, res.Name, domain, res.hasGlobal())
 }
 
 // RequestArgs are the arguments of one request beyond resource and domain
@@ -350,30 +371,12 @@ func (l *Limiter) requestWith(ctx context.Context, res *Resource, domain string,
 	}
 
 	key, gkey := l.Keys(res, domain)
-	n := 20 // CHARON.RATE key MAX n MIN n HARD n GLOBAL k n DRYRUN LIMITS s AT t
-	if !sendCompact {
-		n += 6 * len(res.Tiers)
-	}
-	args := make([]any, 0, n)
-	args = append(args, "CHARON.RATE", key)
-	// The server's defaults (MAX 1, MIN = MAX) go unsaid: fewer arguments to parse.
-	if a.Max != 1 {
-		args = append(args, "MAX", a.Max)
-	}
-	if a.Min != a.Max {
-		args = append(args, "MIN", a.Min)
-	}
-	if res.Hard > 0 {
-		args = append(args, "HARD", res.Hard)
-	}
-	if gkey != "" {
-		args = append(args, "GLOBAL", gkey, res.Global)
-	}
-	if a.DryRun {
-		args = append(args, "DRYRUN")
-	}
-	args = res.appendLimitArgs(args)
+	args := l.rateArgs(res, key, gkey, a)
 	nBase := len(args)
+	var lim local.Limits
+	if l.deg != nil {
+		lim = localLimits(res)
+	}
 
 	start := l.clock.Now()
 	attempts := 0 // times the command was sent, resends included
@@ -381,25 +384,68 @@ func (l *Limiter) requestWith(ctx context.Context, res *Resource, domain string,
 	// a TRYAGAIN, a lost answer) carries it, so it is granted and counted at most once.
 	token := transport.NewToken()
 	step := func(ctx context.Context, _ int) (*Result, error) {
-		args := args[:nBase]
+		now := l.clock.Now()
+		at := now
+		if !a.At.IsZero() {
+			at = a.At.Add(now.Sub(start))
+		}
+		args, a := args[:nBase], a
+		if l.deg != nil {
+			if l.deg.on.Load() {
+				l.maybeProbe(now)
+				return l.decideLocally(res, domain, &lim, a, at)
+			}
+			// Back on Redis after an outage: while the outage's local grants still
+			// count in a window, the local share bounds what Redis may grant (the hits
+			// are taken locally first).
+			d, on, err := l.deg.table.Admit(res.Name, domain, &lim, a.Min, a.Max, a.DryRun, at.UnixMilli())
+			switch {
+			case err != nil:
+				return nil, err
+			case on && d.Granted == 0:
+				return l.localResult(res, &d, a)
+			case on && d.Granted < a.Max:
+				a.Max = d.Granted
+				args = l.rateArgs(res, key, gkey, a)
+			}
+		}
 		switch {
 		case !a.At.IsZero():
-			args = append(args, "AT", a.At.Add(l.clock.Now().Sub(start)).UnixMilli())
+			args = append(args, "AT", at.UnixMilli())
 		case l.sendClock:
-			args = append(args, "AT", l.clock.Now().UnixMilli())
+			args = append(args, "AT", now.UnixMilli())
 		}
 		r, sent, err := l.send(ctx, key, gkey, token, args, a)
 		attempts += sent
 		if err != nil {
 			return nil, err
 		}
-		r.explain(res, minGrant(a))
+		if l.deg != nil {
+			l.deg.table.Observe(res.Name, domain, local.Reply{Granted: r.Granted, DomainHits: r.DomainHits,
+				GlobalHits: r.GlobalHits, DryRun: a.DryRun}, at.UnixMilli())
+		}
+		r.explain(res, minGrant(a), a.Max)
 		if r.Granted == 0 && l.kill.Load() {
 			r.Granted, r.Override = minGrant(a), OverrideKillSwitch
 		}
 		return r, nil
 	}
 	r, err := l.loop.run(ctx, a.MaxWait, step)
+	if err != nil && l.deg != nil && redisUnreachable(err) {
+		// Redis cannot be reached: decide locally from now on, waiting locally for
+		// what is left of MaxWait.
+		if l.enter(ctx, res, domain, err, start) {
+			wait := time.Duration(0)
+			if a.MaxWait > 0 {
+				wait = max(a.MaxWait-l.clock.Now().Sub(start), time.Nanosecond)
+			}
+			r, err = l.loop.run(ctx, wait, step)
+		} else {
+			// The request began before Redis came back: the answer it lost belongs to
+			// the outage that ended.
+			r, err = l.decideLocally(res, domain, &lim, a, l.clock.Now())
+		}
+	}
 	info.attempts = attempts
 	if r != nil {
 		r.Attempts = attempts
@@ -419,13 +465,42 @@ func (l *Limiter) requestWith(ctx context.Context, res *Resource, domain string,
 	return r, err
 }
 
+// rateArgs is a request's CHARON.RATE command line, without AT.
+func (l *Limiter) rateArgs(res *Resource, key, gkey string, a RequestArgs) []any {
+	n := 20 // CHARON.RATE key MAX n MIN n HARD n GLOBAL k n DRYRUN LIMITS s AT t
+	if !sendCompact {
+		n += 6 * len(res.Tiers)
+	}
+	args := make([]any, 0, n)
+	args = append(args, "CHARON.RATE", key)
+	// The server's defaults (MAX 1, MIN = MAX) go unsaid: fewer arguments to parse.
+	if a.Max != 1 {
+		args = append(args, "MAX", a.Max)
+	}
+	if a.Min != a.Max {
+		args = append(args, "MIN", a.Min)
+	}
+	if res.Hard > 0 {
+		args = append(args, "HARD", res.Hard)
+	}
+	if gkey != "" {
+		args = append(args, "GLOBAL", gkey, res.globalArg())
+	}
+	if a.DryRun {
+		args = append(args, "DRYRUN")
+	}
+	return res.appendLimitArgs(args)
+}
+
 // minGrant is what an override grants: the fewest hits the caller can use.
 func minGrant(a RequestArgs) int64 { return max(a.Min, 1) }
 
 // send sends one CHARON.RATE through the transport (ONCE, batching, resends) and
 // decodes the reply; sent is the number of times the command was sent.
 func (l *Limiter) send(ctx context.Context, key, gkey, token string, args []any, a RequestArgs) (*Result, int, error) {
-	req := transport.Request{Args: args, Keys: []string{key}, Repeat: transport.Once, Token: token, RetryUnsent: !l.failOpen}
+	// A Limiter that fails open or decides locally does so at once; one that does
+	// neither tries again while its context lets it.
+	req := transport.Request{Args: args, Keys: []string{key}, Repeat: transport.Once, Token: token, RetryUnsent: !l.failOpen && l.deg == nil}
 	if gkey != "" {
 		req.Keys = append(req.Keys, gkey)
 	}

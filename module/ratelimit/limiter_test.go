@@ -400,18 +400,18 @@ func TestExplainRemainingAndRejectedBy(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := c.r
-			r.explain(res, c.need)
+			r.explain(res, c.need, c.need)
 			require.Equal(t, c.remaining, r.Remaining)
 			require.Equal(t, c.by, r.RejectedBy)
 		})
 	}
 	closed := &Resource{Name: "x", Closed: true}
 	r := Result{GlobalHits: -1, RetryAfter: Never}
-	r.explain(closed, 1)
+	r.explain(closed, 1, 1)
 	require.Equal(t, LimitClosed, r.RejectedBy)
 	require.Equal(t, "closed", r.RejectedBy.String())
 	noCaps := PerSecond("x", 5)
 	r = Result{Granted: 1, TierLimit: 5, TierHits: 1, GlobalHits: -1}
-	r.explain(noCaps, 1)
+	r.explain(noCaps, 1, 1)
 	require.Equal(t, int64(4), r.Remaining)
 }

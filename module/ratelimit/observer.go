@@ -21,6 +21,22 @@ const (
 	OutcomeFailOpen
 	// OutcomeError: the request returned an error (Event.Err).
 	OutcomeError
+	// OutcomeLocalGranted: Redis could not be reached and the Limiter (FailLocal)
+	// granted the request from this instance's share of the limits.
+	OutcomeLocalGranted
+	// OutcomeLocalRejected: Redis could not be reached and the Limiter (FailLocal)
+	// rejected the request: this instance's share of a limit was used up
+	// (Event.RejectedBy says which).
+	OutcomeLocalRejected
+	// OutcomeDegraded is not a request's outcome: the Limiter (FailLocal) found Redis
+	// unreachable and decides locally from now on. Event.Err is the error that showed
+	// it; Resource and Domain are those of the request that found it. Reported once
+	// per outage, before that request's own Event.
+	OutcomeDegraded
+	// OutcomeRecovered is not a request's outcome: Redis answered the Limiter's probe
+	// and requests go to Redis again. Event.Latency is how long the Limiter was
+	// degraded; Resource and Domain are empty.
+	OutcomeRecovered
 )
 
 func (o Outcome) String() string {
@@ -35,6 +51,14 @@ func (o Outcome) String() string {
 		return "fail-open"
 	case OutcomeError:
 		return "error"
+	case OutcomeLocalGranted:
+		return "local-granted"
+	case OutcomeLocalRejected:
+		return "local-rejected"
+	case OutcomeDegraded:
+		return "degraded"
+	case OutcomeRecovered:
+		return "recovered"
 	}
 	return fmt.Sprintf("Outcome(%d)", uint8(o))
 }
@@ -50,9 +74,13 @@ type Event struct {
 	Outcome Outcome
 	// Granted is the number of hits the caller may use (0 unless granted).
 	Granted int64
-	// RejectedBy is the limit that rejected the request (OutcomeRejected and
-	// OutcomeKillSwitch), LimitNone otherwise.
+	// RejectedBy is the limit that rejected the request (OutcomeRejected,
+	// OutcomeLocalRejected and OutcomeKillSwitch), LimitNone otherwise.
 	RejectedBy Limit
+	// Local reports a request decided without Redis by the degraded mode
+	// (Result.Local): OutcomeLocalGranted, OutcomeLocalRejected, or OutcomeKillSwitch
+	// when the kill switch granted a local rejection.
+	Local bool
 	// Attempts is the number of times the command was sent, resends with the same
 	// ONCE token included (0 when it never was).
 	Attempts int
@@ -94,6 +122,10 @@ func (l *Limiter) observe(ctx context.Context, res *Resource, domain string, r *
 		e.Outcome = OutcomeError
 	case r.Override == OverrideKillSwitch:
 		e.Outcome = OutcomeKillSwitch
+	case r.Local && r.Granted > 0:
+		e.Outcome = OutcomeLocalGranted
+	case r.Local:
+		e.Outcome = OutcomeLocalRejected
 	case r.Granted > 0:
 		e.Outcome = OutcomeGranted
 	default:
@@ -103,6 +135,7 @@ func (l *Limiter) observe(ctx context.Context, res *Resource, domain string, r *
 		if e.Outcome != OutcomeError {
 			e.Granted = r.Granted
 			e.RejectedBy = r.RejectedBy
+			e.Local = r.Local
 		}
 	}
 	l.observer.Observe(ctx, e)

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -236,4 +237,203 @@ func TestCompactLimitsCache(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+func TestResourceValidateCaps(t *testing.T) {
+	ok := []Tier{{Limit: 5, Window: time.Second, Active: time.Second}}
+	hour, day := Cap{Limit: 1000, Per: time.Hour}, Cap{Limit: 10000, Per: 24 * time.Hour}
+	eight := make([]Cap, MaxCaps)
+	for i := range eight {
+		eight[i] = Cap{Limit: int64(i), Per: time.Duration(i+2) * time.Second}
+	}
+	cases := []struct {
+		name string
+		res  Resource
+		want string // substring of the error; "" means valid
+	}{
+		{"caps", Resource{Tiers: ok, Caps: []Cap{hour, day}, GlobalCaps: []Cap{day}}, ""},
+		{"bounds", Resource{Tiers: ok, Caps: []Cap{{0, time.Millisecond}, {MaxCount, MaxDuration}}}, ""},
+		{"per-second cap instead of Hard", Resource{Tiers: ok, Caps: []Cap{{3, time.Second}}, GlobalCaps: []Cap{{9, time.Second}}}, ""},
+		{"eight caps", Resource{Tiers: ok, Caps: eight, GlobalCaps: eight}, ""},
+		{"seven caps and Hard", Resource{Tiers: ok, Caps: eight[:7], Hard: 5, GlobalCaps: eight[:7], Global: 50}, ""},
+		{"closed with caps", Resource{Closed: true, Caps: []Cap{hour}, GlobalCaps: []Cap{day}}, ""},
+		{"negative limit", Resource{Tiers: ok, Caps: []Cap{hour, {-1, time.Minute}}}, "cap 2 limit -1 is outside [0, 1000000000000]"},
+		{"limit too big", Resource{Tiers: ok, GlobalCaps: []Cap{{MaxCount + 1, time.Minute}}}, "global cap 1 limit 1000000000001 is outside"},
+		{"zero window", Resource{Tiers: ok, Caps: []Cap{{Limit: 5}}}, "cap 1 per 0s is outside [1ms, 87600h0m0s]"},
+		{"sub-ms window", Resource{Tiers: ok, Caps: []Cap{{5, 1500 * time.Microsecond}}}, "cap 1 per 1.5ms is not a whole number of milliseconds"},
+		{"window too long", Resource{Tiers: ok, GlobalCaps: []Cap{{5, MaxDuration + time.Millisecond}}}, "global cap 1 per"},
+		{"same window twice", Resource{Tiers: ok, Caps: []Cap{hour, day, {5, time.Hour}}}, "cap 3 per 1h0m0s: cap 1 has the same window"},
+		{"a second for Hard twice", Resource{Tiers: ok, Hard: 10, Caps: []Cap{hour, {5, time.Second}}}, "cap 2 per 1s is hard's window: set hard or this cap"},
+		{"a second for Global twice", Resource{Tiers: ok, Global: 10, GlobalCaps: []Cap{{5, time.Second}}}, "global cap 1 per 1s is global's window"},
+		{"nine caps", Resource{Tiers: ok, Caps: append(slices.Clone(eight), Cap{1, time.Hour})}, "9 caps, at most 8"},
+		{"eight caps and Hard", Resource{Tiers: ok, Caps: eight, Hard: 1}, "9 caps (hard counts as one), at most 8"},
+		{"eight global caps and Global", Resource{Tiers: ok, GlobalCaps: eight, Global: 1}, "9 global caps (global counts as one), at most 8"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			res := c.res
+			res.Name = "api"
+			err := res.Validate()
+			if c.want == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorIs(t, err, ErrInvalid)
+			require.ErrorContains(t, err, `resource "api": `+c.want)
+		})
+	}
+}
+
+func TestEncodeCaps(t *testing.T) {
+	require.Equal(t, "", EncodeCaps(nil))
+	require.Equal(t, "1000/1h, 10000/1d", EncodeCaps([]Cap{{1000, time.Hour}, {10000, 24 * time.Hour}}))
+	require.Equal(t, "0/1ms, 3/1500ms, 7/90s, 1000000000000/3650d", EncodeCaps([]Cap{{0, time.Millisecond}, {3, 1500 * time.Millisecond}, {7, 90 * time.Second}, {MaxCount, MaxDuration}}))
+
+	res := Resource{Name: "api", Tiers: []Tier{
+		{Limit: 10, Window: time.Second, Active: time.Second},
+		{Limit: 50, Window: 5 * time.Second, Active: 5 * time.Second, Cooldown: 15 * time.Second},
+	}, Caps: []Cap{{1000, time.Hour}, {10000, 24 * time.Hour}}, GlobalCaps: []Cap{{2000000, 24 * time.Hour}}, Global: 5000}
+	// The spec's example, word for word.
+	require.Equal(t, "10/1s, 50/5s/5s/15s; 1000/1h, 10000/1d", res.compactLimits())
+	require.Equal(t, "5000/1s, 2000000/1d", res.globalArg())
+	require.Equal(t, "api: LIMITS 10/1s, 50/5s/5s/15s; 1000/1h, 10000/1d GLOBAL 5000/1s, 2000000/1d", res.String())
+	res.Global, res.Hard = 0, 7
+	require.Equal(t, "2000000/1d", res.globalArg())
+	require.Equal(t, "api: LIMITS 10/1s, 50/5s/5s/15s; 1000/1h, 10000/1d HARD 7 GLOBAL 2000000/1d", res.String())
+	// Without global caps GLOBAL is the number it always was.
+	res.GlobalCaps, res.Global = nil, 5000
+	require.Equal(t, int64(5000), res.globalArg())
+	closed := Resource{Name: "x", Closed: true, Caps: []Cap{{5, time.Hour}}}
+	require.Equal(t, "x: CLOSED CAPS 5/1h", closed.String())
+}
+
+// argBytes turns a command's arguments, as the client builds them, into what the server
+// receives.
+func argBytes(t *testing.T, args []any) [][]byte {
+	t.Helper()
+	out := make([][]byte, len(args))
+	for i, a := range args {
+		switch v := a.(type) {
+		case string:
+			out[i] = []byte(v)
+		case int64:
+			out[i] = []byte(strconv.FormatInt(v, 10))
+		default:
+			t.Fatalf("arg %#v is %T", a, a)
+		}
+	}
+	return out
+}
+
+// The caps a Resource sends are the caps the server's own parser reads, for random
+// resources: tiers, Caps (a per-second one standing for Hard, or Hard), GlobalCaps
+// (with or without Global), and closed resources with caps.
+func TestCapsArgsParseOnServer(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	dur := func() time.Duration {
+		units := []time.Duration{time.Millisecond, time.Second, time.Minute, time.Hour, 24 * time.Hour}
+		if r.IntN(3) == 0 {
+			return time.Duration(1+r.Int64N(int64(MaxDuration/time.Millisecond))) * time.Millisecond
+		}
+		u := units[r.IntN(len(units))]
+		return time.Duration(1+r.Int64N(int64(MaxDuration/u))) * u
+	}
+	caps := func(second *int64) []Cap {
+		n := r.IntN(MaxCaps + 1) // the per-second one included
+		seen := map[time.Duration]bool{}
+		if n > 0 && r.IntN(2) == 0 {
+			*second = r.Int64N(MaxCount) + 1
+			seen[time.Second] = true
+			n--
+		}
+		var out []Cap
+		for len(out) < n {
+			c := Cap{Limit: r.Int64N(MaxCount + 1), Per: dur()}
+			if r.IntN(8) == 0 {
+				c.Per = time.Second
+			}
+			if seen[c.Per] {
+				continue
+			}
+			seen[c.Per] = true
+			out = append(out, c)
+		}
+		return out
+	}
+	for i := 0; i < 1000; i++ {
+		res := Resource{Name: "x"}
+		res.Caps = caps(&res.Hard)
+		res.GlobalCaps = caps(&res.Global)
+		if r.IntN(10) == 0 {
+			res.Closed = true
+		} else {
+			for range 1 + r.IntN(MaxTiers) {
+				w := dur()
+				res.Tiers = append(res.Tiers, Tier{Limit: r.Int64N(MaxCount + 1), Window: w, Active: w})
+			}
+		}
+		require.NoError(t, res.Validate(), "%s", &res)
+		// What requestWith sends after the key.
+		args := []any{}
+		if res.Hard > 0 {
+			args = append(args, "HARD", res.Hard)
+		}
+		if res.hasGlobal() {
+			args = append(args, "GLOBAL", "gkey", res.globalArg())
+		}
+		args = res.appendLimitArgs(args)
+		var req rate.Request
+		require.NoError(t, rate.ParseRequest(argBytes(t, args), &req), "%s: %q", &res, args)
+
+		// The server's view: the per-second caps apart, the others in order.
+		wantHard, wantHasHard := perSecond(res.Hard, res.Caps)
+		require.Equal(t, wantHasHard, req.HasHard, "%s", &res)
+		if wantHasHard {
+			require.Equal(t, wantHard, req.Hard, "%s", &res)
+		}
+		wantGlobal, wantHasGlobal := perSecond(res.Global, res.GlobalCaps)
+		require.Equal(t, res.hasGlobal(), req.HasGlobal, "%s", &res)
+		require.Equal(t, wantHasGlobal, req.HasGlobalLimit, "%s", &res)
+		if wantHasGlobal {
+			require.Equal(t, wantGlobal, req.GlobalLimit, "%s", &res)
+		}
+		long := func(caps []Cap) []rate.Cap {
+			out := []rate.Cap{}
+			for _, c := range caps {
+				if c.Per != time.Second {
+					out = append(out, rate.Cap{Limit: c.Limit, Window: c.Per.Milliseconds()})
+				}
+			}
+			return out
+		}
+		require.Equal(t, long(res.Caps), append([]rate.Cap{}, req.Caps[:req.NCaps]...), "%s", &res)
+		require.Equal(t, long(res.GlobalCaps), append([]rate.Cap{}, req.GlobalCaps[:req.NGlobalCaps]...), "%s", &res)
+		require.Equal(t, len(res.Tiers), req.NTiers)
+		require.Equal(t, res.Closed, req.Closed)
+	}
+}
+
+func TestCompactCacheWithCaps(t *testing.T) {
+	res := PerSecond("api", 10)
+	res.Caps = []Cap{{100, time.Hour}}
+	res.GlobalCaps = []Cap{{1000, 24 * time.Hour}}
+	require.Equal(t, "10/1s; 100/1h", res.compactLimits())
+	require.Equal(t, "1000/1d", res.globalArg())
+	require.Zero(t, testing.AllocsPerRun(100, func() {
+		_ = res.compact()
+		_ = res.globalArg()
+		_ = res.appendLimitArgs(make([]any, 0, 4)[:0])
+	}), "a cached resource allocates nothing but its args slice")
+	// Changes are noticed: caps in place, new global caps, Global, Hard (not cached:
+	// it is sent as a number), tiers.
+	res.Caps[0].Limit = 200
+	require.Equal(t, "10/1s; 200/1h", res.compactLimits())
+	res.GlobalCaps = append(res.GlobalCaps, Cap{50, time.Minute})
+	require.Equal(t, "1000/1d, 50/1m", res.globalArg())
+	res.Global = 7
+	require.Equal(t, "7/1s, 1000/1d, 50/1m", res.globalArg())
+	res.GlobalCaps = nil
+	require.Equal(t, int64(7), res.globalArg())
+	res.Caps = nil
+	require.Equal(t, "10/1s", res.compactLimits())
 }

@@ -57,6 +57,13 @@ const (
 	LimitGlobal
 	// LimitClosed: the resource is Closed.
 	LimitClosed
+	// LimitCap: one of the per-domain Caps over a window other than one second left
+	// less room than the request's Min (Result.RejectedCap names it when the reply
+	// singles it out).
+	LimitCap
+	// LimitGlobalCap: one of the resource-wide GlobalCaps over a window other than one
+	// second left less room than the request's Min.
+	LimitGlobalCap
 )
 
 func (l Limit) String() string {
@@ -71,6 +78,10 @@ func (l Limit) String() string {
 		return "global"
 	case LimitClosed:
 		return "closed"
+	case LimitCap:
+		return "cap"
+	case LimitGlobalCap:
+		return "global-cap"
 	}
 	return fmt.Sprintf("Limit(%d)", uint8(l))
 }
@@ -94,14 +105,20 @@ type Result struct {
 	GlobalHits int64
 	// Burst reports that the request entered a tier above the current one.
 	Burst bool
-	// HardLimited reports that the Hard limit left less room than the request's Max.
+	// HardLimited reports that a per-domain cap (Hard or one of Caps) left less room
+	// than the request's Max.
 	HardLimited bool
-	// GlobalLimited reports that the Global limit left less room than the request's Max.
+	// GlobalLimited reports that a resource-wide cap (Global or one of GlobalCaps)
+	// left less room than the request's Max.
 	GlobalLimited bool
 	// Remaining is the number of hits a request could still get right now without
 	// climbing: the current tier's room (TierLimit - TierHits), lowered to the room
 	// left under Hard and Global; never negative. A request for more may still be
-	// granted by bursting into a tier above. 0 on a fail-open grant.
+	// granted by bursting into a tier above. 0 on a fail-open grant. The reply counts
+	// the last second only, so a cap over another window (Caps, GlobalCaps) lowers
+	// Remaining only when the reply shows it cut the request: to 0 after a grant it
+	// cut short, below the request's Min after a rejection; otherwise Remaining may
+	// promise more than such a cap has left.
 	Remaining int64
 	// RetryAfter is how long until the same request would be granted with no other
 	// traffic. 0 when the server granted it; Never (not -1) when it never will be: Min
@@ -113,10 +130,33 @@ type Result struct {
 	// expires then); always finite, 0 when nothing is stored.
 	ResetAfter time.Duration
 	// RejectedBy names the limit that rejected the request; LimitNone when the server
-	// granted it (also under a kill-switch grant it names the server's reason).
+	// granted it (also under a kill-switch grant it names the server's reason). When
+	// several limits had too little room, the first of Closed, Global, Hard, the
+	// global caps, the caps and the tiers is named. One case is a guess: with Min
+	// below Max, when caps of both kinds (per domain and global, over windows other
+	// than a second) cut the request, the reply does not say which kind had less than
+	// Min, and RejectedBy names the one whose per-second room alone cannot explain the
+	// cut, else the global caps (with RejectedCap zero).
 	RejectedBy Limit
+	// RejectedCap is the cap that rejected the request: Cap{Global, time.Second} for
+	// LimitGlobal, Cap{Hard, time.Second} for LimitHard (or the cap of GlobalCaps or
+	// Caps over a second that stands for them), and for LimitGlobalCap and LimitCap
+	// the one cap of that kind over another window. The reply does not say which of
+	// several such caps rejected: with two or more of them (say 1000 per hour and
+	// 10000 per day), RejectedCap is the zero Cap and RetryAfter still waits for
+	// whichever it was. Zero when no cap rejected.
+	RejectedCap Cap
 
-	// Override is why Granted differs from the server's answer; OverrideNone normally.
+	// Local reports a decision made without Redis, by the degraded mode
+	// (Options.FailLocal): Redis could not be reached, so this instance decided from
+	// its share of the limits and nothing was recorded in Redis. The other fields are
+	// then the local engine's: TierLimit is this instance's share of the tier's limit,
+	// TierHits, DomainHits and GlobalHits count this instance's local hits, Remaining
+	// is the room left in its share of the current tier, and RetryAfter is when this
+	// instance would grant the same request.
+	Local bool
+	// Override is why Granted differs from the answer (the server's, or the local
+	// one); OverrideNone normally.
 	Override Override
 	// Attempts is the number of times the command was sent: more than 1 while
 	// waiting, after errors that prove it did not run, or when an answer was lost and
@@ -241,27 +281,70 @@ func resultFromFields(f *[rate.NumFields]int64) (Result, error) {
 	}, nil
 }
 
-// explain fills Remaining and RejectedBy, which need the request: the resource's caps
-// and the fewest hits the request accepts (need >= 1).
-func (r *Result) explain(res *Resource, need int64) {
+// explain fills Remaining, RejectedBy and RejectedCap, which need the request: the
+// resource's caps, the fewest hits the request accepts (need >= 1) and the most it
+// asked for (maxHits >= need).
+//
+// The reply counts the last second (DomainHits, GlobalHits), so the per-second caps'
+// room is known exactly. For caps over other windows it says only that some cap of a
+// kind left less room than maxHits (HardLimited, GlobalLimited). After a rejection
+// whose per-second rooms were at least need, that means a longer cap left less than
+// need when need == maxHits (Allow, AllowN, the middleware), or when the current tier
+// alone had room for need (the climb would have given it, so the caps cut MAX below
+// need).
+func (r *Result) explain(res *Resource, need, maxHits int64) {
 	room := max(r.TierLimit-r.TierHits, 0)
 	hardRoom, globalRoom := int64(math.MaxInt64), int64(math.MaxInt64)
-	if res.Hard > 0 {
-		hardRoom = max(res.Hard-r.DomainHits, 0)
+	hard, hasHard := perSecond(res.Hard, res.Caps)
+	if hasHard {
+		hardRoom = max(hard-r.DomainHits, 0)
 	}
-	if res.Global > 0 && r.GlobalHits >= 0 {
-		globalRoom = max(res.Global-r.GlobalHits, 0)
+	global, hasGlobal := perSecond(res.Global, res.GlobalCaps)
+	if hasGlobal && r.GlobalHits >= 0 {
+		globalRoom = max(global-r.GlobalHits, 0)
 	}
 	r.Remaining = min(room, hardRoom, globalRoom)
-	switch {
-	case r.Granted > 0:
+	r.RejectedCap = Cap{}
+	nCaps, onlyCap := longCaps(res.Caps)
+	nGlobalCaps, onlyGlobalCap := longCaps(res.GlobalCaps)
+	longCut := r.HardLimited && nCaps > 0 || r.GlobalLimited && nGlobalCaps > 0
+	if r.Granted > 0 {
 		r.RejectedBy = LimitNone
+		if longCut {
+			// A cap cut MAX, and the grant is min(room under the caps, what the climb
+			// could take): either that cap or the current tier has nothing left.
+			r.Remaining = 0
+		}
+		return
+	}
+	// A flagged kind's caps left less than need when need == maxHits; otherwise when
+	// the current tier alone had room for need (tier 1 may be cooling down when no
+	// tier is active, and then gives nothing), some cap left less than need.
+	capsShort := need == maxHits || room >= need && (r.Tier > 0 || len(res.Tiers) == 0 || res.Tiers[0].Cooldown == 0)
+	globalFlagged, hardFlagged := r.GlobalLimited && nGlobalCaps > 0, r.HardLimited && nCaps > 0
+	// Which kind, when both are flagged and need < maxHits: a kind whose per-second
+	// room is at least maxHits owes its flag to a longer cap; else the reply cannot
+	// tell, and the global caps are named (RejectedCap stays zero).
+	preferHard := need < maxHits && globalFlagged && hardFlagged && hardRoom >= maxHits && globalRoom < maxHits
+	switch {
 	case res.Closed:
 		r.RejectedBy = LimitClosed
 	case globalRoom < need:
-		r.RejectedBy = LimitGlobal
+		r.RejectedBy, r.RejectedCap = LimitGlobal, Cap{Limit: global, Per: time.Second}
 	case hardRoom < need:
-		r.RejectedBy = LimitHard
+		r.RejectedBy, r.RejectedCap = LimitHard, Cap{Limit: hard, Per: time.Second}
+	case capsShort && globalFlagged && !preferHard:
+		r.RejectedBy = LimitGlobalCap
+		if nGlobalCaps == 1 && (need == maxHits || !hardFlagged) {
+			r.RejectedCap = onlyGlobalCap
+		}
+		r.Remaining = min(r.Remaining, need-1)
+	case capsShort && hardFlagged:
+		r.RejectedBy = LimitCap
+		if nCaps == 1 && (need == maxHits || !globalFlagged) {
+			r.RejectedCap = onlyCap
+		}
+		r.Remaining = min(r.Remaining, need-1)
 	default:
 		r.RejectedBy = LimitTier
 	}

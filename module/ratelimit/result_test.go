@@ -153,3 +153,76 @@ func FuzzDecodeReply(f *testing.F) {
 		}
 	})
 }
+
+// What the client can tell about caps over windows the reply does not count (it counts
+// the last second only): which kind rejected, which cap when there is one of its kind,
+// and Remaining 0 when a cap cut a grant short.
+func TestExplainCaps(t *testing.T) {
+	tiers := []Tier{{Limit: 10, Window: time.Second, Active: time.Second}}
+	hour, day := Cap{Limit: 100, Per: time.Hour}, Cap{Limit: 1000, Per: 24 * time.Hour}
+	gday := Cap{Limit: 5000, Per: 24 * time.Hour}
+	one := &Resource{Name: "x", Tiers: tiers, Hard: 6, Caps: []Cap{hour}, GlobalCaps: []Cap{gday}}
+	two := &Resource{Name: "x", Tiers: tiers, Caps: []Cap{hour, day}, GlobalCaps: []Cap{gday, {Limit: 900, Per: time.Hour}}}
+	mixed := &Resource{Name: "x", Tiers: tiers, Hard: 6, Caps: []Cap{hour}, Global: 50, GlobalCaps: []Cap{gday}}
+	// A cap over one second in Caps is Hard; in GlobalCaps, Global.
+	asCaps := &Resource{Name: "x", Tiers: tiers, Caps: []Cap{{Limit: 6, Per: time.Second}, hour}, GlobalCaps: []Cap{{Limit: 50, Per: time.Second}}}
+	cases := []struct {
+		name       string
+		res        *Resource
+		r          Result
+		need, max  int64
+		remaining  int64
+		by         Limit
+		rejectedBy Cap
+	}{
+		{"granted, caps unflagged: Remaining counts what the reply counts", one,
+			Result{Granted: 1, TierLimit: 10, TierHits: 3, DomainHits: 3, GlobalHits: 40}, 1, 1, 3, LimitNone, Cap{}},
+		{"granted, cut short by a cap", one,
+			Result{Granted: 2, TierLimit: 10, TierHits: 3, DomainHits: 3, GlobalHits: 40, HardLimited: true}, 1, 5, 0, LimitNone, Cap{}},
+		{"granted, cut short by a global cap", one,
+			Result{Granted: 2, TierLimit: 10, TierHits: 3, DomainHits: 3, GlobalHits: 40, GlobalLimited: true}, 1, 5, 0, LimitNone, Cap{}},
+		{"hour cap full (Allow)", one,
+			Result{TierLimit: 10, TierHits: 3, DomainHits: 3, GlobalHits: 40, HardLimited: true, RetryAfter: time.Minute}, 1, 1, 0, LimitCap, hour},
+		{"hour cap short of n (AllowN)", one,
+			Result{TierLimit: 10, TierHits: 3, DomainHits: 1, GlobalHits: 40, HardLimited: true, RetryAfter: time.Minute}, 4, 4, 3, LimitCap, hour},
+		{"global day cap full", one,
+			Result{TierLimit: 10, TierHits: 3, DomainHits: 3, GlobalHits: 40, GlobalLimited: true, RetryAfter: time.Hour}, 1, 1, 0, LimitGlobalCap, gday},
+		{"both kinds full: the global one is named", one,
+			Result{TierLimit: 10, TierHits: 3, DomainHits: 3, GlobalHits: 40, HardLimited: true, GlobalLimited: true}, 1, 1, 0, LimitGlobalCap, gday},
+		{"hard full comes first", one,
+			Result{TierLimit: 10, TierHits: 3, DomainHits: 6, GlobalHits: 40, HardLimited: true}, 1, 1, 0, LimitHard, Cap{6, time.Second}},
+		{"two caps: the reply does not say which", two,
+			Result{TierLimit: 10, TierHits: 3, DomainHits: 3, GlobalHits: 40, HardLimited: true}, 1, 1, 0, LimitCap, Cap{}},
+		{"two global caps", two,
+			Result{TierLimit: 10, TierHits: 3, DomainHits: 3, GlobalHits: 40, GlobalLimited: true}, 2, 2, 1, LimitGlobalCap, Cap{}},
+		{"min < max, tier had room: the flagged cap was short of min", one,
+			Result{TierLimit: 10, TierHits: 3, DomainHits: 3, GlobalHits: 40, HardLimited: true}, 2, 5, 1, LimitCap, hour},
+		{"min < max, both kinds flagged: which kind is unknown", one,
+			Result{TierLimit: 10, TierHits: 3, DomainHits: 3, GlobalHits: 40, HardLimited: true, GlobalLimited: true}, 2, 5, 1, LimitGlobalCap, Cap{}},
+		{"min < max, both kinds flagged, the per-second Global explains its flag: the caps", mixed,
+			Result{TierLimit: 10, TierHits: 3, DomainHits: 0, GlobalHits: 47, HardLimited: true, GlobalLimited: true}, 2, 5, 1, LimitCap, Cap{}},
+		{"min < max, tier short of min: the tiers", one,
+			Result{TierLimit: 10, TierHits: 9, DomainHits: 3, GlobalHits: 40, HardLimited: true}, 2, 5, 1, LimitTier, Cap{}},
+		{"tier full, no cap flagged", one,
+			Result{TierLimit: 10, TierHits: 10, DomainHits: 3, GlobalHits: 40}, 1, 1, 0, LimitTier, Cap{}},
+		{"per-second caps written as caps: Hard", asCaps,
+			Result{TierLimit: 10, TierHits: 3, DomainHits: 6, GlobalHits: 40, HardLimited: true}, 1, 1, 0, LimitHard, Cap{6, time.Second}},
+		{"per-second caps written as caps: Global", asCaps,
+			Result{TierLimit: 10, TierHits: 3, DomainHits: 3, GlobalHits: 50, GlobalLimited: true}, 1, 1, 0, LimitGlobal, Cap{50, time.Second}},
+		{"per-second caps written as caps: the hour", asCaps,
+			Result{TierLimit: 10, TierHits: 3, DomainHits: 3, GlobalHits: 40, HardLimited: true}, 1, 1, 0, LimitCap, hour},
+		{"per-second caps written as caps: Remaining", asCaps,
+			Result{Granted: 1, TierLimit: 10, TierHits: 3, DomainHits: 4, GlobalHits: 49}, 1, 1, 1, LimitNone, Cap{}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := c.r
+			r.explain(c.res, c.need, c.max)
+			require.Equal(t, c.remaining, r.Remaining, "Remaining")
+			require.Equal(t, c.by, r.RejectedBy, "RejectedBy")
+			require.Equal(t, c.rejectedBy, r.RejectedCap, "RejectedCap")
+		})
+	}
+	require.Equal(t, "cap", LimitCap.String())
+	require.Equal(t, "global-cap", LimitGlobalCap.String())
+}

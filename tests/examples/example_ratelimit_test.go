@@ -163,6 +163,48 @@ func Example_tiers() {
 	// asked 10: granted 7 in tier 2 (burst false), 0 left
 }
 
+// Caps over any window: 10 per second, and at most 20 per minute for each partner and
+// 1,000 per day for all of them together, checked and counted in the same request. A
+// request 2 seconds apart asks for up to 8; the minute runs out on the third.
+func Example_caps() {
+	rdb := redis.NewClient(&redis.Options{
+		Addr:                     addr,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
+	defer rdb.Close()
+	limiter := ratelimit.NewLimiter(rdb, nil)
+	ctx := context.Background()
+
+	partners := &ratelimit.Resource{
+		Name:       "partners",
+		Tiers:      []ratelimit.Tier{{Limit: 10, Window: time.Second, Active: time.Second}},
+		Caps:       []ratelimit.Cap{{Limit: 20, Per: time.Minute}},
+		GlobalCaps: []ratelimit.Cap{{Limit: 1000, Per: 24 * time.Hour}},
+	}
+	if err := partners.Validate(); err != nil {
+		panic(err)
+	}
+	fmt.Println(partners)
+
+	at := time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range 4 {
+		res, err := limiter.RequestWith(ctx, partners, "acme", ratelimit.RequestArgs{
+			Min: 1, Max: 8, At: at.Add(time.Duration(i) * 2 * time.Second)})
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		fmt.Printf("granted %d, cut by a cap %v, rejected by %v %+v, retry after %v\n",
+			res.Granted, res.HardLimited, res.RejectedBy, res.RejectedCap, res.RetryAfter)
+	}
+	// Output:
+	// partners: LIMITS 10/1s; 20/1m GLOBAL 1000/1d
+	// granted 8, cut by a cap false, rejected by none {Limit:0 Per:0s}, retry after 0s
+	// granted 8, cut by a cap false, rejected by none {Limit:0 Per:0s}, retry after 0s
+	// granted 4, cut by a cap true, rejected by none {Limit:0 Per:0s}, retry after 0s
+	// granted 0, cut by a cap true, rejected by cap {Limit:20 Per:1m0s}, retry after 54.06s
+}
+
 // tickClock is a fake ratelimit.Clock for examples: it starts at 2100-01-01 and each
 // reading is 1ms after the previous one, so requests land in distinct milliseconds no
 // matter how fast or slow the machine is. Sleep moves it instead of waiting.
