@@ -11,7 +11,10 @@
 #
 # and a leading "refuse=" marks a server older than the module supports: on it only
 # the refusal test runs (tests/refusal_test.go, build tag `matrix`), which passes when
-# the server refuses the load with the module's log line and does not crash.
+# the server refuses the load with the module's log line and does not crash. A
+# leading "scripts=" marks a server tested without the module, as on managed Redis:
+# the Go clients' script-engine tests run (TestEngine*, every server under test
+# started without loadmodule and with TIME refused inside scripts).
 #
 # Progress lines name every long step with its elapsed seconds; logs are kept under
 # build/matrix/. The results are written as a table into README.md (between
@@ -41,10 +44,14 @@ total_start=$SECONDS
 
 for spec in "$@"; do
 	kind=suite
-	case $spec in refuse=*) kind=refuse; spec=${spec#refuse=} ;; esac
+	case $spec in
+	refuse=*) kind=refuse; spec=${spec#refuse=} ;;
+	scripts=*) kind=scripts; spec=${spec#scripts=} ;;
+	esac
 	IFS=: read -r name version sha pkg <<<"$spec"
 	label="$name $version"
 	log=$out/$name-$version.log
+	[ $kind = scripts ] && { label="$label (no module)"; log=$out/$name-$version-scripts.log; }
 	: >"$log"
 
 	# Build (or find in the cache).
@@ -71,6 +78,10 @@ for spec in "$@"; do
 		say "$label: running the refusal test (the module must refuse to load, cleanly)"
 		CHARON_OLD_REDIS_BIN=$bin CHARON_MODULE=$module \
 			$GO test -tags 'integration matrix' -count=1 -timeout 10m -run 'TestOldServerRefusesLoad' -v ./tests/ >>"$log" 2>&1
+	elif [ $kind = scripts ]; then
+		say "$label: running the Go clients' script-engine tests (no module loaded)"
+		CHARON_REDIS_BIN=$bin CHARON_MODULE=$module \
+			$GO test -tags integration -count=1 -timeout 20m -run 'TestEngine' -v ./tests/ >>"$log" 2>&1
 	else
 		say "$label: running the whole integration suite"
 		CHARON_REDIS_BIN=$bin CHARON_MODULE=$module \
@@ -101,6 +112,8 @@ table() {
 		case $name in redis) name=Redis ;; valkey) name=Valkey ;; esac
 		if [ $kind = refuse ]; then
 			what='refuses to load charon.so with "needs Redis >= 7.0.0", no crash'
+		elif [ $kind = scripts ]; then
+			what='without the module: the Go clients on their script engine (TIME refused in scripts)'
 		else
 			what='whole integration suite'
 		fi
@@ -172,6 +185,7 @@ for r in "${results[@]}"; do
 	IFS='|' read -r name version sha kind result build_s suite_s _ <<<"$r"
 	n=$((n + 1))
 	[ $result = ok ] && pass=$((pass + 1))
+	[ $kind = scripts ] && version="$version (no module)"
 	say "timing: $name $version: server ${build_s}s, tests ${suite_s}s"
 	summary+="${summary:+, }$name $version: $result"
 done

@@ -56,6 +56,13 @@ func BenchmarkClientPaths(b *testing.B) {
 			row{"baseline " + baseline + ": Reserve + Release", "reserve", old},
 		)
 	}
+	// The script engine (for Redis without the module), forced on the same server.
+	nScripts := len(rows)
+	rows = append(rows,
+		row{"ratelimit.Limiter Allow, 1 tier, script engine", "scripts1", current},
+		row{"ratelimit.Limiter Allow, 3 tiers, script engine", "scripts3", current},
+		row{"concurrency Reserve + Release (per pair), script engine", "scriptsres", current},
+	)
 
 	s := harness.Start(b, harness.Options{})
 	rdb := s.Client(b)
@@ -139,6 +146,11 @@ func BenchmarkClientPaths(b *testing.B) {
 	fmt.Fprintf(&sb, "| Limiter 1 tier, 50 goroutines / bare CHARON.RATE -P 16, server CPU | %s | <= 1.3 |\n", fmtStats(ratio(lim1.cpu, pipelined), 2))
 	fmt.Fprintf(&sb, "| (reference) Limiter 1 tier, 50 goroutines / CHARON.RATE with ONCE -P 16, server CPU | %s | |\n", fmtStats(ratio(lim1.cpu, pipelinedOnce), 2))
 	fmt.Fprintf(&sb, "| (reference) CHARON.RATE with ONCE / bare, -P 16, server CPU | %s | |\n", fmtStats(ratio(pipelinedOnce, pipelined), 2))
+	for _, g := range goroutines {
+		scr := cells[key(rows[nScripts], g)].cpu
+		fmt.Fprintf(&sb, "| (reference) Limiter 1 tier on the scripts / on the module, server CPU, %d goroutines | %s | |\n", g, fmtStats(ratio(scr, cells[key(rows[3], g)].cpu), 2))
+		fmt.Fprintf(&sb, "| (reference) Limiter 1 tier on the scripts / redis_rate Allow, server CPU, %d goroutines | %s | |\n", g, fmtStats(ratio(scr, cells[key(rows[1], g)].cpu), 2))
+	}
 	if baseline != "" {
 		fmt.Fprintf(&sb, "| Limiter 1 tier / baseline, p50 latency, 1 goroutine | %s | <= 1.1 |\n",
 			fmtStats(ratio(cells[key(rows[3], 1)].p50, cells[key(rows[6], 1)].p50), 2))

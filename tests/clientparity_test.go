@@ -82,15 +82,17 @@ func TestClientBatching(t *testing.T) {
 	require.Less(t, reads, total/4, "concurrent requests share round trips")
 }
 
-// A server without the module: every client says which command is missing and how to
-// load it, even with FailOpen (a misconfiguration is never a reason to grant).
+// A server without the module, the clients set to use the module only (by default
+// they run the script engine there: tests/engine_test.go): every client says which
+// command is missing and how to load it, even with FailOpen (a misconfiguration is
+// never a reason to grant).
 func TestClientNoModule(t *testing.T) {
 	s := harness.Start(t, harness.Options{NoModule: true})
 	ctx := context.Background()
 	rdb := s.Client(t)
 
 	var failOpens int
-	l := ratelimit.NewLimiter(rdb, &ratelimit.Options{FailOpen: true,
+	l := ratelimit.NewLimiter(rdb, &ratelimit.Options{FailOpen: true, Engine: ratelimit.EngineModule,
 		OnFailOpen: func(context.Context, string, string, error) { failOpens++ }})
 	r, err := l.Allow(ctx, ratelimit.PerSecond("api", 5), "u")
 	require.Nil(t, r)
@@ -99,7 +101,7 @@ func TestClientNoModule(t *testing.T) {
 	require.ErrorContains(t, err, "loadmodule")
 	require.Zero(t, failOpens)
 
-	sem := concurrency.New(rdb, &concurrency.Options{FailOpen: true})
+	sem := concurrency.New(rdb, &concurrency.Options{FailOpen: true, Engine: concurrency.EngineModule})
 	h, err := sem.Reserve(ctx, &concurrency.Pool{Name: "db", Limit: 2}, "u", concurrency.ReserveArgs{})
 	require.Nil(t, h)
 	require.ErrorIs(t, err, concurrency.ErrMisconfigured)

@@ -94,6 +94,10 @@ type Event struct {
 	Attempts int
 	// Latency is the wall time the call took.
 	Latency time.Duration
+	// Engine is the engine serving the Semaphore's commands when this one ended
+	// (EngineModule or EngineScripts; EngineAuto when no check of the server could
+	// run): a label to alert on when it changes.
+	Engine Engine
 	// Err is the error returned to the caller, or the error a fail-open grant
 	// replaced; nil otherwise. A release inside Semaphore.Do that fails is reported
 	// here only: Do returns the job's own result.

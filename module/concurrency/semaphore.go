@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -113,6 +114,9 @@ type Options struct {
 	Observer Observer
 	// KillSwitch is the kill switch's initial state; see SetKillSwitch.
 	KillSwitch bool
+	// Engine picks what serves the commands: EngineAuto (detect the module, else run
+	// the scripts), EngineModule or EngineScripts. See Engine.
+	Engine Engine
 }
 
 // Override says why a Hold was granted without the server.
@@ -141,10 +145,10 @@ func (o Override) String() string {
 // go-redis client and keep it: commands that goroutines send at the same moment share
 // round trips.
 //
-// Before its first command, and again after connection trouble, it checks that the
-// server knows the hold commands and that a cluster is not reached through a plain
-// *redis.Client; either mistake is an error wrapping ErrMisconfigured that names the
-// fix.
+// Before its first command, and again after connection trouble, it checks whether
+// the server has the module (else it runs the same rules as server-side scripts;
+// Options.Engine, Semaphore.Engine) and that a cluster is not reached through a plain
+// *redis.Client, which is an error wrapping ErrMisconfigured that names the fix.
 type Semaphore struct {
 	tr         *transport.Transport
 	prefix     string
@@ -178,6 +182,8 @@ func New(rdb rediser, opt *Options) *Semaphore {
 		Retries:        o.Resends,
 		OutcomeUnknown: ErrOutcomeUnknown,
 		Require:        []string{"CHARON.RESERVE", "CHARON.RELEASE", "CHARON.RENEW", "CHARON.TRANSFER", "CHARON.SEIZE"},
+		Scripts:        transport.ScriptEngine{},
+		Use:            o.Engine.use(),
 		Probes: map[string]transport.Probe{
 			"CHARON.RESERVE": {Args: []any{"CHARON.RESERVE", probe, "DRYRUN", "LIMIT", 1}},
 			// No hold has this id: a server that takes ONCE answers LOST.
@@ -325,8 +331,13 @@ const (
 // field reads field i of an array (RESP2) reply, or name of a map (RESP3) one.
 func intAt(v []any, i int) int64 {
 	if i < len(v) {
-		if n, ok := v[i].(int64); ok {
+		switch n := v[i].(type) {
+		case int64:
 			return n
+		case string: // the script engine's fence (64 bits do not fit Lua's numbers)
+			if x, err := strconv.ParseInt(n, 10, 64); err == nil {
+				return x
+			}
 		}
 	}
 	return 0
@@ -365,7 +376,7 @@ func (s *Semaphore) Reserve(ctx context.Context, p *Pool, domain string, a Reser
 	began := time.Now()
 	h, attempts, err := s.reserve(ctx, p, domain, a)
 	if s.observer != nil {
-		e := Event{Op: OpReserve, Domain: domain, Attempts: attempts, Latency: time.Since(began), Err: err}
+		e := Event{Op: OpReserve, Domain: domain, Attempts: attempts, Latency: time.Since(began), Err: err, Engine: s.Engine()}
 		if p != nil {
 			e.Pool = p.Name
 		}
@@ -537,7 +548,7 @@ func (h *Hold) observe(ctx context.Context, op Op, began time.Time, attempts int
 		return
 	}
 	e := Event{Op: op, Pool: h.pool.Name, Domain: h.domain, Copies: h.Copies, Deadline: h.Deadline,
-		Attempts: attempts, Latency: time.Since(began), Err: err, Outcome: OutcomeOK}
+		Attempts: attempts, Latency: time.Since(began), Err: err, Outcome: OutcomeOK, Engine: h.s.Engine()}
 	switch {
 	case errors.Is(err, ErrLost):
 		e.Outcome = OutcomeLost

@@ -47,9 +47,10 @@
 //     that share of every limit, probing Redis at most every 500ms; Result.Local and
 //     the Observer (OutcomeDegraded, OutcomeRecovered, OutcomeLocalGranted,
 //     OutcomeLocalRejected) say so.
-//   - A server without the module, or a cluster reached through a *redis.Client, is an
-//     error wrapping ErrMisconfigured that names the fix (checked before the first
-//     request and after connection trouble), never a fail-open.
+//   - A server without the module (managed Redis) gets the same rules as server-side
+//     scripts (Options.Engine, Limiter.Engine). A cluster reached through a
+//     *redis.Client is an error wrapping ErrMisconfigured that names the fix (checked
+//     before the first request and after connection trouble), never a fail-open.
 //   - Limiter.SetKillSwitch turns rejections into grants, reported in Result.Override.
 //
 // Options.Observer sees every request's outcome (grant, rejection, kill-switch or

@@ -106,6 +106,10 @@ type Options struct {
 	// or a failover is under way). 0 means DefaultTransientRetries; -1 none.
 	TransientRetries int
 
+	// Engine picks what serves the requests: EngineAuto (detect the module, else run
+	// the scripts), EngineModule or EngineScripts. See Engine.
+	Engine Engine
+
 	// Clock replaces the wall clock of the waiting loop. When set, every request is
 	// sent with AT = Clock.Now() so the server uses the same time (tests, simulations,
 	// replays). nil means the wall clock, and the server's own clock for requests.
@@ -126,8 +130,9 @@ type Options struct {
 // a lost answer is ErrOutcomeUnknown.
 //
 // Before its first request, and again after connection trouble, the Limiter checks
-// that the server knows CHARON.RATE and that a cluster is not reached through a plain
-// *redis.Client; either mistake is an error wrapping ErrMisconfigured that names the
+// whether the server has the module (else it runs the same rules as server-side
+// scripts; Options.Engine, Limiter.Engine) and that a cluster is not reached through
+// a plain *redis.Client, which is an error wrapping ErrMisconfigured that names the
 // fix.
 type Limiter struct {
 	tr         *transport.Transport
@@ -179,6 +184,8 @@ func NewLimiter(rdb rediser, opt *Options) *Limiter {
 		Retries:        o.Resends,
 		OutcomeUnknown: ErrOutcomeUnknown,
 		Require:        []string{"CHARON.RATE"},
+		Scripts:        transport.ScriptEngine{},
+		Use:            o.Engine.use(),
 		Probes: map[string]transport.Probe{
 			"CHARON.RATE": {Args: []any{"CHARON.RATE", probe, "DRYRUN", "LIMITS", "1/1s"}},
 		},

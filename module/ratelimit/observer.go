@@ -86,6 +86,10 @@ type Event struct {
 	Attempts int
 	// Latency is the wall time the call took, waiting included.
 	Latency time.Duration
+	// Engine is the engine serving the Limiter's requests when this one ended
+	// (EngineModule or EngineScripts; EngineAuto when no check of the server could
+	// run): a label to alert on when it changes.
+	Engine Engine
 	// Err is the error returned to the caller (OutcomeError), or the error that made
 	// the limiter fail open (OutcomeFailOpen); nil otherwise.
 	Err error
@@ -107,7 +111,7 @@ func (f ObserverFunc) Observe(ctx context.Context, e Event) { f(ctx, e) }
 // observe builds the Event of a finished request and hands it to the observer. err is
 // the call's error, or for a fail-open grant the error it replaced.
 func (l *Limiter) observe(ctx context.Context, res *Resource, domain string, r *Result, err error, attempts int, latency time.Duration) {
-	e := Event{Domain: domain, Latency: latency, Err: err, Attempts: attempts}
+	e := Event{Domain: domain, Latency: latency, Err: err, Attempts: attempts, Engine: l.Engine()}
 	if res != nil {
 		e.Resource = res.Name
 	}

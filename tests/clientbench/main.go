@@ -39,6 +39,9 @@ var paths = map[string]string{
 	"limiter1":   "ratelimit.Limiter.Allow, 1 tier (PerSecond 10)",
 	"limiter3":   "ratelimit.Limiter.Allow, 3 tiers",
 	"reserve":    "concurrency Reserve + Release (one pair)",
+	"scripts1":   "ratelimit.Limiter.Allow, 1 tier, on the script engine (Options.Engine EngineScripts)",
+	"scripts3":   "ratelimit.Limiter.Allow, 3 tiers, on the script engine",
+	"scriptsres": "concurrency Reserve + Release (one pair), on the script engine",
 }
 
 type result struct {
@@ -118,10 +121,14 @@ func newPath(rdb *redis.Client, path, prefix string) decide {
 			v, err := rdb.Do(ctx, "CHARON.RATE", prefix+":limiter1:{"+u+"}", "LIMITS", "10/1s").Result()
 			return err == nil && v != nil, err
 		}
-	case "limiter1", "limiter3":
-		l := ratelimit.NewLimiter(rdb, &ratelimit.Options{KeyPrefix: prefix})
+	case "limiter1", "limiter3", "scripts1", "scripts3":
+		o := &ratelimit.Options{KeyPrefix: prefix}
+		if strings.HasPrefix(path, "scripts") {
+			o.Engine = ratelimit.EngineScripts
+		}
+		l := ratelimit.NewLimiter(rdb, o)
 		res := ratelimit.PerSecond(path, 10)
-		if path == "limiter3" {
+		if path == "limiter3" || path == "scripts3" {
 			res = &ratelimit.Resource{Name: path, Tiers: []ratelimit.Tier{
 				{Limit: 10, Window: time.Second, Active: time.Second},
 				{Limit: 50, Window: 5 * time.Second, Active: 5 * time.Second, Cooldown: 15 * time.Second},
@@ -132,8 +139,12 @@ func newPath(rdb *redis.Client, path, prefix string) decide {
 			r, err := l.Allow(ctx, res, u)
 			return err == nil && r.Allowed(), err
 		}
-	case "reserve":
-		s := concurrency.New(rdb, &concurrency.Options{KeyPrefix: prefix})
+	case "reserve", "scriptsres":
+		o := &concurrency.Options{KeyPrefix: prefix}
+		if path == "scriptsres" {
+			o.Engine = concurrency.EngineScripts
+		}
+		s := concurrency.New(rdb, o)
 		pool := &concurrency.Pool{Name: "reserve", Limit: 10}
 		return func(ctx context.Context, u string) (bool, error) {
 			h, err := s.Reserve(ctx, pool, u, concurrency.ReserveArgs{})

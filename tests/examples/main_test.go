@@ -16,10 +16,12 @@ import (
 )
 
 // The examples' servers, started once by TestMain: addr is a single node with the
-// module, clusterAddrs the primaries and replicas of a 3-primary cluster.
+// module, clusterAddrs the primaries and replicas of a 3-primary cluster, managedAddr
+// a single node without the module that refuses TIME (as a managed service may).
 var (
 	addr         string
 	clusterAddrs []string
+	managedAddr  string
 )
 
 func TestMain(m *testing.M) {
@@ -34,6 +36,7 @@ func TestMain(m *testing.M) {
 			}
 		}()
 		addr = harness.Start(tb, harness.Options{}).Addr()
+		managedAddr = harness.Start(tb, harness.Options{NoModule: true, Config: []string{`rename-command TIME ""`}}).Addr()
 		for _, s := range harness.StartCluster(tb, harness.Options{}).Nodes() {
 			clusterAddrs = append(clusterAddrs, s.Addr())
 		}

@@ -3,6 +3,7 @@ package script
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/charon-redis/charon/module/rate"
 	"github.com/redis/go-redis/v9"
@@ -104,4 +105,29 @@ func stringArgs(args []any) (key string, rest []string, err error) {
 		}
 	}
 	return out[1], out[2:], nil
+}
+
+// OpOf returns the hold command named name (case-insensitive: "CHARON.RESERVE", ...).
+func OpOf(name string) (Op, bool) {
+	for op := Reserve; op <= Seize; op++ {
+		if strings.EqualFold(name, op.Command()) {
+			return op, true
+		}
+	}
+	return 0, false
+}
+
+// HoldArgs turns a module hold command line (args[0] the command, args[1] the key,
+// then its options) into the script call; now (Unix ms) is used when it carries no
+// AT. A bad argument is the module's own error.
+func HoldArgs(op Op, args []any, now int64) (*Call, error) {
+	key, rest, err := stringArgs(args)
+	if err != nil {
+		return nil, err
+	}
+	h, err := ParseHold(op, key, rest, now)
+	if err != nil {
+		return nil, err
+	}
+	return h.Call(), nil
 }

@@ -4,6 +4,7 @@ import (
 	crand "crypto/rand"
 	"encoding/binary"
 	"strconv"
+	"strings"
 
 	"github.com/charon-redis/charon/module/hold"
 )
@@ -131,6 +132,15 @@ func ParseHold(op Op, key string, args []string, now int64) (*Hold, error) {
 		GlobalLimit: req.GlobalLimit, Lease: req.Lease, TTL: req.TTL, DryRun: req.DryRun, At: now}
 	if req.HasAt {
 		h.At = req.At
+	}
+	if req.Once {
+		// The parser keeps the token's hash; the script remembers the token itself.
+		for i := 0; i+1 < len(args); i++ {
+			if strings.EqualFold(args[i], "ONCE") && hold.TokenHash(views[i+1]) == req.OnceHash {
+				h.Once = args[i+1]
+				break
+			}
+		}
 	}
 	if req.HasCopies {
 		h.Copies = req.Copies

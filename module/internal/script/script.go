@@ -91,3 +91,18 @@ func asInt(v any) (int64, bool) {
 	}
 	return 0, false
 }
+
+// Hash is the SHA1 of the call's script (what EVALSHA names).
+func (c *Call) Hash() string { return c.script.Hash() }
+
+// Source returns the text of the script whose SHA1 is sha ("" when it is neither
+// script): what EVAL sends after EVALSHA met NOSCRIPT.
+func Source(sha string) string {
+	switch sha {
+	case rateScript.Hash():
+		return rateLua
+	case holdScript.Hash():
+		return holdLua
+	}
+	return ""
+}

@@ -109,7 +109,8 @@ func (t *Transport) check(ctx context.Context) error {
 	defer cancel()
 	pipe := t.rdb.Pipeline()
 	var info, cluster *redis.Cmd
-	if len(t.cfg.Require) > 0 {
+	scriptsOnly := t.cfg.Use == UseScripts && t.cfg.Scripts != nil
+	if len(t.cfg.Require) > 0 && !scriptsOnly {
 		args := []any{"COMMAND", "INFO"}
 		for _, n := range t.cfg.Require {
 			args = append(args, n)
@@ -119,11 +120,14 @@ func (t *Transport) check(ctx context.Context) error {
 	if t.plain {
 		cluster = pipe.Do(actx, "INFO", "cluster")
 	}
-	if len(t.cfg.Require) == 0 && !t.plain {
+	if info == nil && !t.plain {
 		pipe.Ping(actx) // at least reach Redis
 	}
 	probes := make(map[string]*redis.Cmd, len(t.cfg.Probes))
 	for name, p := range t.cfg.Probes {
+		if scriptsOnly {
+			break
+		}
 		args := append(make([]any, 0, len(p.Args)+2), p.Args...)
 		if !p.NoOnce {
 			args = append(args, "ONCE", NewToken())
@@ -152,7 +156,11 @@ func (t *Transport) check(ctx context.Context) error {
 		}
 	}
 
-	if info != nil && info.Err() == nil { // NOPERM, or no COMMAND behind a proxy: unknowable
+	kind := KindModule
+	switch {
+	case scriptsOnly:
+		kind = KindScripts
+	case info != nil && info.Err() == nil: // NOPERM, or no COMMAND behind a proxy: unknowable
 		if v, ok := info.Val().([]any); ok && len(v) == len(t.cfg.Require) {
 			var missing []string
 			for i, e := range v {
@@ -160,10 +168,24 @@ func (t *Transport) check(ctx context.Context) error {
 					missing = append(missing, t.cfg.Require[i])
 				}
 			}
-			if len(missing) > 0 {
+			switch {
+			case len(missing) == len(v) && t.cfg.Use == UseAuto && t.cfg.Scripts != nil:
+				kind = KindScripts // no module here: the script engine serves the same rules
+			case len(missing) == len(v):
 				return t.errorf(outcome.Misconfigured, ErrMisconfigured, "checking the server", fmt.Errorf(
-					"the server does not know %s: the Charon module is not loaded there (loadmodule /path/to/charon.so in redis.conf)",
+					"the server does not know %s: the Charon module is not loaded there (loadmodule /path/to/charon.so in redis.conf)%s",
+					strings.Join(missing, ", "), t.forcedModule()))
+			case len(missing) > 0:
+				return t.errorf(outcome.Misconfigured, ErrMisconfigured, "checking the server", fmt.Errorf(
+					"the server does not know %s: the Charon module loaded there is older than this client; upgrade it",
 					strings.Join(missing, ", ")))
+			}
+		}
+	case info != nil && t.cfg.Use == UseAuto && t.cfg.Scripts != nil:
+		// COMMAND INFO refused: the probes tell whether the module's commands exist.
+		for _, cmd := range probes {
+			if unknownCommand(cmd.Err()) {
+				kind = KindScripts
 			}
 		}
 	}
@@ -177,12 +199,30 @@ func (t *Transport) check(ctx context.Context) error {
 				"%sis a Redis Cluster node reached through a *redis.Client, which cannot follow MOVED; use redis.NewClusterClient", addr))
 		}
 	}
-	once := make(map[string]bool, len(probes))
-	for name, cmd := range probes {
-		taken := t.cfg.Probes[name].Taken
-		once[name] = cmd.Err() == nil && cmd.Val() != nil ||
-			taken != "" && cmd.Err() != nil && redis.HasErrorPrefix(cmd.Err(), taken)
+	once := make(map[string]bool, len(t.cfg.Probes))
+	if kind == KindScripts {
+		// The scripts take ONCE on every command that does; they have no other
+		// option a probe asks about (BLOCK: the client waits by asking again).
+		for name, p := range t.cfg.Probes {
+			once[name] = !p.NoOnce
+		}
+	} else {
+		for name, cmd := range probes {
+			taken := t.cfg.Probes[name].Taken
+			once[name] = cmd.Err() == nil && cmd.Val() != nil ||
+				taken != "" && cmd.Err() != nil && redis.HasErrorPrefix(cmd.Err(), taken)
+		}
 	}
 	t.chk.once.Store(&once)
+	t.kind.Store(uint32(kind))
 	return nil
+}
+
+// forcedModule adds to the error of a server without the module why the script
+// engine was not used.
+func (t *Transport) forcedModule() string {
+	if t.cfg.Use == UseModule && t.cfg.Scripts != nil {
+		return "; the client is set to use the module only (its engine option), not its script engine"
+	}
+	return ""
 }

@@ -29,6 +29,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -111,21 +112,28 @@ func (r *Request) describe() string {
 // Engine turns a request into the command sent.
 type Engine interface {
 	// Command returns the arguments of the command that carries r, appended to dst;
-	// once is the request's ONCE token ("" for none).
-	Command(dst []any, r *Request, once string) []any
+	// once is the request's ONCE token ("" for none). An error (a redis.Error, the
+	// server's words) refuses the request before anything is sent.
+	Command(dst []any, r *Request, once string) ([]any, error)
+	// NoScript returns the command to send instead of args after the server answered
+	// NOSCRIPT (nothing ran), or nil.
+	NoScript(args []any) []any
 }
 
 // ModuleEngine sends the module's own commands: Args, then ONCE token, then Tail.
 type ModuleEngine struct{}
 
 // Command implements Engine.
-func (ModuleEngine) Command(dst []any, r *Request, once string) []any {
+func (ModuleEngine) Command(dst []any, r *Request, once string) ([]any, error) {
 	dst = append(dst, r.Args...)
 	if once != "" {
 		dst = append(dst, "ONCE", once)
 	}
-	return append(dst, r.Tail...)
+	return append(dst, r.Tail...), nil
 }
+
+// NoScript implements Engine: the module's commands are not scripts.
+func (ModuleEngine) NoScript([]any) []any { return nil }
 
 // Probe is a harmless request (a DRYRUN, or a hold that does not exist) that tells
 // whether the server has a feature: ONCE on a command (Config.Probes keyed by the
@@ -175,8 +183,14 @@ type Config struct {
 	// Probes tell whether the server takes ONCE on a command (keyed by its name) or
 	// has another feature (keyed by the feature's name, NoOnce set).
 	Probes map[string]Probe
-	// Engine makes the commands; nil means ModuleEngine.
+	// Engine makes the module's commands; nil means ModuleEngine.
 	Engine Engine
+	// Scripts is the script engine: it serves the requests where the server has none
+	// of the Require'd commands (Use UseAuto), or always (UseScripts). nil means none:
+	// such a server is misconfigured.
+	Scripts Engine
+	// Use picks the engine (UseAuto: detected at each check).
+	Use Use
 	// MaxInflight and MaxBatch shape the batching; 0 means the defaults.
 	MaxInflight int
 	MaxBatch    int
@@ -199,6 +213,7 @@ type Transport struct {
 	dials   *dialRecorder // nil unless rdb is a *redis.Client
 	b       batcher
 	chk     checker
+	kind    atomic.Uint32 // the Kind in use: set by each check
 }
 
 // New returns a Transport over rdb.
@@ -222,6 +237,12 @@ func New(rdb Rediser, cfg Config) *Transport {
 		t.dials = &dialRecorder{}
 		c.AddHook(t.dials)
 	}
+	switch {
+	case cfg.Use == UseScripts && cfg.Scripts != nil:
+		t.kind.Store(uint32(KindScripts))
+	case cfg.Use == UseModule || cfg.Scripts == nil:
+		t.kind.Store(uint32(KindModule))
+	}
 	t.b = batcher{rdb: rdb, maxInflight: cfg.MaxInflight, maxBatch: cfg.MaxBatch}
 	if t.b.maxInflight <= 0 {
 		t.b.maxInflight = DefaultMaxInflight
@@ -231,6 +252,18 @@ func New(rdb Rediser, cfg Config) *Transport {
 		t.b.maxBatch = DefaultMaxBatch
 	}
 	return t
+}
+
+// Engine reports the engine in use: the one the last check chose (KindUnknown before
+// the first check with UseAuto).
+func (t *Transport) Engine() Kind { return Kind(t.kind.Load()) }
+
+// engineOf returns the engine of kind k.
+func (t *Transport) engineOf(k Kind) Engine {
+	if k == KindScripts {
+		return t.cfg.Scripts
+	}
+	return t.engine
 }
 
 // Cluster reports whether rdb is a *redis.ClusterClient.
@@ -279,11 +312,26 @@ type Stats struct {
 	Attempts int
 	// Once reports that the request carried a ONCE token.
 	Once bool
+	// Engine is the engine the request went to (KindUnknown when no check could run).
+	Engine Kind
 }
 
 // Do sends r and returns the server's reply. The error, if any, is an *Error.
 func (t *Transport) Do(ctx context.Context, r *Request) (any, Stats, error) {
 	var st Stats
+	reply, err, gone := t.do(ctx, r, &st)
+	if gone {
+		// The server does not know the module's command (UseAuto): the module is gone
+		// (a failover or restart onto a server without it). Nothing ran: detect again
+		// and send it to the engine found.
+		reply, err, _ = t.do(ctx, r, &st)
+	}
+	return reply, st, err
+}
+
+// do is one try of Do; gone reports an unknown command of the module under UseAuto
+// (nothing ran; the caller checks the server again and tries once more).
+func (t *Transport) do(ctx context.Context, r *Request, st *Stats) (reply any, err error, gone bool) {
 	tries := 0 // attempts beyond the first, resends of lost answers included
 	for {
 		err := t.Ready(ctx)
@@ -300,8 +348,11 @@ func (t *Transport) Do(ctx context.Context, r *Request) (any, Stats, error) {
 			tries++
 			continue
 		}
-		return nil, st, err
+		return nil, err, false
 	}
+	kind := t.Engine()
+	st.Engine = kind
+	eng := t.engineOf(kind)
 	repeat := r.Repeat
 	token := ""
 	if repeat == Once {
@@ -315,11 +366,14 @@ func (t *Transport) Do(ctx context.Context, r *Request) (any, Stats, error) {
 			repeat = Never
 		}
 	}
-	args := t.engine.Command(make([]any, 0, len(r.Args)+len(r.Tail)+2), r, token)
+	args, err := eng.Command(make([]any, 0, len(r.Args)+len(r.Tail)+2), r, token)
+	if err != nil {
+		return nil, t.errorf(outcome.Server, nil, r.describe(), err), false
+	}
 	if repeat == Never {
-		st.Attempts = 1
-		reply, err := t.sendTx(ctx, r, args)
-		return reply, st, err
+		st.Attempts++
+		reply, err := t.sendTx(ctx, r, args, eng)
+		return reply, err, t.moduleGone(kind, r, err)
 	}
 
 	maySent := false // an earlier attempt may have run
@@ -346,14 +400,24 @@ func (t *Transport) Do(ctx context.Context, r *Request) (any, Stats, error) {
 			st.Attempts++ // handed to go-redis
 		}
 		if err == nil {
-			return cmd.Val(), st, nil
+			return cmd.Val(), nil, false
+		}
+		if redis.HasErrorPrefix(err, "NOSCRIPT") {
+			// The server has not seen the script (a restart, a failover, a new node,
+			// SCRIPT FLUSH): nothing ran. Send it whole, and check the server again
+			// before the next request.
+			if again := eng.NoScript(args); again != nil {
+				t.chk.suspect()
+				args = again
+				continue
+			}
 		}
 		err = t.withDialCause(err, began)
 		var cls outcome.Class
-		var kind error
+		var kindErr error
 		switch {
 		case errors.Is(err, errQueued):
-			cls, kind = outcome.Unreachable, t.notSent()
+			cls, kindErr = outcome.Unreachable, t.notSent()
 			if ctx.Err() != nil {
 				cls = outcome.GaveUp
 			}
@@ -363,14 +427,17 @@ func (t *Transport) Do(ctx context.Context, r *Request) (any, Stats, error) {
 			cls = outcome.ClassifyCtx(ctx, err, false)
 			switch {
 			case cls == outcome.Server || cls == outcome.Transient:
+				if !maySent && t.moduleGone(kind, r, err) {
+					return nil, err, true
+				}
 				if e := t.misconfigured(r, err); e != nil {
-					return nil, st, e
+					return nil, e, false
 				}
 			case !t.precise:
 				// go-redis's own retries may hide an attempt that was sent.
 				cls = outcome.Unknown
 			case cls == outcome.Unreachable && ctx.Err() == nil && actx.Err() != nil:
-				kind = t.notSent()
+				kindErr = t.notSent()
 			}
 		}
 		if cls == outcome.Unknown || cls == outcome.Unreachable {
@@ -394,15 +461,27 @@ func (t *Transport) Do(ctx context.Context, r *Request) (any, Stats, error) {
 			// An attempt may have run: the outcome is unknown (counted at most once).
 			// The class stays what the last attempt proves, so a Redis that cannot be
 			// reached now still lets FailOpen decide.
-			kind = t.cfg.OutcomeUnknown
+			kindErr = t.cfg.OutcomeUnknown
 		}
-		return nil, st, t.errorf(cls, kind, r.describe(), err)
+		return nil, t.errorf(cls, kindErr, r.describe(), err), false
 	}
+}
+
+// moduleGone reports an unknown command of the module while the engine is detected
+// (UseAuto with a script engine): the server in front of us has no module now. It
+// asks for a check before the next request.
+func (t *Transport) moduleGone(kind Kind, r *Request, err error) bool {
+	if kind != KindModule || t.cfg.Use != UseAuto || t.cfg.Scripts == nil || err == nil ||
+		!unknownCommand(err) || !t.required(r.Name()) {
+		return false
+	}
+	t.chk.forget()
+	return true
 }
 
 // sendTx sends args alone inside MULTI/EXEC and classifies the outcome: the
 // transaction runs only once EXEC is read, so a failed write proves nothing ran.
-func (t *Transport) sendTx(ctx context.Context, r *Request, args []any) (any, error) {
+func (t *Transport) sendTx(ctx context.Context, r *Request, args []any, eng Engine) (any, error) {
 	began := time.Now()
 	actx, cancel := t.AttemptContext(ctx)
 	defer cancel()
@@ -412,6 +491,18 @@ func (t *Transport) sendTx(ctx context.Context, r *Request, args []any) (any, er
 	if cerr := cmd.Err(); cerr != nil {
 		// The command's own error (e.g. TRYAGAIN while queueing) says more than EXECABORT.
 		err = cerr
+	}
+	if redis.HasErrorPrefix(err, "NOSCRIPT") {
+		if again := eng.NoScript(args); again != nil {
+			// Nothing ran: the same transaction with the script's text.
+			t.chk.suspect()
+			pipe = t.rdb.TxPipeline()
+			cmd = pipe.Do(actx, again...)
+			_, err = pipe.Exec(actx)
+			if cerr := cmd.Err(); cerr != nil {
+				err = cerr
+			}
+		}
 	}
 	if err == nil {
 		return cmd.Val(), nil
@@ -563,7 +654,7 @@ func (t *Transport) misconfigured(r *Request, err error) error {
 	if e := t.Misconfigured(r.describe(), err); e != nil {
 		return e
 	}
-	if redis.HasErrorPrefix(err, "ERR unknown command") && t.required(r.Name()) {
+	if unknownCommand(err) && t.required(r.Name()) {
 		t.chk.forget()
 		return t.errorf(outcome.Misconfigured, ErrMisconfigured, r.describe(), fmt.Errorf(
 			"%w: the server does not have the Charon module loaded (loadmodule /path/to/charon.so)", err))
@@ -608,3 +699,7 @@ func NewToken() string {
 	}
 	return string(b[:])
 }
+
+// unknownCommand reports the server's "ERR unknown command" (go-redis's
+// HasErrorPrefix drops a leading "ERR ", so the prefix is matched without it).
+func unknownCommand(err error) bool { return redis.HasErrorPrefix(err, "unknown command") }

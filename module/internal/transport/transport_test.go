@@ -299,9 +299,51 @@ func TestToken(t *testing.T) {
 
 func TestModuleEngineOrder(t *testing.T) {
 	r := &Request{Args: []any{"CHARON.RESERVE", "k", "LIMIT", 2}, Tail: []any{"GROUP", "g", 1}}
-	require.Equal(t, []any{"CHARON.RESERVE", "k", "LIMIT", 2, "ONCE", "tok", "GROUP", "g", 1},
-		ModuleEngine{}.Command(nil, r, "tok"), "ONCE before the clause that runs to the end")
-	require.Equal(t, []any{"CHARON.RESERVE", "k", "LIMIT", 2, "GROUP", "g", 1}, ModuleEngine{}.Command(nil, r, ""))
+	args, err := ModuleEngine{}.Command(nil, r, "tok")
+	require.NoError(t, err)
+	require.Equal(t, []any{"CHARON.RESERVE", "k", "LIMIT", 2, "ONCE", "tok", "GROUP", "g", 1}, args,
+		"ONCE before the clause that runs to the end")
+	args, err = ModuleEngine{}.Command(nil, r, "")
+	require.NoError(t, err)
+	require.Equal(t, []any{"CHARON.RESERVE", "k", "LIMIT", 2, "GROUP", "g", 1}, args)
+}
+
+// The script engine sends EVALSHA with the command's keys as KEYS (GROUP keys last,
+// ONCE in the call), EVAL after NOSCRIPT, other commands as they are, and refuses a
+// bad argument with the module's own error.
+func TestScriptEngineCommand(t *testing.T) {
+	e := ScriptEngine{Now: func() int64 { return 1_700_000_000_000 }}
+	r := &Request{Args: []any{"CHARON.RESERVE", "hd:{p}:d", "LIMIT", int64(2), "GLOBAL", "hd:{p}", int64(5)},
+		Tail: []any{"GROUP", "hd:{p}:g", int64(1)}}
+	args, err := e.Command(nil, r, "tok")
+	require.NoError(t, err)
+	require.Equal(t, "EVALSHA", args[0])
+	require.Len(t, args[1], 40)
+	require.Equal(t, []any{3, "hd:{p}:d", "hd:{p}", "hd:{p}:g"}, args[2:6])
+	require.Equal(t, "reserve", args[6])
+	require.Equal(t, "1700000000000", args[7], "the client's clock without AT")
+	require.Contains(t, args, "tok")
+	eval := e.NoScript(args)
+	require.Equal(t, "EVAL", eval[0])
+	require.Contains(t, eval[1], "CHARON.RESERVE")
+	require.Equal(t, args[2:], eval[2:])
+	require.Nil(t, e.NoScript(eval), "EVAL has no fallback")
+
+	rate := &Request{Args: []any{"CHARON.RATE", "rl:{a}:b", "AT", int64(5), "LIMITS", "10/1s"}}
+	args, err = e.Command(nil, rate, "")
+	require.NoError(t, err)
+	require.Equal(t, []any{"EVALSHA", args[1], 1, "rl:{a}:b"}, args[:4])
+	require.NotEqual(t, args[1], eval[1])
+
+	del := &Request{Args: []any{"DEL", "k"}}
+	args, err = e.Command(nil, del, "")
+	require.NoError(t, err)
+	require.Equal(t, []any{"DEL", "k"}, args)
+
+	_, err = e.Command(nil, &Request{Args: []any{"CHARON.RATE", "k", "MAX", int64(0), "LIMITS", "1/1s"}}, "")
+	var rerr redis.Error
+	require.ErrorAs(t, err, &rerr)
+	require.True(t, strings.HasPrefix(err.Error(), "ERR MAX: "), err.Error())
 }
 
 func TestErrorWrapsKindAndCause(t *testing.T) {
