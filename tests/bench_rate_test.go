@@ -438,6 +438,15 @@ func BenchmarkRateInstructions(b *testing.B) {
 			}
 			fmt.Fprintf(&sb, "| key with %d distinct-ms hits in window | %.0f | %.2fx |\n", n, per, per/base)
 		}
+		// Caps: 8 caps (one exact, seven in buckets), n hits over the longest one's day.
+		for _, n := range []int{10, 100000} {
+			bench := fmt.Sprintf("BenchmarkApplyGrowthCaps%d", n)
+			per := (run(bench, k2) - run(bench, k1)) / float64(k2-k1)
+			if n == 10 {
+				base = per
+			}
+			fmt.Fprintf(&sb, "| key with 8 caps and %d hits over the longest cap's window | %.0f | %.2fx |\n", n, per, per/base)
+		}
 	}
 	benchReport(b, sb.String())
 }
