@@ -137,7 +137,9 @@ func (set *capSet) clear(v *view, sec cursor, s0, need int64) (int64, bool) {
 	return at, true
 }
 
-// logClearW is logClear for a window of w ms.
+// logClearW is the first time >= s0 at which the log's hits of the last w ms (from
+// cursor cu, at or before s0-w) are at most bound. It walks only the entries that must
+// leave.
 func logClearW(v *view, cu cursor, s0, bound, w int64) int64 {
 	if v.advance(&cu, -1, s0-w) != faultNone || cu.sum <= bound || cu.off >= v.end {
 		return s0

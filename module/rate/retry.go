@@ -97,31 +97,9 @@ func (c *calc) retryAfter(need int64, gv *view) int64 {
 }
 
 // logClear is the first time >= s0 at which v's second log holds at most bound hits;
-// cu is its cursor at or before s0-1000. It walks only the entries that must leave.
+// cu is its cursor at or before s0-1000.
 func logClear(v *view, cu cursor, s0, bound int64) int64 {
-	if v.advance(&cu, -1, s0-1000) != faultNone || cu.sum <= bound || cu.off >= v.end {
-		return s0
-	}
-	b, end := v.b[:v.end], v.end
-	next, _, c, f := evCount(b, cu.off, end, -1)
-	if f != faultNone {
-		return s0
-	}
-	sum, ts := cu.sum, cu.ts
-	for {
-		sum -= c
-		if sum <= bound {
-			return ts + 1001
-		}
-		if next >= end {
-			return s0
-		}
-		var d uint64
-		if next, d, c, f = evCount(b, next, end, -1); f != faultNone || d == 0 || d > uint64(MaxAt) {
-			return s0
-		}
-		ts += int64(d)
-	}
+	return logClearW(v, cu, s0, bound, secondWindow)
 }
 
 // segment finds the first time in [s, next), not before tCap, at which the climb
