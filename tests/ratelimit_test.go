@@ -981,8 +981,13 @@ func testRatelimitMidMigration(t *testing.T, cl *harness.Cluster) {
 	cc := cl.ClusterClient(t)
 	clk := rlcNewClock()
 	var failOpens []error
-	strict := ratelimit.NewLimiter(cc, &ratelimit.Options{Clock: clk})
-	open := ratelimit.NewLimiter(cc, &ratelimit.Options{Clock: clk, FailOpen: true,
+	// A generous Timeout per attempt: go-redis's cluster client retries TRYAGAIN by
+	// itself with backoff, and an attempt that ran out of time there is, rightly, an
+	// outcome the client cannot know (its earlier internal tries may have run). The
+	// 100 ms default is exceeded that way on a loaded machine; this test is about
+	// what TRYAGAIN and ASK prove, not about timeouts.
+	strict := ratelimit.NewLimiter(cc, &ratelimit.Options{Clock: clk, Timeout: 5 * time.Second})
+	open := ratelimit.NewLimiter(cc, &ratelimit.Options{Clock: clk, Timeout: 5 * time.Second, FailOpen: true,
 		OnFailOpen: func(_ context.Context, _, _ string, err error) { failOpens = append(failOpens, err) }})
 	res := ratelimit.PerHour("migrating", 100)
 	res.Global = 1000

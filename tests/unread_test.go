@@ -874,7 +874,9 @@ func testUnreadMidMigration(t *testing.T, cl *harness.Cluster, f unreadFixture, 
 	cc := cl.ClusterClient(t)
 	stats := watchCluster(cc)
 	obs := &unreadEvents{}
-	c := unread.New(cc, &unread.Options{Observer: obs})
+	// A generous Timeout: go-redis's cluster client retries TRYAGAIN itself, with
+	// backoff, which on a loaded machine can outlast the 100 ms default.
+	c := unread.New(cc, &unread.Options{Observer: obs, Timeout: 5 * time.Second})
 
 	slot := unread.Slot(unread.Key("mig-anchor"))
 	users := usersInSlot("mig-", slot, 8)
@@ -912,7 +914,7 @@ func testUnreadMidMigration(t *testing.T, cl *harness.Cluster, f unreadFixture, 
 	require.True(t, strings.HasPrefix(err.Error(), "TRYAGAIN"), "%v", err)
 
 	// Without retries the client must return an error, not a number.
-	noRetry := unread.New(cc, &unread.Options{MaxAttempts: 1})
+	noRetry := unread.New(cc, &unread.Options{MaxAttempts: 1, Timeout: 5 * time.Second})
 	got, err := noRetry.Counts(ctx, users)
 	require.Error(t, err)
 	require.Nil(t, got)
