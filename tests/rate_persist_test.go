@@ -280,8 +280,10 @@ const rtMemSizeClassSlack = 16
 
 // rtMemKeptRoom: a live value keeps its block while it fits (so that a grant calls
 // no allocator) and gives it back once more than a quarter is empty, so its MEMORY
-// USAGE may exceed what a reload allocates by up to a third.
-func rtMemKeptRoom(reloaded int64) int64 { return reloaded / 3 }
+// USAGE may exceed what a reload allocates by up to a third; a block of less than 64
+// bytes of room is never given back (cshim's oversized), so a small value (a global
+// key whose hits left the window) may keep up to an 80-byte allocation class.
+func rtMemKeptRoom(reloaded int64) int64 { return max(reloaded/3, 80) }
 
 // rtSameSnap compares datasets; withMem also compares MEMORY USAGE per key (up to
 // the server's own allocation slack, rtMemSizeClassSlack).
