@@ -5,7 +5,8 @@
  * cluster redirection (a slot that moves away) for us. The module decides itself when
  * a waiter is served (first come, first served per key, which Redis's per-key order
  * cannot express across keys): it calls RedisModule_UnblockClient, which runs the
- * timeout callback at once, in the waiter's own context, where the grant is made and
+ * timeout callback in the waiter's own context (at once on Redis 7.0 and Valkey, in
+ * the next event-loop turn on Redis 7.2 and later), where the grant is made and
  * replied. The reply callback that key readiness triggers therefore always declines.
  *
  * Each waiter is a non-zero integer id (the privdata), never a Go pointer. Timers carry

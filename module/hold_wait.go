@@ -22,9 +22,10 @@ import (
 //     one held back by another of its keys does not block the key for others). The
 //     same rule makes a new request, blocking or not, wait behind the queue.
 //   - A waiter is granted by ending its wait (RedisModule_UnblockClient), which runs
-//     the request again in the waiter's own context at once: it writes, replicates
-//     as a plain RESERVE with AT and ID explicit, and replies there, fenced like any
-//     grant.
+//     the request again in the waiter's own context (at once on Redis 7.0 and Valkey,
+//     in the next event-loop turn on Redis 7.2 and later, the copies staying its
+//     meanwhile): it writes, replicates as a plain RESERVE with AT and ID explicit,
+//     and replies there, fenced like any grant.
 //   - Leases expire without any command: each waiter has a timer (RedisModule_CreateTimer)
 //     at the moment enough live holds reach their deadlines for it to fit, and no
 //     other timer; between events the server does no work for a waiter.
@@ -158,6 +159,13 @@ func (ws *waitState) queued(db int, keys hold.Keys, names [][]byte, t int64, bef
 		}
 		for _, e := range q.entries {
 			if e.w.seq >= before {
+				break
+			}
+			// A waiter chosen for a grant that the server runs later (Redis 7.2 and
+			// later end a wait on keys in their next event-loop turn) has not taken
+			// its copies yet: they are its, so it holds back every key it waits on.
+			if e.w.state == waitGranting {
+				mask |= 1 << uint(k)
 				break
 			}
 			if lim := e.w.req.LimitOf(e.k); lim >= 0 && lim-live < e.w.req.Need() {
@@ -408,10 +416,10 @@ func (h *holdHandler) attempt(c rm.Ctx, w *waiter) {
 		return
 	}
 	w.state = waitGranting
-	w.bc.Unblock() // runs onWaitEnd in w's context, now (Redis 7.0 does)
-	// Should a server run it later instead, w is out of the queues and keeps its
-	// state until then, so onWaitEnd still grants it.
-	h.unqueue(c, w)
+	w.bc.Unblock() // runs onWaitEnd in w's context: now on Redis 7.0 and Valkey
+	// Redis 7.2 and later run it in their next event-loop turn: until then w stays in
+	// its queues as granting, so that neither the waiters behind it nor a new request
+	// take the copies it was chosen for (queued); onWaitEnd takes it out.
 }
 
 // onWaitEnd runs in the waiter's context when its wait ends: a grant chosen by
@@ -441,9 +449,10 @@ func (h *holdHandler) onWaitEnd(c rm.Ctx, args rm.Args, id uint64) {
 	} else if state == waitWaiting {
 		stats[reserveWaitTimeouts]++
 	}
-	if state == waitWaiting {
-		// Redis is timing the client out (or serving CLIENT UNBLOCK): try the others
-		// from a timer, not from inside that.
+	if !h.ws.waking {
+		// Redis is timing the client out (or serving CLIENT UNBLOCK), or runs a grant
+		// it deferred: try the others from a timer, not from inside that. (Inside a
+		// wake, the wake itself goes on with the keys this one wrote.)
 		h.deferWake(c)
 	}
 }
@@ -460,6 +469,9 @@ func (h *holdHandler) onDisconnect(c rm.Ctx, id uint64) {
 func (h *holdHandler) onFree(c rm.Ctx, id uint64) {
 	if w := h.ws.lookup(id); w != nil {
 		h.release(c, w)
+		// A grant the server deferred and then dropped (the client went away in
+		// between) leaves its copies to the others.
+		h.deferWake(c)
 	}
 }
 
