@@ -61,34 +61,31 @@ func build(q *rate.Request, lim *Limits, p part, sd, sg float64, minHits, maxHit
 		}
 		q.NTiers = len(lim.Tiers)
 		q.Closed = lim.Closed
-		var windows [rate.MaxCaps]int64
-		for i, c := range lim.Caps {
-			n, w := scale(c.Limit, c.Window, sd)
-			w = distinct(windows[:i], w)
-			windows[i] = w
-			if w == 1000 {
-				q.HasHard, q.Hard = true, n
-				continue
-			}
-			q.Caps[q.NCaps] = rate.Cap{Limit: n, Window: w}
-			q.NCaps++
-		}
+		q.NCaps, q.Hard, q.HasHard = scaleCaps(lim.Caps, sd, &q.Caps)
 	}
 	if p&partGlobal != 0 && len(lim.GlobalCaps) > 0 {
 		q.HasGlobal = true
-		var windows [rate.MaxCaps]int64
-		for i, c := range lim.GlobalCaps {
-			n, w := scale(c.Limit, c.Window, sg)
-			w = distinct(windows[:i], w)
-			windows[i] = w
-			if w == 1000 {
-				q.HasGlobalLimit, q.GlobalLimit = true, n
-				continue
-			}
-			q.GlobalCaps[q.NGlobalCaps] = rate.Cap{Limit: n, Window: w}
-			q.NGlobalCaps++
-		}
+		q.NGlobalCaps, q.GlobalLimit, q.HasGlobalLimit = scaleCaps(lim.GlobalCaps, sg, &q.GlobalCaps)
 	}
+}
+
+// scaleCaps writes caps scaled by s into out, each at a window of its own (distinct):
+// the one that lands on 1000 ms is returned as (second, true) instead, the HARD or
+// GLOBAL limit the engine keeps apart; n is how many went into out.
+func scaleCaps(caps []rate.Cap, s float64, out *[rate.MaxCaps]rate.Cap) (n int, second int64, hasSecond bool) {
+	var windows [rate.MaxCaps]int64
+	for i, c := range caps {
+		limit, w := scale(c.Limit, c.Window, s)
+		w = distinct(windows[:i], w)
+		windows[i] = w
+		if w == 1000 {
+			second, hasSecond = limit, true
+			continue
+		}
+		out[n] = rate.Cap{Limit: limit, Window: w}
+		n++
+	}
+	return n, second, hasSecond
 }
 
 // distinct returns w, or the next window length not in used: two caps stretched to
