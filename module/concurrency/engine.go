@@ -1,10 +1,6 @@
 package concurrency
 
-import (
-	"fmt"
-
-	"github.com/charon-redis/charon/module/internal/transport"
-)
+import "github.com/charon-redis/charon/module/internal/engine"
 
 // Engine is what serves a Semaphore's commands: the Charon module's CHARON.RESERVE, RELEASE, RENEW, TRANSFER and SEIZE, or
 // the same rules as server-side Lua scripts, for a Redis that cannot load modules
@@ -12,7 +8,7 @@ import (
 // Valkey). Both give the same answers; they keep their data in different types, so a
 // key written by one is refused by the other (an error naming the engine, never
 // misread and never failed open).
-type Engine uint8
+type Engine = engine.Engine
 
 const (
 	// EngineAuto (the default) asks the server whether it has the module (COMMAND
@@ -20,50 +16,18 @@ const (
 	// connection trouble (a failover, a restart), a NOSCRIPT or an unknown command:
 	// the module where it is loaded, the scripts where it is not. Semaphore.Engine says
 	// which it found.
-	EngineAuto Engine = iota
+	EngineAuto = engine.Auto
 	// EngineModule always sends the module's commands; a server without the module is an error
 	// wrapping ErrMisconfigured.
-	EngineModule
+	EngineModule = engine.Module
 	// EngineScripts always runs the scripts (EVALSHA, EVAL on NOSCRIPT), module or
 	// not: for a server where the module will be loaded later, whose keys were
 	// written by the scripts. The scripts have no BLOCK: ReserveArgs.MaxWait waits
 	// by asking again after each rejection's RetryAfter.
-	EngineScripts
+	EngineScripts = engine.Scripts
 )
-
-func (e Engine) String() string {
-	switch e {
-	case EngineAuto:
-		return "auto"
-	case EngineModule:
-		return "module"
-	case EngineScripts:
-		return "scripts"
-	}
-	return fmt.Sprintf("Engine(%d)", uint8(e))
-}
-
-func (e Engine) use() transport.Use {
-	switch e {
-	case EngineModule:
-		return transport.UseModule
-	case EngineScripts:
-		return transport.UseScripts
-	}
-	return transport.UseAuto
-}
-
-func engineOf(k transport.Kind) Engine {
-	switch k {
-	case transport.KindModule:
-		return EngineModule
-	case transport.KindScripts:
-		return EngineScripts
-	}
-	return EngineAuto
-}
 
 // Engine reports the engine serving the Semaphore's commands: EngineModule or
 // EngineScripts, as the last check found (or as Options.Engine forces); EngineAuto
 // before the first command has checked the server.
-func (s *Semaphore) Engine() Engine { return engineOf(s.tr.Engine()) }
+func (s *Semaphore) Engine() Engine { return engine.Of(s.tr.Engine()) }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/charon-redis/charon/module/internal/engine"
 	"github.com/charon-redis/charon/module/internal/transport"
 	"github.com/redis/go-redis/v9"
 )
@@ -183,7 +184,7 @@ func New(rdb rediser, opt *Options) *Semaphore {
 		OutcomeUnknown: ErrOutcomeUnknown,
 		Require:        []string{"CHARON.RESERVE", "CHARON.RELEASE", "CHARON.RENEW", "CHARON.TRANSFER", "CHARON.SEIZE"},
 		Scripts:        transport.ScriptEngine{},
-		Use:            o.Engine.use(),
+		Use:            engine.Use(o.Engine),
 		Probes: map[string]transport.Probe{
 			"CHARON.RESERVE": {Args: []any{"CHARON.RESERVE", probe, "DRYRUN", "LIMIT", 1}},
 			// No hold has this id: a server that takes ONCE answers LOST.

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/charon-redis/charon/module/internal/engine"
 	"github.com/charon-redis/charon/module/internal/transport"
 	"github.com/charon-redis/charon/module/rate"
 	"github.com/charon-redis/charon/module/ratelimit/internal/local"
@@ -185,7 +186,7 @@ func NewLimiter(rdb rediser, opt *Options) *Limiter {
 		OutcomeUnknown: ErrOutcomeUnknown,
 		Require:        []string{"CHARON.RATE"},
 		Scripts:        transport.ScriptEngine{},
-		Use:            o.Engine.use(),
+		Use:            engine.Use(o.Engine),
 		Probes: map[string]transport.Probe{
 			"CHARON.RATE": {Args: []any{"CHARON.RATE", probe, "DRYRUN", "LIMITS", "1/1s"}},
 		},
