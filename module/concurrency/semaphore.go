@@ -26,7 +26,7 @@ type rediser interface {
 // DefaultTimeout bounds each attempt of a command (as in package ratelimit): when
 // Redis is down, a reservation must fail (or fail open) in milliseconds, not after
 // go-redis's dial retries.
-const DefaultTimeout = 100 * time.Millisecond
+const DefaultTimeout = transport.DefaultTimeout
 
 // DefaultLease is the lease of a Pool that sets none (the server's default too).
 const DefaultLease = 60 * time.Second
@@ -169,17 +169,10 @@ func New(rdb rediser, opt *Options) *Semaphore {
 	if s.prefix == "" {
 		s.prefix = DefaultPrefix
 	}
-	timeout := o.Timeout
-	switch {
-	case timeout == 0:
-		timeout = DefaultTimeout
-	case timeout < 0:
-		timeout = 0
-	}
 	probe, _ := KeyNames(s.prefix, "charon-probe", "once")
 	s.tr = transport.New(rdb, transport.Config{
 		Name:           "concurrency",
-		Timeout:        timeout,
+		Timeout:        o.Timeout,
 		Retries:        o.Resends,
 		OutcomeUnknown: ErrOutcomeUnknown,
 		Require:        []string{"CHARON.RESERVE", "CHARON.RELEASE", "CHARON.RENEW", "CHARON.TRANSFER", "CHARON.SEIZE"},

@@ -30,7 +30,7 @@ const (
 	// ContextTimeoutEnabled also the answer). A limiter sits on every request's path:
 	// when Redis is down, FailOpen must decide in milliseconds, not after go-redis's
 	// dial retries (5 x 100ms per attempt, 4 attempts by default).
-	DefaultTimeout          = 100 * time.Millisecond
+	DefaultTimeout          = transport.DefaultTimeout
 	DefaultMinBackoff       = 10 * time.Millisecond
 	DefaultMaxBackoff       = time.Second
 	DefaultTransientRetries = 3
@@ -138,7 +138,6 @@ type Options struct {
 type Limiter struct {
 	tr         *transport.Transport
 	prefix     string
-	timeout    time.Duration // per attempt; 0 means none
 	failOpen   bool
 	onFailOpen func(ctx context.Context, resource, domain string, err error)
 	observer   Observer
@@ -159,18 +158,11 @@ func NewLimiter(rdb rediser, opt *Options) *Limiter {
 	}
 	l := &Limiter{
 		prefix:     o.KeyPrefix,
-		timeout:    o.Timeout,
 		failOpen:   o.FailOpen,
 		onFailOpen: o.OnFailOpen,
 		observer:   o.Observer,
 		clock:      o.Clock,
 		sendClock:  o.Clock != nil,
-	}
-	switch {
-	case l.timeout == 0:
-		l.timeout = DefaultTimeout
-	case l.timeout < 0:
-		l.timeout = 0
 	}
 	if l.prefix == "" {
 		l.prefix = DefaultPrefix
@@ -181,7 +173,7 @@ func NewLimiter(rdb rediser, opt *Options) *Limiter {
 	probe, _ := KeyNames(l.prefix, "charon-probe", "once", false)
 	l.tr = transport.New(rdb, transport.Config{
 		Name:           "ratelimit",
-		Timeout:        l.timeout,
+		Timeout:        o.Timeout,
 		Retries:        o.Resends,
 		OutcomeUnknown: ErrOutcomeUnknown,
 		Require:        []string{"CHARON.RATE"},

@@ -80,7 +80,7 @@ const (
 	// DefaultTimeout bounds each command and the check of the server (as in package
 	// ratelimit): with Redis down, a call fails in milliseconds, not after go-redis's
 	// dial retries.
-	DefaultTimeout           = 100 * time.Millisecond
+	DefaultTimeout           = transport.DefaultTimeout
 	DefaultMaxKeysPerCommand = 512
 	DefaultMaxAttempts       = 12
 	DefaultMinRetryBackoff   = 4 * time.Millisecond
@@ -179,16 +179,9 @@ func New(rdb rediser, opt *Options) *Client {
 	if c.maxBackoff < c.minBackoff {
 		c.maxBackoff = c.minBackoff
 	}
-	timeout := o.Timeout
-	switch {
-	case timeout == 0:
-		timeout = DefaultTimeout
-	case timeout < 0:
-		timeout = 0
-	}
 	// The transport bounds each round and checks, before the first call and after
 	// connection trouble, that a cluster is not reached through a plain client.
-	c.tr = transport.New(rdb, transport.Config{Name: "unread", Timeout: timeout})
+	c.tr = transport.New(rdb, transport.Config{Name: "unread", Timeout: o.Timeout})
 	c.backend.Store(int32(o.Backend))
 	c.forced = o.Backend != BackendAuto
 	return c

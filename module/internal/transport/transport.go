@@ -150,6 +150,9 @@ type Probe struct {
 
 // Defaults.
 const (
+	// DefaultTimeout bounds each attempt when Config.Timeout is 0: the clients'
+	// documented default.
+	DefaultTimeout = 100 * time.Millisecond
 	// DefaultRetries is how often a request whose answer was lost is sent again (with
 	// the same ONCE token, or because it is idempotent) before ErrOutcomeUnknown.
 	DefaultRetries = 3
@@ -168,8 +171,8 @@ type Config struct {
 	// Name starts every error ("ratelimit", "concurrency", "unread").
 	Name string
 	// Timeout bounds each attempt (queueing for a round trip, connecting, sending,
-	// and with go-redis's ContextTimeoutEnabled also the answer); 0 means none but the
-	// caller's context.
+	// and with go-redis's ContextTimeoutEnabled also the answer); 0 means
+	// DefaultTimeout, negative none but the caller's context.
 	Timeout time.Duration
 	// Retries is how often a request is sent again after a lost answer (or, with
 	// Request.RetryUnsent, after an attempt that could not be sent); 0 means
@@ -221,6 +224,12 @@ func New(rdb Rediser, cfg Config) *Transport {
 	t := &Transport{rdb: rdb, cfg: cfg, engine: cfg.Engine, retries: cfg.Retries}
 	if t.engine == nil {
 		t.engine = ModuleEngine{}
+	}
+	switch {
+	case t.cfg.Timeout == 0:
+		t.cfg.Timeout = DefaultTimeout
+	case t.cfg.Timeout < 0:
+		t.cfg.Timeout = 0
 	}
 	switch {
 	case t.retries == 0:
